@@ -1,0 +1,151 @@
+"""Multi-domain image datasets: a class index shared by all domains and images read on demand."""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from droptune.data.registry import DatasetSpec, get_spec, unknown_dataset
+from droptune.errors import DroptuneError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+
+class MultiDomainDataset(ABC):
+    """Images grouped by domain, labelled with one class index shared across domains."""
+
+    name: str
+    domains: list[str]
+    classes: list[str]
+    spec: DatasetSpec | None
+
+    @abstractmethod
+    def labels(self, domain: int) -> np.ndarray:
+        """Class index of every image of a domain, in the order `read` uses."""
+
+    @abstractmethod
+    def read(self, domain: int, index: int) -> Image.Image:
+        """Image `index` of `domain` as an RGB PIL image."""
+
+    def describe(self, domain: int, index: int) -> str:
+        return f"{self.name}/{self.domains[domain]}[{index}]"
+
+    def __len__(self) -> int:
+        return sum(len(self.labels(d)) for d in range(len(self.domains)))
+
+    def domain_index(self, domain: str | int) -> int:
+        """Index of a domain given by name or position; a clear error otherwise."""
+        if isinstance(domain, int) or (isinstance(domain, str) and domain.isdigit()
+                                       and domain not in self.domains):
+            position = int(domain)
+            if 0 <= position < len(self.domains):
+                return position
+        elif domain in self.domains:
+            return self.domains.index(domain)
+        raise DroptuneError(
+            f"unknown test domain {domain!r} for {self.name}: expected one of "
+            f"{', '.join(self.domains)} (or an index 0-{len(self.domains) - 1})"
+        )
+
+    @property
+    def augment_by_default(self) -> bool:
+        return self.spec.augment if self.spec else True
+
+
+def _list_dirs(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+class ImageFolderDomains(MultiDomainDataset):
+    """A dataset laid out as `<root>/<domain>/<class>/<image>` (DomainBed's layout)."""
+
+    def __init__(self, root: str | os.PathLike, spec: DatasetSpec | None = None):
+        self.root = Path(root)
+        self.spec = spec
+        self.name = spec.name if spec else self.root.name
+        if not self.root.is_dir():
+            raise DroptuneError(
+                f"dataset directory not found: {self.root} "
+                f"(expected {self.root}/<domain>/<class>/<image>; check --data-dir)"
+            )
+        self.domains = _list_dirs(self.root)
+        if not self.domains:
+            raise DroptuneError(f"no domain folders in {self.root}: expected <domain>/<class>/<image>")
+        if spec is not None and set(self.domains) != set(spec.domains):
+            missing = sorted(set(spec.domains) - set(self.domains))
+            extra = sorted(set(self.domains) - set(spec.domains))
+            raise DroptuneError(
+                f"{self.root} does not hold {spec.name}'s domains: missing {missing}, unexpected {extra}"
+            )
+        per_domain = {d: _list_dirs(self.root / d) for d in self.domains}
+        self.classes = per_domain[self.domains[0]]
+        for domain, classes in per_domain.items():
+            if classes != self.classes:
+                lacks = sorted(set(self.classes) - set(classes))
+                extra = sorted(set(classes) - set(self.classes))
+                raise DroptuneError(
+                    f"class folders differ across domains in {self.root}: {domain} lacks {lacks} "
+                    f"and has extra {extra} compared with {self.domains[0]}"
+                )
+        if not self.classes:
+            raise DroptuneError(f"empty domain: {self.root / self.domains[0]} has no class folders")
+        self._paths: list[list[Path]] = []
+        self._labels: list[np.ndarray] = []
+        skipped: list[Path] = []
+        for domain in self.domains:
+            paths, labels = [], []
+            for label, cls in enumerate(self.classes):
+                folder = self.root / domain / cls
+                files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+                images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+                skipped += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+                if not images:
+                    raise DroptuneError(f"empty class folder: {folder} has no images")
+                paths += images
+                labels += [label] * len(images)
+            self._paths.append(paths)
+            self._labels.append(np.asarray(labels, dtype=np.int64))
+        if skipped:
+            log.warning("%s: ignored %d files that are not images, e.g. %s", self.root, len(skipped), skipped[0])
+
+    def labels(self, domain: int) -> np.ndarray:
+        return self._labels[domain]
+
+    def path(self, domain: int, index: int) -> Path:
+        return self._paths[domain][index]
+
+    def describe(self, domain: int, index: int) -> str:
+        return str(self.path(domain, index))
+
+    def read(self, domain: int, index: int) -> Image.Image:
+        path = self.path(domain, index)
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            raise DroptuneError(f"cannot read image {path}: {error}") from None
+
+
+def open_dataset(name: str, data_dir: str | os.PathLike | None = None) -> MultiDomainDataset:
+    """A dataset by registered name (under `data_dir`), built-in name, or folder path."""
+    spec = get_spec(name)
+    if spec is not None and spec.builtin:
+        from droptune.data.digits import RotatedDigits
+
+        return RotatedDigits()
+    if spec is not None:
+        if data_dir is None:
+            raise DroptuneError(f"dataset {spec.name} needs a data directory: pass --data-dir")
+        return ImageFolderDomains(Path(data_dir) / spec.folder, spec)
+    candidates = [Path(name)] + ([Path(data_dir) / name] if data_dir is not None else [])
+    for path in candidates:
+        if path.is_dir():
+            return ImageFolderDomains(path)
+    raise unknown_dataset(name)

@@ -1,0 +1,117 @@
+"""Batches for the DomainBed protocol: one batch per training domain each step, and evaluation sets.
+
+Training batches are a pure function of (seed, step): the sampling order and each image's
+augmentation seed are derived from them, so a resumed run draws exactly the batches an
+uninterrupted one would, with any number of loader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from droptune.data.domains import MultiDomainDataset
+from droptune.data.splits import stable_seed
+
+Key = tuple[int, int, int | None]  # (domain, image index, augmentation seed or None)
+
+
+class DomainImages(Dataset):
+    """Reads and transforms images addressed by (domain, index, seed) keys.
+
+    A key with a seed gets the training transform, seeded; a key without one the evaluation transform.
+    """
+
+    def __init__(self, dataset: MultiDomainDataset, train_transform: Callable, eval_transform: Callable):
+        self.dataset = dataset
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Key):
+        domain, index, seed = key
+        image = self.dataset.read(domain, index)
+        if seed is None:
+            x = self.eval_transform(image)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                x = self.train_transform(image)
+        return x, int(self.dataset.labels(domain)[index])
+
+
+class DomainBalancedBatches:
+    """Batch sampler: for each step, `batch_size` images from each training domain, concatenated.
+
+    Each domain is read in epochs of a fresh permutation seeded by (seed, domain, epoch).
+    """
+
+    def __init__(self, domains: Sequence[tuple[int, np.ndarray]], batch_size: int, seed: int,
+                 start_step: int, end_step: int):
+        self.domains = list(domains)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_step = start_step
+        self.end_step = end_step
+        self._permutations: dict[tuple[int, int], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return max(0, self.end_step - self.start_step)
+
+    def _permutation(self, domain: int, epoch: int, size: int) -> np.ndarray:
+        key = (domain, epoch)
+        if key not in self._permutations:
+            self._permutations = {k: v for k, v in self._permutations.items() if k[0] != domain}
+            rng = np.random.default_rng(stable_seed("order", self.seed, domain, epoch))
+            self._permutations[key] = rng.permutation(size)
+        return self._permutations[key]
+
+    def batch(self, step: int) -> list[Key]:
+        keys: list[Key] = []
+        for domain, indices in self.domains:
+            for slot in range(self.batch_size):
+                position = step * self.batch_size + slot
+                epoch, offset = divmod(position, len(indices))
+                index = int(indices[self._permutation(domain, epoch, len(indices))[offset]])
+                keys.append((domain, index, stable_seed("augment", self.seed, step, domain, slot)))
+        return keys
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        for step in range(self.start_step, self.end_step):
+            yield self.batch(step)
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """A named set of images to score, e.g. ("photo", "holdout")."""
+
+    domain: str
+    split: str
+    keys: list[Key]
+
+
+def make_loader(images: DomainImages, batches, workers: int, pin_memory: bool = False) -> DataLoader:
+    return DataLoader(
+        images,
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def eval_batches(splits: Sequence[EvalSplit], batch_size: int) -> tuple[list[list[Key]], list[int]]:
+    """Batches that never mix splits, and the split index of each batch."""
+    batches, owners = [], []
+    for owner, split in enumerate(splits):
+        for start in range(0, len(split.keys), batch_size):
+            batches.append(split.keys[start : start + batch_size])
+            owners.append(owner)
+    return batches, owners

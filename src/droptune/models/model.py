@@ -1,0 +1,65 @@
+"""The paper's model: pre-trained backbone → pooled features → Dropout(p) → Linear."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from droptune.errors import DroptuneError
+from droptune.models.backbones import create_backbone
+
+
+class DropoutClassifier(nn.Module):
+    """A backbone and a linear head with (very large) dropout on its input, nothing else.
+
+    With `freeze_bn`, BatchNorm layers stay in eval mode through `.train()`: their running
+    statistics keep their pre-trained values while their affine weights still train.
+    """
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, dropout: float = 0.9,
+                 freeze_bn: bool = True, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise DroptuneError(f"dropout must satisfy 0 <= p < 1, got {dropout}")
+        if num_classes < 2:
+            raise DroptuneError(f"num_classes must be at least 2, got {num_classes}")
+        self.backbone = backbone
+        self.head = nn.Sequential(OrderedDict(
+            dropout=nn.Dropout(dropout),
+            fc=nn.Linear(num_features, num_classes),
+        ))
+        self.num_features = num_features
+        self.num_classes = num_classes
+        self.freeze_bn = freeze_bn
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.train()
+
+    @property
+    def dropout(self) -> float:
+        return self.head.dropout.p
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features, shape (batch, num_features)."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def train(self, mode: bool = True) -> DropoutClassifier:
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+
+def build_model(backbone: str, num_classes: int, dropout: float = 0.9, weights: str | None = "default",
+                freeze_bn: bool = True) -> DropoutClassifier:
+    """A pre-trained `backbone` (see `create_backbone`) with a `Dropout(dropout) → Linear` head."""
+    made = create_backbone(backbone, weights)
+    return DropoutClassifier(made.module, made.num_features, num_classes, dropout, freeze_bn, made.mean, made.std)

@@ -1,0 +1,1 @@
+"""Training under DomainBed's protocol: config, loop, evaluation, selection, run folders."""

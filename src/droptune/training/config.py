@@ -1,0 +1,166 @@
+"""The typed training configuration: the paper's defaults, overridable by YAML files and CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from droptune.errors import DroptuneError
+
+AMP_MODES = ("none", "bf16", "fp16")
+SELECTIONS = ("training_domain", "oracle")
+# Fields that change where or how fast a run executes, never its numbers.
+RUNTIME_FIELDS = ("output_dir", "device", "workers", "progress")
+
+
+@dataclass
+class TrainConfig:
+    """One fine-tuning run under leave-one-domain-out. Defaults are the paper's recipe (PAPER.md)."""
+
+    dataset: str = "RotatedDigits"
+    data_dir: str | None = field(default_factory=lambda: os.environ.get("DROPTUNE_DATA_DIR"))
+    test_domain: str = "0"
+    backbone: str = "efficientnet_lite0"
+    weights: str = "default"
+    dropout: float = 0.9
+    freeze_bn: bool = True
+    lr: float = 1e-3
+    head_lr_mult: float = 1.0
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    steps: int = 10_000
+    lr_milestones: list[int] | None = None
+    lr_gamma: float = 0.1
+    batch_size: int = 32
+    image_size: int = 224
+    augment: bool | None = None
+    clean_holdout: bool = True
+    holdout_fraction: float = 0.2
+    eval_every: int = 300
+    eval_batch_size: int = 128
+    selection: str = "training_domain"
+    seed: int = 0
+    trial_seed: int = 0
+    output_dir: str | None = None
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool | None = None
+    compile: bool = False
+    workers: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a one-line error naming the first field whose value cannot work."""
+        checks = [
+            ("dropout", 0.0 <= self.dropout < 1.0, "0 <= p < 1"),
+            ("lr", self.lr > 0, "a positive number"),
+            ("head_lr_mult", self.head_lr_mult > 0, "a positive number"),
+            ("weight_decay", self.weight_decay >= 0, "a non-negative number"),
+            ("momentum", 0 <= self.momentum < 1, "0 <= momentum < 1"),
+            ("steps", self.steps > 0, "a positive integer"),
+            ("batch_size", self.batch_size > 0, "a positive integer (images per training domain)"),
+            ("image_size", self.image_size >= 16, "at least 16 pixels"),
+            ("holdout_fraction", 0 < self.holdout_fraction < 1, "between 0 and 1"),
+            ("eval_every", self.eval_every > 0, "a positive integer"),
+            ("eval_batch_size", self.eval_batch_size > 0, "a positive integer"),
+            ("selection", self.selection in SELECTIONS, f"one of {', '.join(SELECTIONS)}"),
+            ("amp", self.amp in AMP_MODES, f"one of {', '.join(AMP_MODES)}"),
+            ("lr_milestones", self.lr_milestones is None or all(0 < m < self.steps for m in self.lr_milestones),
+             f"steps between 1 and {self.steps - 1}"),
+            ("workers", self.workers is None or self.workers >= 0, "a non-negative integer"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise DroptuneError(f"invalid {name} = {getattr(self, name)!r}: expected {expected}")
+
+    @property
+    def milestones(self) -> list[int]:
+        """Steps where the lr is multiplied by `lr_gamma`: the paper decays once, half-way."""
+        return sorted(self.lr_milestones) if self.lr_milestones is not None else [self.steps // 2]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> str:
+        """A stable hash of everything that determines the run's numbers."""
+        numeric = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return hashlib.sha256(json.dumps(numeric, sort_keys=True).encode()).hexdigest()[:12]
+
+    def default_run_name(self) -> str:
+        return (f"{Path(self.dataset).name}-{self.test_domain}-{self.backbone.replace('/', '_')}"
+                f"-p{self.dropout:g}-lr{self.lr:g}-wd{self.weight_decay:g}-s{self.seed}-{self.identity()[:8]}")
+
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.default_run_name()
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **coerce(changes, "arguments"))
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+        """A config from a YAML file; unknown fields and ill-typed values are errors naming the file."""
+        return cls(**{**read_yaml(path), **coerce(overrides, "arguments")})
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The config fields set in a YAML file, checked against TrainConfig's fields and types."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise DroptuneError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise DroptuneError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise DroptuneError(f"{path} must hold a mapping of config fields, got {type(data).__name__}")
+    return coerce(data, str(path))
+
+
+def field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def base_type(annotation: Any) -> tuple[type, bool]:
+    """(the scalar or list type, whether None is allowed) of a field annotation."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    core = [a for a in args if a is not type(None)] or [annotation]
+    kind = core[0]
+    return (list if typing.get_origin(kind) is list else kind), optional
+
+
+def coerce_value(name: str, value: Any, source: str) -> Any:
+    """`value` checked (and int→float widened) against the type of field `name`."""
+    types = field_types()
+    if name not in types:
+        raise DroptuneError(f"unknown config field {name!r} in {source}: expected one of {', '.join(types)}")
+    kind, optional = base_type(types[name])
+    if value is None and optional:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is list and isinstance(value, list) and all(isinstance(v, int) for v in value):
+        return value
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise DroptuneError(f"config field {name!r} in {source} must be {kind.__name__}"
+                        f"{' or null' if optional else ''}, got {value!r}")
+
+
+def coerce(changes: dict[str, Any], source: str) -> dict[str, Any]:
+    return {k: coerce_value(k, v, source) for k, v in changes.items()}

@@ -1,0 +1,30 @@
+"""Model selection as pure functions over evaluation records (DomainBed's selection methods).
+
+A record holds `iid` (mean accuracy on the training domains' held-out 20%), `ood` (accuracy on
+the test domain's 80% part) and `ood_out` (its 20% part, used only by the oracle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+METHODS = ("training_domain", "oracle", "last")
+
+
+def select(records: Sequence[dict], method: str = "training_domain") -> dict | None:
+    """The chosen evaluation record; ties go to the earliest step. None for no records.
+
+    training_domain: best i.i.d. validation accuracy, nothing from the test domain.
+    oracle: best accuracy on the test domain's held-out 20% (an upper bound, not a method).
+    last: the final evaluation.
+    """
+    if not records:
+        return None
+    if method == "last":
+        return records[-1]
+    key = {"training_domain": "iid", "oracle": "ood_out"}[method]
+    return max(records, key=lambda r: (r[key], -r["step"]))
+
+
+def is_better(record: dict, best: dict | None, method: str) -> bool:
+    return best is None or select([best, record], method) is record

@@ -1,0 +1,308 @@
+"""The training loop: DomainBed's leave-one-domain-out protocol around one DropoutClassifier.
+
+Read `Trainer.fit` top to bottom: draw one batch per training domain, take an SGD step,
+evaluate every `eval_every` steps, keep the model chosen by training-domain validation,
+checkpoint so that `--resume` continues to the same final numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from droptune.data.domains import open_dataset
+from droptune.data.loaders import DomainBalancedBatches, DomainImages, EvalSplit, eval_batches, make_loader
+from droptune.data.splits import split_domain, stable_seed
+from droptune.data.transforms import eval_transform, train_transform
+from droptune.errors import DroptuneError
+from droptune.models.model import build_model
+from droptune.training.checkpoint import rng_state, save_json, save_torch, save_weights, set_rng_state
+from droptune.training.config import TrainConfig
+from droptune.training.evaluate import autocast, evaluate
+from droptune.training.optim import make_optimizer, make_scheduler
+from droptune.training.run_dir import RunDir
+from droptune.training.selection import METHODS, is_better, select
+
+CHECK_EVERY = 10  # steps between loss checks (each one synchronizes with the device)
+COLLAPSE_MARGIN = 0.02
+
+
+class TrainingDiverged(DroptuneError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DroptuneError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DroptuneError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def default_workers(device: torch.device, in_memory: bool) -> int:
+    """Loader processes: none for in-memory data; on a CPU-only machine leave a core to the model."""
+    if in_memory:
+        return 0
+    cpus = len(os.sched_getaffinity(0))
+    return min(8, cpus) if device.type == "cuda" else max(1, cpus // 2)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.run = RunDir(config.run_dir())
+        self.device = resolve_device(config.device)
+        self.dataset = open_dataset(config.dataset, config.data_dir)
+        domains = self.dataset.domains
+        self.test = self.dataset.domain_index(config.test_domain)
+        self.train_domains = [d for d in range(len(domains)) if d != self.test]
+        self.splits = [split_domain(len(self.dataset.labels(d)), name, config.trial_seed, config.holdout_fraction)
+                       for d, name in enumerate(domains)]
+
+        torch.manual_seed(stable_seed("init", config.seed))
+        self.model = build_model(config.backbone, len(self.dataset.classes), config.dropout, config.weights,
+                                 config.freeze_bn).to(self.device)
+        self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = make_scheduler(self.optimizer, config)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+
+        augment = config.augment if config.augment is not None else self.dataset.augment_by_default
+        mean, std = self.model.mean, self.model.std
+        self.images = DomainImages(self.dataset, train_transform(config.image_size, mean, std, augment),
+                                   eval_transform(config.image_size, mean, std))
+        self.eval_splits = self._eval_splits()
+        self.eval_batches, self.eval_owners = eval_batches(self.eval_splits, config.eval_batch_size)
+        in_memory = not hasattr(self.dataset, "path")
+        self.workers = config.workers if config.workers is not None else default_workers(self.device, in_memory)
+        holdout_labels = np.concatenate([self.dataset.labels(d)[self.splits[d].holdout] for d in self.train_domains])
+        self.majority_rate = float(np.bincount(holdout_labels).max() / len(holdout_labels))
+
+        self.step = 0
+        self.best: dict | None = None
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_count = 0
+        self.elapsed = 0.0
+
+    def _eval_splits(self) -> list[EvalSplit]:
+        """Held-out 20% of each training domain (i.i.d.), both parts of the test domain (o.o.d.)."""
+        names = self.dataset.domains
+        seed = self.config.seed
+        splits = []
+        for d in self.train_domains:
+            holdout = self.splits[d].holdout
+            keys = [(d, int(i), None if self.config.clean_holdout else stable_seed("holdout", seed, d, int(i)))
+                    for i in holdout]
+            splits.append(EvalSplit(names[d], "out", keys))
+        for part, indices in (("in", self.splits[self.test].train), ("out", self.splits[self.test].holdout)):
+            splits.append(EvalSplit(names[self.test], part, [(self.test, int(i), None) for i in indices]))
+        return splits
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self, until: int | None = None) -> dict | None:
+        """Train to `config.steps` and return the results; with `until`, stop (checkpointed) at that step."""
+        config = self.config
+        end = min(until, config.steps) if until is not None else config.steps
+        batches = DomainBalancedBatches([(d, self.splits[d].train) for d in self.train_domains],
+                                        config.batch_size, config.seed, self.step, end)
+        loader = make_loader(self.images, batches, self.workers, pin_memory=self.device.type == "cuda")
+        bar = tqdm(total=config.steps, initial=self.step, disable=not config.progress, unit="step",
+                   desc=self.run.path.name, dynamic_ncols=True)
+        self.model.train()
+        period_start, period_images = time.perf_counter(), 0
+        for x, y in loader:
+            loss = self._train_step(x, y)
+            self.step += 1
+            self.loss_sum += loss.detach().float()
+            self.loss_count += 1
+            period_images += len(y)
+            bar.update(1)
+            if self.step % CHECK_EVERY == 0 or self.step == end:
+                self._check_finite()
+                seconds = time.perf_counter() - period_start
+                bar.set_postfix(loss=f"{self.loss_sum.item() / self.loss_count:.3f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2g}",
+                                img_s=f"{period_images / seconds:.0f}")
+            if self.step % config.eval_every == 0 or self.step == config.steps:
+                seconds = time.perf_counter() - period_start
+                self.elapsed += seconds
+                self._evaluate(period_images / seconds)
+                self._save_checkpoint()
+                period_start, period_images = time.perf_counter(), 0
+        bar.close()
+        if self.step < config.steps:
+            self.elapsed += time.perf_counter() - period_start
+            self._save_checkpoint()
+            return None
+        return self._finish("completed")
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.config.amp):
+            loss = F.cross_entropy(self.forward(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss
+
+    def _check_finite(self) -> None:
+        if not torch.isfinite(self.loss_sum):
+            self._finish("diverged")
+            raise TrainingDiverged(
+                f"run {self.run.path} diverged by step {self.step}: the training loss is "
+                f"{self.loss_sum.item()}; try a lower --lr (now {self.config.lr:g}) or --amp none"
+            )
+
+    def _evaluate(self, images_per_s: float) -> None:
+        start = time.perf_counter()
+        loader = make_loader(self.images, self.eval_batches, self.workers, pin_memory=self.device.type == "cuda")
+        acc = evaluate(self.forward, loader, self.eval_owners, self.eval_splits, self.device,
+                       self.config.amp, self.channels_last)
+        seconds = time.perf_counter() - start
+        self.elapsed += seconds
+        names = self.dataset.domains
+        test = names[self.test]
+        record = {
+            "step": self.step,
+            "loss": self.loss_sum.item() / max(1, self.loss_count),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": images_per_s,
+            "eval_images_per_s": sum(len(s.keys) for s in self.eval_splits) / seconds,
+            "elapsed_s": self.elapsed,
+            "iid": float(np.mean([acc[names[d]]["out"] for d in self.train_domains])),
+            "ood": acc[test]["in"],
+            "ood_out": acc[test]["out"],
+            "acc": acc,
+        }
+        self.run.append_metrics(record)
+        if is_better(record, self.best, self.config.selection):
+            self.best = {k: v for k, v in record.items() if k != "acc"}
+            save_weights(self.model.state_dict(), self.run.best, {"step": self.step, "config": self.config.to_dict()})
+        self.loss_sum.zero_()
+        self.loss_count = 0
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _save_checkpoint(self) -> None:
+        save_torch({
+            "config_id": self.config.identity(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "loss_sum": self.loss_sum.cpu(),
+            "loss_count": self.loss_count,
+            "best": self.best,
+            "elapsed": self.elapsed,
+        }, self.run.last)
+
+    def restore(self) -> None:
+        """Continue from `last.pt`; metrics written after it (an interrupted evaluation) are dropped."""
+        try:
+            state = torch.load(self.run.last, map_location=self.device, weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
+            raise DroptuneError(f"cannot read checkpoint {self.run.last}: {error}") from None
+        if state["config_id"] != self.config.identity():
+            raise DroptuneError(f"checkpoint {self.run.last} was written by a different config than "
+                                f"{self.run.config}; it cannot be resumed with this one")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step = state["step"]
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.loss_count = state["loss_count"]
+        self.best = state["best"]
+        self.elapsed = state["elapsed"]
+        self.run.rewrite_metrics(self.run.read_metrics(up_to_step=self.step))
+
+    def _finish(self, status: str) -> dict:
+        records = self.run.read_metrics()
+        config = self.config
+        chosen = {m: _summary(select(records, m)) for m in METHODS}
+        selected = select(records, config.selection)
+        last = records[-1] if records else None
+        collapsed = bool(
+            selected is not None and last is not None
+            and selected["iid"] <= self.majority_rate + COLLAPSE_MARGIN
+            and last["loss"] >= 0.9 * math.log(len(self.dataset.classes))
+        )
+        results = {
+            "status": status,
+            "run": self.run.path.name,
+            "config_id": config.identity(),
+            "dataset": self.dataset.name,
+            "test_domain": self.dataset.domains[self.test],
+            "train_domains": [self.dataset.domains[d] for d in self.train_domains],
+            "backbone": config.backbone,
+            "dropout": config.dropout,
+            "lr": config.lr,
+            "weight_decay": config.weight_decay,
+            "seed": config.seed,
+            "trial_seed": config.trial_seed,
+            "selection": config.selection,
+            "step": selected["step"] if selected else None,
+            "iid": selected["iid"] if selected else None,
+            "ood": selected["ood"] if selected else None,
+            "acc": selected["acc"] if selected else None,
+            "selections": chosen,
+            "collapsed": collapsed,
+            "majority_rate": self.majority_rate,
+            "steps_done": self.step,
+            "wall_time_s": self.elapsed,
+            "train_images_per_s": float(np.mean([r["images_per_s"] for r in records])) if records else None,
+            "eval_images_per_s": float(np.mean([r["eval_images_per_s"] for r in records])) if records else None,
+        }
+        save_json(results, self.run.results)
+        return results
+
+
+def _summary(record: dict | None) -> dict | None:
+    if record is None:
+        return None
+    return {k: record[k] for k in ("step", "iid", "ood", "ood_out")}
+
+
+def train(config: TrainConfig, resume: bool = False, until: int | None = None) -> dict | None:
+    """Run (or with `resume`, continue) one fine-tuning; returns results.json's content.
+
+    `until` stops early with a checkpoint, as an interruption would; returns None then.
+    """
+    run = RunDir(config.run_dir())
+    if resume:
+        done = run.read_results()
+        if done is not None and done.get("status") == "completed":
+            return done
+    elif run.results.exists() or run.last.exists():
+        raise DroptuneError(f"run folder {run.path} already holds a run: resume it with --resume {run.path} "
+                            "or choose another --output-dir")
+    trainer = Trainer(config)
+    if resume and run.last.exists():
+        trainer.restore()
+    else:
+        run.path.mkdir(parents=True, exist_ok=True)
+        config.save(run.config)
+        run.metrics.unlink(missing_ok=True)
+    return trainer.fit(until)
