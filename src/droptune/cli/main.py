@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from droptune.cli.data import add_data_commands
 from droptune.errors import DroptuneError
 
 
@@ -59,7 +60,7 @@ def add_training_commands(commands) -> None:
 
 
 # Each module adds its sub-commands to the parser; a new job is a new module listed here.
-COMMAND_MODULES = (add_training_commands,)
+COMMAND_MODULES = (add_training_commands, add_data_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -97,6 +97,7 @@ class EvalSplit:
 
 
 def make_loader(images: DomainImages, batches, workers: int, pin_memory: bool = False) -> DataLoader:
+    """A loader that leaves the global RNG alone (its own generator), so dropout masks survive a resume."""
     return DataLoader(
         images,
         batch_sampler=batches,
@@ -104,6 +105,7 @@ def make_loader(images: DomainImages, batches, workers: int, pin_memory: bool = 
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator(),
     )
 
 

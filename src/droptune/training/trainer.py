@@ -243,12 +243,8 @@ class Trainer:
         config = self.config
         chosen = {m: _summary(select(records, m)) for m in METHODS}
         selected = select(records, config.selection)
-        last = records[-1] if records else None
-        collapsed = bool(
-            selected is not None and last is not None
-            and selected["iid"] <= self.majority_rate + COLLAPSE_MARGIN
-            and last["loss"] >= 0.9 * math.log(len(self.dataset.classes))
-        )
+        collapsed = selected is not None and is_collapsed(selected["iid"], records[-1]["loss"],
+                                                          self.majority_rate, len(self.dataset.classes))
         results = {
             "status": status,
             "run": self.run.path.name,
@@ -277,6 +273,11 @@ class Trainer:
         }
         save_json(results, self.run.results)
         return results
+
+
+def is_collapsed(best_iid: float, final_loss: float, majority_rate: float, num_classes: int) -> bool:
+    """Stuck at predicting the majority class: validation accuracy never left its rate, loss stayed near ln C."""
+    return best_iid <= majority_rate + COLLAPSE_MARGIN and final_loss >= 0.9 * math.log(num_classes)
 
 
 def _summary(record: dict | None) -> dict | None:

@@ -1,0 +1,91 @@
+"""`droptune data download|verify|info`: get a benchmark, check a dataset folder, describe one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _download(args: argparse.Namespace) -> int:
+    from droptune.data.download import MARKER, download, read_marker
+    from droptune.data.verify import default_data_dir
+
+    target = download(args.name, args.data_dir or default_data_dir(), args.source, args.keep_archives)
+    counts = read_marker(target)["images"]
+    print(f"{target}: {len(counts)} domains, {sum(counts.values()):,} images, complete ({MARKER} written)")
+    print(f"check that every image decodes with `droptune data verify {target}`")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from droptune.data.verify import resolve, verify
+
+    root, spec = resolve(args.target, args.data_dir)
+    report = verify(root, spec, decode=not args.no_decode, workers=args.workers)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def _info(args: argparse.Namespace) -> int:
+    from droptune.data.verify import info, resolve
+
+    root, spec = resolve(args.target, args.data_dir)
+    print(info(root, spec.name if spec else None))
+    return 0
+
+
+def _sources_help() -> str:
+    from droptune.data.download import RECIPES
+
+    lines = ["files each dataset is built from (KEY: usual file name), for --source KEY=URL_OR_PATH:"]
+    for recipe in RECIPES.values():
+        files = ", ".join(f"{r.key}: {r.filename}" for r in recipe.resources)
+        lines.append(f"  {recipe.dataset:<15} {files}")
+    return "\n".join(lines)
+
+
+def _counts_help() -> str:
+    from droptune.data.registry import DATASETS
+    from droptune.data.verify import expected_counts_table
+
+    return "known image counts, checked when the folder is one of these datasets:\n" + \
+        expected_counts_table(DATASETS.values())
+
+
+def add_data_commands(commands) -> None:
+    data = commands.add_parser("data", help="download, verify and describe datasets",
+                               description="Get the DomainBed benchmarks and check any dataset folder.")
+    jobs = data.add_subparsers(dest="data_command", required=True)
+    data_dir_help = "folder that holds the datasets (default: $DROPTUNE_DATA_DIR, else ./data)"
+
+    download = jobs.add_parser(
+        "download", help="download, check and lay out PACS, VLCS, OfficeHome, TerraIncognita or DomainNet",
+        description="Download a DomainBed benchmark into DATA_DIR/<folder> in the layout droptune reads. "
+                    "Interrupted downloads resume when the command is run again; a completion marker is "
+                    "written only when every domain holds the expected number of images.",
+        epilog=_sources_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    download.add_argument("name", metavar="NAME", help="PACS, VLCS, OfficeHome, TerraIncognita or DomainNet")
+    download.add_argument("--data-dir", type=Path, help=data_dir_help)
+    download.add_argument("--source", action="append", default=[], metavar="[KEY=]URL_OR_PATH",
+                          help="replace a file's usual source by a mirror URL or a local copy; a folder is "
+                               "searched for the usual file names; repeatable")
+    download.add_argument("--keep-archives", action="store_true",
+                          help="keep the downloaded archives in DATA_DIR/.droptune-downloads")
+    download.set_defaults(run=_download)
+
+    verify = jobs.add_parser(
+        "verify", help="check a dataset's layout, classes, image counts and that every image decodes",
+        description="Check a registered dataset (by NAME, under --data-dir) or any folder laid out as "
+                    "<domain>/<class>/<image>. Names every problem and exits with status 1 if there is one.",
+        epilog=_counts_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    verify.add_argument("target", metavar="NAME|PATH")
+    verify.add_argument("--data-dir", type=Path, help=data_dir_help)
+    verify.add_argument("--no-decode", action="store_true", help="skip decoding the images (quick check)")
+    verify.add_argument("--workers", type=int, help="threads that decode images (default: up to 4)")
+    verify.set_defaults(run=_verify)
+
+    info = jobs.add_parser("info", help="domains, classes and image counts of a dataset folder",
+                           description="Describe any folder laid out as <domain>/<class>/<image>.")
+    info.add_argument("target", metavar="PATH|NAME")
+    info.add_argument("--data-dir", type=Path, help=data_dir_help)
+    info.set_defaults(run=_info)

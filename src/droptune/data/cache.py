@@ -1,0 +1,115 @@
+"""An opt-in cache of decoded images, for machines where JPEG decoding is the bottleneck.
+
+Every image is decoded and resized once to `size`×`size` into a uint8 `.npy` file that is then
+memory-mapped, so later epochs and runs read pixels instead of decoding files. The file name
+carries a hash of the file list, their sizes and modification times and `size`: any change to
+the dataset gives a new name, and the stale file is removed when the new one is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from droptune.data.domains import ImageFolderDomains, MultiDomainDataset
+from droptune.data.verify import threaded_map
+from droptune.errors import DroptuneError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+class CachedDomains(MultiDomainDataset):
+    """`dataset` with each image read from a memory-mapped cache, resized to `size`×`size`.
+
+    The resize ignores the aspect ratio, as the evaluation transform does; pick a `size` at least
+    the training image size so that the training crop still has pixels to work with.
+    """
+
+    def __init__(self, dataset: ImageFolderDomains, size: int, cache_dir: str | os.PathLike,
+                 workers: int | None = None):
+        if size < 1:
+            raise DroptuneError(f"cache image size must be a positive number of pixels, got {size}")
+        self.dataset = dataset
+        self.name, self.domains, self.classes, self.spec = dataset.name, dataset.domains, dataset.classes, dataset.spec
+        self.size = size
+        self._keys = [(d, i) for d in range(len(self.domains)) for i in range(len(dataset.labels(d)))]
+        self._offsets = np.cumsum([0] + [len(dataset.labels(d)) for d in range(len(self.domains))])
+        self._prefix = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', self.name)}-{size}px-"
+        self.path = Path(cache_dir).expanduser() / f"{self._prefix}{self._fingerprint()}.npy"
+        self._array: np.ndarray | None = None
+        if not self._usable():
+            self._build(workers)
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256(f"droptune image cache v{FORMAT_VERSION}\n{self.size}\n".encode())
+        for domain, index in self._keys:
+            path = self.dataset.path(domain, index)
+            try:
+                stat = path.stat()
+            except OSError as error:
+                raise DroptuneError(f"cannot read image {path} for the cache: {error}") from None
+            label = self.dataset.labels(domain)[index]
+            relative = path.relative_to(self.dataset.root).as_posix()
+            digest.update(f"{label}\t{relative}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:20]
+
+    @property
+    def _shape(self) -> tuple[int, int, int, int]:
+        return (len(self._keys), self.size, self.size, 3)
+
+    def _usable(self) -> bool:
+        if not self.path.is_file():
+            return False
+        try:
+            array = np.load(self.path, mmap_mode="r")
+        except (OSError, ValueError):
+            return False
+        return array.shape == self._shape and array.dtype == np.uint8
+
+    def _resized(self, key: tuple[int, int]) -> np.ndarray:
+        image = self.dataset.read(*key)
+        return np.asarray(image.resize((self.size, self.size), Image.BILINEAR), dtype=np.uint8)
+
+    def _build(self, workers: int | None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+        try:
+            array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=self._shape)
+            images = threaded_map(self._resized, self._keys, workers, f"caching {self.name} at {self.size}px")
+            for position, pixels in enumerate(images):
+                array[position] = pixels
+            array.flush()
+            del array
+            partial.replace(self.path)
+        except OSError as error:
+            raise DroptuneError(f"cannot write the image cache {partial}: {error}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        for stale in self.path.parent.glob(f"{self._prefix}*.npy"):
+            if stale != self.path:
+                stale.unlink(missing_ok=True)
+        log.info("cached %d images of %s in %s", len(self._keys), self.name, self.path)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}
+
+    def labels(self, domain: int) -> np.ndarray:
+        return self.dataset.labels(domain)
+
+    def describe(self, domain: int, index: int) -> str:
+        return self.dataset.describe(domain, index)
+
+    def read(self, domain: int, index: int) -> Image.Image:
+        if not 0 <= index < len(self.dataset.labels(domain)):
+            raise IndexError(f"image {index} of {self.name}/{self.domains[domain]} does not exist")
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return Image.fromarray(np.array(self._array[self._offsets[domain] + index]))

@@ -1,0 +1,299 @@
+"""`droptune data verify` and `droptune data info`: check a dataset folder before training on it.
+
+A half-extracted archive, a folder one level too deep, a class folder missing from one domain or
+one corrupt JPEG otherwise surfaces hours into a run, or never. `verify` collects every such
+problem at once (layout, class folders, the registry's image counts, images that fail to decode)
+and names each file; `info` describes any `<domain>/<class>/<image>` folder, registered or not.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from PIL import Image
+from tqdm import tqdm
+
+from droptune.data.domains import IMAGE_EXTENSIONS
+from droptune.data.registry import DatasetSpec, get_spec, unknown_dataset
+from droptune.errors import DroptuneError
+
+DEFAULT_DATA_DIR = "data"
+PER_CLASS_TABLE_LIMIT = 30
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_data_dir() -> Path:
+    """Where datasets live unless --data-dir says otherwise: $DROPTUNE_DATA_DIR, else ./data."""
+    return Path(os.environ.get("DROPTUNE_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _subdirs(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and _visible(p))
+
+
+@dataclass
+class Layout:
+    """What a folder holds, read the way `ImageFolderDomains` reads it, without judging it."""
+
+    root: Path
+    domains: list[str]
+    classes: dict[str, list[str]]
+    images: dict[str, dict[str, list[Path]]]
+    ignored: list[Path]
+
+    @property
+    def all_classes(self) -> list[str]:
+        return sorted({c for classes in self.classes.values() for c in classes})
+
+    def count(self, domain: str, cls: str | None = None) -> int:
+        if cls is not None:
+            return len(self.images[domain].get(cls, []))
+        return sum(len(paths) for paths in self.images[domain].values())
+
+    def all_images(self) -> list[Path]:
+        return [p for d in self.domains for c in self.classes[d] for p in self.images[d][c]]
+
+
+def scan(root: str | os.PathLike) -> Layout:
+    root = Path(root)
+    if not root.is_dir():
+        raise DroptuneError(f"dataset folder not found: {root} (expected {root}/<domain>/<class>/<image>)")
+    ignored = [p for p in root.iterdir() if p.is_file() and _visible(p)]
+    domains = _subdirs(root)
+    classes: dict[str, list[str]] = {}
+    images: dict[str, dict[str, list[Path]]] = {}
+    for domain in domains:
+        folder = root / domain
+        classes[domain] = _subdirs(folder)
+        ignored += sorted(p for p in folder.iterdir() if p.is_file() and _visible(p))
+        images[domain] = {}
+        for cls in classes[domain]:
+            files = sorted(p for p in (folder / cls).rglob("*") if p.is_file() and _visible(p))
+            images[domain][cls] = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+            ignored += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    return Layout(root, domains, classes, images, ignored)
+
+
+def decode_error(path: Path) -> str | None:
+    """Why the image at `path` cannot be decoded, or None when it decodes fully."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as error:  # any failure of the decoder, whatever its type, means a bad file
+        return str(error) or type(error).__name__
+    return None
+
+
+def threaded_map(function: Callable[[T], R], items: Sequence[T], workers: int | None, desc: str) -> Iterator[R]:
+    """`function` over `items` in threads (PIL decodes without the GIL), in order, with a progress bar.
+
+    Submits a block at a time, so that half a million images do not become half a million futures.
+    """
+    block = 1024
+    with ThreadPoolExecutor(workers or default_workers()) as pool, tqdm(total=len(items), desc=desc) as bar:
+        for start in range(0, len(items), block):
+            for result in pool.map(function, items[start:start + block]):
+                bar.update()
+                yield result
+
+
+def find_undecodable(paths: list[Path], workers: int | None = None) -> list[tuple[Path, str]]:
+    """Every image in `paths` that fails to decode, with the reason."""
+    errors = threaded_map(decode_error, paths, workers, "decoding images")
+    return [(path, error) for path, error in zip(paths, errors) if error is not None]
+
+
+@dataclass
+class DomainSummary:
+    name: str
+    classes: int
+    images: int
+    expected: int | None = None
+    bad: int = 0
+
+
+@dataclass
+class Report:
+    """The outcome of `verify`: a row per domain and one line per problem, each naming its file."""
+
+    root: Path
+    name: str
+    spec: DatasetSpec | None
+    classes: list[str]
+    domains: list[DomainSummary]
+    decoded: bool
+    problems: list[str] = field(default_factory=list)
+    bad_files: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def images(self) -> int:
+        return sum(d.images for d in self.domains)
+
+    def table(self) -> str:
+        rows = [("domain", "classes", "images", "expected", "undecodable")]
+        for d in self.domains:
+            rows.append((d.name, str(d.classes), f"{d.images:,}", _maybe(d.expected),
+                         f"{d.bad:,}" if self.decoded else "not checked"))
+        expected = [d.expected for d in self.domains]
+        rows.append(("total", str(len(self.classes)), f"{self.images:,}",
+                     _maybe(sum(expected) if expected and None not in expected else None),
+                     f"{len(self.bad_files):,}" if self.decoded else "not checked"))
+        return _format_table(rows)
+
+    def render(self) -> str:
+        checked = "counts checked against the registry" if self.spec else "no registered counts to check"
+        lines = [f"{self.name} at {self.root}: {len(self.domains)} domains, {len(self.classes)} classes, "
+                 f"{self.images:,} images ({checked})", "", self.table(), ""]
+        if self.ignored:
+            lines.append(f"note: ignored {len(self.ignored)} files that are not images in class folders, "
+                         f"e.g. {self.ignored[0]}")
+        if self.ok:
+            decoded = "; every image decodes" if self.decoded else "; images not decoded (--no-decode)"
+            lines.append(f"OK: layout, class folders and counts check out{decoded}")
+        else:
+            lines.append(f"FAILED: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}:")
+            lines += [f"  {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+def _maybe(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _format_table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    )
+
+
+def _spec_problems(layout: Layout, spec: DatasetSpec) -> list[str]:
+    missing = sorted(set(spec.domains) - set(layout.domains))
+    extra = sorted(set(layout.domains) - set(spec.domains))
+    if not missing and not extra:
+        return []
+    problems = [f"{layout.root} does not hold {spec.name}'s domains: missing {missing}, unexpected {extra}"]
+    for child in layout.domains:
+        if set(spec.domains) <= set(_subdirs(layout.root / child)):
+            problems.append(f"{spec.name}'s domains are one level down, in {layout.root / child}: "
+                            f"verify that folder, or move it to {layout.root.parent / spec.folder}")
+    return problems
+
+
+def _class_problems(layout: Layout, spec: DatasetSpec | None) -> list[str]:
+    problems = []
+    for cls in layout.all_classes:
+        lacking = [d for d in layout.domains if cls not in layout.classes[d]]
+        if lacking:
+            having = [d for d in layout.domains if cls in layout.classes[d]]
+            problems.append(f"class folder {cls!r} is in {', '.join(having)} but missing from {', '.join(lacking)}")
+    if spec is not None and layout.all_classes and len(layout.all_classes) != spec.num_classes:
+        problems.append(f"{len(layout.all_classes)} class folders in {layout.root}, "
+                        f"but {spec.name} has {spec.num_classes} classes")
+    for domain in layout.domains:
+        if not layout.classes[domain]:
+            problems.append(f"domain folder {layout.root / domain} has no class folders")
+        for cls in layout.classes[domain]:
+            if not layout.images[domain][cls]:
+                problems.append(f"empty class folder: {layout.root / domain / cls} has no images")
+    return problems
+
+
+def verify(root: str | os.PathLike, spec: DatasetSpec | None = None, decode: bool = True,
+           workers: int | None = None) -> Report:
+    """Check layout, class folders, counts (when `spec` knows them) and, with `decode`, every image."""
+    layout = scan(root)
+    problems = [] if layout.domains else [f"no domain folders in {layout.root}: expected <domain>/<class>/<image>"]
+    if spec is not None:
+        problems += _spec_problems(layout, spec)
+    problems += _class_problems(layout, spec)
+    summaries = []
+    for domain in layout.domains:
+        expected = spec.counts.get(domain) if spec is not None else None
+        found = layout.count(domain)
+        if expected is not None and found != expected:
+            difference = f"{expected - found:,} missing" if found < expected else f"{found - expected:,} too many"
+            problems.append(f"{layout.root / domain} has {found:,} images, expected {expected:,} ({difference})")
+        summaries.append(DomainSummary(domain, len(layout.classes[domain]), found, expected))
+    bad_files = find_undecodable(layout.all_images(), workers) if decode else []
+    for path, reason in bad_files:
+        problems.append(f"cannot decode {path}: {reason}")
+        domain = path.relative_to(layout.root).parts[0]
+        next(s for s in summaries if s.name == domain).bad += 1
+    name = spec.name if spec is not None else layout.root.name
+    return Report(layout.root, name, spec, layout.all_classes, summaries, decode, problems, bad_files,
+                  layout.ignored)
+
+
+def resolve(target: str, data_dir: str | os.PathLike | None = None) -> tuple[Path, DatasetSpec | None]:
+    """The folder and registered spec meant by a dataset name or a path.
+
+    A path whose folder name is a registered dataset's (`.../PACS`) is checked against that dataset.
+    """
+    path = Path(target).expanduser()
+    if path.is_dir():
+        spec = get_spec(path.resolve().name)
+        return path, spec if spec is not None and not spec.builtin else None
+    spec = get_spec(target)
+    if spec is None:
+        if os.sep in target or (os.altsep or os.sep) in target:
+            raise DroptuneError(f"dataset folder not found: {path} (expected {path}/<domain>/<class>/<image>)")
+        raise unknown_dataset(target)
+    if spec.builtin:
+        raise DroptuneError(f"{spec.name} is built into droptune: there is no folder to check")
+    root = (Path(data_dir) if data_dir is not None else default_data_dir()) / spec.folder
+    if not root.is_dir():
+        raise DroptuneError(f"{spec.name} not found at {root}: download it with `droptune data download "
+                            f"{spec.name} --data-dir {root.parent}`, or pass the --data-dir that holds it")
+    return root, spec
+
+
+def info(root: str | os.PathLike, name: str | None = None) -> str:
+    """A description of any `<domain>/<class>/<image>` folder: domains, classes and image counts."""
+    layout = scan(root)
+    classes = layout.all_classes
+    total = sum(layout.count(d) for d in layout.domains)
+    lines = [f"{name or layout.root.name} at {layout.root}: {len(layout.domains)} domains, "
+             f"{len(classes)} classes, {total:,} images", ""]
+    if not layout.domains:
+        return "\n".join(lines + ["no domain folders: expected <domain>/<class>/<image>"])
+    rows = [("domain", "classes", "images")]
+    rows += [(d, str(len(layout.classes[d])), f"{layout.count(d):,}") for d in layout.domains]
+    lines += [_format_table(rows), ""]
+    if len(classes) <= PER_CLASS_TABLE_LIMIT:
+        rows = [("class", *layout.domains)]
+        rows += [(c, *(f"{layout.count(d, c):,}" for d in layout.domains)) for c in classes]
+        lines.append(_format_table(rows))
+    else:
+        lines.append(textwrap.fill("classes: " + ", ".join(classes), width=100, subsequent_indent="  "))
+    if any(layout.classes[d] != classes for d in layout.domains):
+        lines += ["", f"class folders differ across domains: `droptune data verify {layout.root}` lists them"]
+    return "\n".join(lines)
+
+
+def expected_counts_table(specs: Iterable[DatasetSpec]) -> str:
+    """The registry's known image counts, for help texts."""
+    rows = [("dataset", "folder", "domains", "images")]
+    rows += [(s.name, s.folder, str(len(s.domains)), f"{s.total:,}") for s in specs if s.counts]
+    return _format_table(rows)

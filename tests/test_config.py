@@ -1,0 +1,81 @@
+import argparse
+
+import pytest
+import yaml
+
+from droptune.cli.config_flags import add_config_flags, config_from_args, resumed_config
+from droptune.errors import DroptuneError
+from droptune.training.config import TrainConfig
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults_are_the_papers_recipe():
+    c = TrainConfig()
+    assert (c.lr, c.momentum, c.weight_decay, c.steps, c.batch_size) == (1e-3, 0.9, 1e-4, 10_000, 32)
+    assert c.milestones == [5000] and c.lr_gamma == 0.1
+    assert (c.dropout, c.freeze_bn, c.eval_every, c.image_size, c.holdout_fraction) == (0.9, True, 300, 224, 0.2)
+    assert c.selection == "training_domain" and c.head_lr_mult == 1.0
+    assert TrainConfig(steps=300).milestones == [150]
+
+
+def test_layers_defaults_then_yaml_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"lr": 5e-4, "steps": 400, "dropout": 0}))
+    config = config_from_args(parse(["--config", str(path), "--steps", "200", "--no-freeze-bn",
+                                     "--lr-milestones", "50", "150"]))
+    assert config.lr == 5e-4 and config.steps == 200 and config.dropout == 0.0
+    assert config.freeze_bn is False and config.milestones == [50, 150]
+    preset = config_from_args(parse(["--steps", "20"]), base={"image_size": 32, "steps": 300})
+    assert preset.image_size == 32 and preset.steps == 20
+
+
+def test_yaml_errors_name_the_file_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("lrr: 0.1\n")
+    with pytest.raises(DroptuneError, match=f"unknown config field 'lrr' in {path}"):
+        TrainConfig.load(path)
+    path.write_text("steps: many\n")
+    with pytest.raises(DroptuneError, match=f"config field 'steps' in {path} must be int, got 'many'"):
+        TrainConfig.load(path)
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(DroptuneError, match="must hold a mapping"):
+        TrainConfig.load(path)
+    with pytest.raises(DroptuneError, match="config file not found"):
+        TrainConfig.load(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", 0.0, "invalid lr = 0.0: expected a positive number"),
+    ("steps", 0, "invalid steps"),
+    ("amp", "fp8", "invalid amp = 'fp8': expected one of none, bf16, fp16"),
+    ("selection", "test", "invalid selection"),
+    ("lr_milestones", [50], "invalid lr_milestones"),
+])
+def test_invalid_values_are_one_line_errors(field, value, message):
+    with pytest.raises(DroptuneError, match=message):
+        TrainConfig(**{"steps": 20, field: value})
+
+
+def test_save_load_round_trip_and_identity(tmp_path):
+    config = TrainConfig(dataset="PACS", lr=5e-4, lr_milestones=[10], steps=20)
+    config.save(tmp_path / "config.yaml")
+    loaded = TrainConfig.load(tmp_path / "config.yaml")
+    assert loaded == config
+    assert loaded.identity() == config.identity()
+    assert config.replace(device="cpu", workers=3).identity() == config.identity()
+    assert config.replace(seed=1).identity() != config.identity()
+
+
+def test_resume_allows_only_runtime_changes(tmp_path):
+    TrainConfig(steps=20).save(tmp_path / "config.yaml")
+    config = resumed_config(tmp_path, parse(["--workers", "2"]))
+    assert config.workers == 2 and config.output_dir == str(tmp_path)
+    with pytest.raises(DroptuneError, match="cannot change lr when resuming"):
+        resumed_config(tmp_path, parse(["--lr", "0.5"]))
+    with pytest.raises(DroptuneError, match="no config.yaml"):
+        resumed_config(tmp_path / "nothing", parse([]))

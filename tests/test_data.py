@@ -1,0 +1,154 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from droptune.data import open_dataset, split_domain
+from droptune.data.digits import RotatedDigits
+from droptune.data.domains import ImageFolderDomains
+from droptune.data.loaders import DomainBalancedBatches, DomainImages, eval_batches, EvalSplit
+from droptune.data.registry import DATASETS, get_spec
+from droptune.data.transforms import eval_transform, train_transform
+from droptune.errors import DroptuneError
+
+from conftest import PACS, make_image_folder
+
+
+def test_registry_holds_domainbed_datasets():
+    assert {"PACS", "VLCS", "OfficeHome", "TerraIncognita", "DomainNet", "RotatedDigits"} <= set(DATASETS)
+    assert get_spec("office_home").name == "OfficeHome"
+    assert get_spec("pacs").total == 9991
+    assert DATASETS["DomainNet"].total == 586575
+    assert DATASETS["VLCS"].total == 10729
+    assert DATASETS["OfficeHome"].total == 15588
+
+
+def test_reader_shares_one_class_index(image_folder):
+    data = ImageFolderDomains(image_folder)
+    assert data.domains == ["a", "b", "c"]
+    assert data.classes == ["cat", "dog"]
+    for d in range(3):
+        assert list(data.labels(d)) == [0] * 6 + [1] * 6
+    image = data.read(1, 7)
+    assert image.mode == "RGB" and image.size == (20, 20)
+    assert len(data) == 36
+
+
+def test_class_folders_that_differ_are_an_error(image_folder):
+    (image_folder / "b" / "cat").rename(image_folder / "b" / "kitten")
+    with pytest.raises(DroptuneError, match=r"class folders differ.*b lacks \['cat'\] and has extra \['kitten'\]"):
+        ImageFolderDomains(image_folder)
+
+
+def test_missing_directory_and_unknown_dataset(tmp_path):
+    with pytest.raises(DroptuneError, match="dataset directory not found: .*PACS"):
+        open_dataset("PACS", tmp_path)
+    with pytest.raises(DroptuneError, match="unknown dataset 'NoSuchSet'"):
+        open_dataset("NoSuchSet", tmp_path)
+    with pytest.raises(DroptuneError, match="needs a data directory"):
+        open_dataset("VLCS", None)
+
+
+def test_registered_dataset_with_wrong_domains(tmp_path):
+    make_image_folder(tmp_path / "PACS", domains=("art_painting", "cartoon", "photo"))
+    with pytest.raises(DroptuneError, match=r"missing \['sketch'\]"):
+        open_dataset("PACS", tmp_path)
+
+
+def test_unknown_test_domain(image_folder):
+    data = ImageFolderDomains(image_folder)
+    assert data.domain_index("b") == 1 and data.domain_index(2) == 2 and data.domain_index("0") == 0
+    with pytest.raises(DroptuneError, match="unknown test domain 'zebra' for toy: expected one of a, b, c"):
+        data.domain_index("zebra")
+    with pytest.raises(DroptuneError, match="unknown test domain"):
+        data.domain_index(7)
+
+
+def test_empty_class_and_empty_domain(image_folder):
+    for f in (image_folder / "a" / "dog").iterdir():
+        f.unlink()
+    with pytest.raises(DroptuneError, match="empty class folder: .*a/dog has no images"):
+        ImageFolderDomains(image_folder)
+    empty = image_folder.parent / "empty"
+    (empty / "x").mkdir(parents=True)
+    with pytest.raises(DroptuneError, match="empty domain"):
+        ImageFolderDomains(empty)
+
+
+def test_corrupt_image_is_named(image_folder):
+    bad = image_folder / "c" / "dog" / "3.png"
+    bad.write_bytes(b"not a png at all")
+    data = ImageFolderDomains(image_folder)
+    with pytest.raises(DroptuneError, match=f"cannot read image {bad}"):
+        data.read(2, 6 + 3)
+
+
+def test_split_depends_only_on_trial_seed():
+    a = split_domain(100, "photo", trial_seed=0)
+    b = split_domain(100, "photo", trial_seed=0)
+    c = split_domain(100, "photo", trial_seed=1)
+    assert np.array_equal(a.train, b.train) and np.array_equal(a.holdout, b.holdout)
+    assert not np.array_equal(a.holdout, c.holdout)
+    assert len(a.holdout) == 20 and len(a.train) == 80
+    assert set(a.train).isdisjoint(a.holdout) and set(a.train) | set(a.holdout) == set(range(100))
+    assert not np.array_equal(a.holdout, split_domain(100, "sketch", trial_seed=0).holdout)
+
+
+def test_batches_draw_each_training_domain_and_are_a_function_of_step():
+    domains = [(0, np.arange(10)), (2, np.arange(100, 107))]
+    full = list(DomainBalancedBatches(domains, batch_size=4, seed=3, start_step=0, end_step=6))
+    resumed = list(DomainBalancedBatches(domains, batch_size=4, seed=3, start_step=4, end_step=6))
+    assert full[4:] == resumed
+    for batch in full:
+        assert [k[0] for k in batch] == [0] * 4 + [2] * 4
+    drawn = [k[1] for batch in full[:5] for k in batch if k[0] == 0]
+    assert sorted(drawn[:10]) == list(range(10)), "each epoch is a permutation of the domain"
+    assert full != list(DomainBalancedBatches(domains, batch_size=4, seed=4, start_step=0, end_step=6))
+
+
+def test_seeded_augmentation_is_reproducible(image_folder):
+    data = ImageFolderDomains(image_folder)
+    images = DomainImages(data, train_transform(16), eval_transform(16))
+    x1, y1 = images[(0, 1, 123)]
+    x2, _ = images[(0, 1, 123)]
+    x3, _ = images[(0, 1, 124)]
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    images[(0, 1, 5)]
+    assert torch.rand(1) == before, "seeded transforms must not disturb the global RNG"
+    assert x1.shape == (3, 16, 16) and y1 == 0
+    assert torch.equal(x1, x2) and not torch.equal(x1, x3)
+    clean_a, _ = images[(0, 1, None)]
+    clean_b, _ = images[(0, 1, None)]
+    assert torch.equal(clean_a, clean_b)
+
+
+def test_eval_batches_never_mix_splits():
+    splits = [EvalSplit("a", "out", [(0, i, None) for i in range(5)]),
+              EvalSplit("b", "in", [(1, i, None) for i in range(3)])]
+    batches, owners = eval_batches(splits, batch_size=2)
+    assert owners == [0, 0, 0, 1, 1]
+    assert [len(b) for b in batches] == [2, 2, 1, 2, 1]
+
+
+def test_rotated_digits_builtin():
+    data = open_dataset("RotatedDigits")
+    assert isinstance(data, RotatedDigits)
+    assert data.domains == ["0", "15", "30", "45", "60", "75"] and len(data.classes) == 10
+    assert len(data) == 1797
+    assert all(set(data.labels(d)) == set(range(10)) for d in range(6))
+    first, last = np.asarray(data.read(0, 0)), np.asarray(data.read(5, 0))
+    assert first.shape == (32, 32, 3) and first.max() > 100
+    assert not np.array_equal(first, last)
+    assert data.augment_by_default is False
+
+
+@pytest.mark.skipif(not PACS.is_dir(), reason="real PACS not present (../shared/data/PACS)")
+def test_real_pacs_counts():
+    data = open_dataset("PACS", PACS.parent)
+    counts = {name: len(data.labels(d)) for d, name in enumerate(data.domains)}
+    assert counts == get_spec("PACS").counts
+    assert data.classes == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]

@@ -1,0 +1,152 @@
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from droptune.errors import DroptuneError
+from droptune.models import DropoutClassifier, build_model, create_backbone, lite_imagenet_classifier
+from droptune.models.loading import load_strict
+from droptune.training.config import TrainConfig
+from droptune.training.optim import make_optimizer, make_scheduler
+
+
+def tiny_backbone() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def test_dropout_is_the_only_thing_between_features_and_linear():
+    model = DropoutClassifier(tiny_backbone(), 8, 5, dropout=0.9)
+    assert [type(m) for m in model.head] == [nn.Dropout, nn.Linear]
+    assert model.head.dropout.p == 0.9 and model.head.fc.in_features == 8 and model.head.fc.out_features == 5
+    x = torch.randn(4, 3, 12, 12)
+    model.eval()
+    assert torch.allclose(model(x), model.head.fc(model.features(x)))
+
+
+def test_inverted_dropout_scales_in_training_and_is_identity_in_eval():
+    model = DropoutClassifier(tiny_backbone(), 8, 3, dropout=0.75)
+    features = torch.ones(1000, 8)
+    model.train()
+    dropped = model.head.dropout(features)
+    assert set(dropped.unique().tolist()) <= {0.0, 4.0}
+    assert abs((dropped == 0).float().mean().item() - 0.75) < 0.03
+    model.eval()
+    assert torch.equal(model.head.dropout(features), features)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
+def test_dropout_rate_is_validated(p):
+    with pytest.raises(DroptuneError, match="dropout must satisfy 0 <= p < 1"):
+        DropoutClassifier(tiny_backbone(), 8, 3, dropout=p)
+    with pytest.raises(DroptuneError, match="invalid dropout"):
+        TrainConfig(dropout=p)
+
+
+def test_frozen_batchnorm_stays_frozen_but_its_affine_weights_train():
+    model = DropoutClassifier(tiny_backbone(), 8, 3, dropout=0.5, freeze_bn=True)
+    bn = model.backbone[1]
+    mean_before = bn.running_mean.clone()
+    model.train()
+    assert model.training and not bn.training and model.head.dropout.training
+    loss = model(torch.randn(6, 3, 10, 10) * 5 + 3).sum()
+    loss.backward()
+    assert torch.equal(bn.running_mean, mean_before)
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+    unfrozen = DropoutClassifier(tiny_backbone(), 8, 3, dropout=0.5, freeze_bn=False).train()
+    assert unfrozen.backbone[1].training
+
+
+def test_head_lr_multiplier_and_paper_schedule():
+    model = DropoutClassifier(tiny_backbone(), 8, 3)
+    config = TrainConfig(lr=1e-3, head_lr_mult=10, weight_decay=5e-5, steps=10)
+    optimizer = make_optimizer(model, config)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["backbone"]["lr"] == pytest.approx(1e-3) and groups["head"]["lr"] == pytest.approx(1e-2)
+    assert all(g["momentum"] == 0.9 and g["weight_decay"] == 5e-5 for g in optimizer.param_groups)
+    n_params = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert n_params == len(list(model.parameters()))
+    scheduler = make_scheduler(optimizer, config)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:5] == [pytest.approx(1e-3)] * 5 and lrs[5:] == [pytest.approx(1e-4)] * 5
+
+
+def test_strict_loading_lists_missing_and_unexpected_keys():
+    model = nn.Linear(3, 2)
+    with pytest.raises(DroptuneError, match=r"missing keys: bias; unexpected keys: extra\.weight"):
+        load_strict(model, {"weight": torch.zeros(2, 3), "extra.weight": torch.zeros(1)}, "test.pth")
+    with pytest.raises(DroptuneError, match=r"wrong shapes: weight \(3, 3\)≠\(2, 3\)"):
+        load_strict(model, {"weight": torch.zeros(3, 3), "bias": torch.zeros(2)}, "test.pth")
+
+
+def test_torchvision_resnet_from_a_local_file_and_the_hub_cache(tmp_path, monkeypatch):
+    reference = torchvision.models.resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = create_backbone("resnet18", str(path))
+    assert backbone.num_features == 512
+    assert torch.equal(backbone.module.conv1.weight, reference.conv1.weight)
+    assert isinstance(backbone.module.fc, nn.Identity)
+
+    # torchvision's own download mechanism finds the file in its cache (no network needed).
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    filename = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), tmp_path / "torch" / "hub" / "checkpoints" / filename)
+    cached = create_backbone("resnet18", "IMAGENET1K_V1")
+    assert torch.equal(cached.module.conv1.weight, reference.conv1.weight)
+
+    with pytest.raises(DroptuneError, match="unknown weights 'IMAGENET9K' for resnet18"):
+        create_backbone("resnet18", "IMAGENET9K")
+
+    broken = reference.state_dict()
+    del broken["layer1.0.conv1.weight"]
+    torch.save(broken, path)
+    with pytest.raises(DroptuneError, match=r"missing keys: layer1\.0\.conv1\.weight"):
+        create_backbone("resnet18", str(path))
+
+
+def test_timm_model_from_a_local_file(tmp_path):
+    import timm
+
+    reference = timm.create_model("resnet10t", pretrained=False)
+    path = tmp_path / "r10t.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(reference.state_dict(), str(path))
+    model = build_model("resnet10t", num_classes=4, dropout=0.9, weights=str(path))
+    assert model.num_features == reference.num_features
+    assert torch.equal(model.backbone.conv1[0].weight, reference.conv1[0].weight)
+    x = torch.randn(2, 3, 64, 64)
+    assert model.eval()(x).shape == (2, 4)
+    with pytest.raises(DroptuneError, match="unknown backbone 'no_such_net'"):
+        create_backbone("no_such_net", "none")
+
+
+def test_offline_lite0_classifies_a_real_photo_as_a_cat():
+    from skimage import data
+    from PIL import Image
+    from droptune.data.transforms import eval_transform
+
+    model = lite_imagenet_classifier("efficientnet_lite0").eval()
+    image = Image.fromarray(data.chelsea())
+    x = eval_transform(224, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])(image)
+    with torch.inference_mode():
+        top = model(x[None]).argmax(1).item()
+    assert 281 <= top <= 285, f"chelsea classified as ImageNet class {top}, not a cat"
+
+
+def test_lite0_backbone_gives_pooled_features():
+    model = build_model("efficientnet_lite0", num_classes=7)
+    assert model.num_features == 1280 and model.mean == (0.5, 0.5, 0.5)
+    assert model.eval().features(torch.randn(2, 3, 64, 64)).shape == (2, 1280)
+
+
+def test_no_other_dropout_in_the_backbone():
+    model = build_model("efficientnet_lite0", num_classes=7).train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.features(x), model.features(x)), "features must be deterministic in training"
