@@ -3,7 +3,8 @@
 Every image is decoded and resized once to `size`×`size` into a uint8 `.npy` file that is then
 memory-mapped, so later epochs and runs read pixels instead of decoding files. The file name
 carries a hash of the file list, their sizes and modification times and `size`: any change to
-the dataset gives a new name, and the stale file is removed when the new one is built.
+the dataset gives a new name, and the stale file for the same folder and size is removed when
+the new one is built.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ class CachedDomains(MultiDomainDataset):
         if size < 1:
             raise DroptuneError(f"cache image size must be a positive number of pixels, got {size}")
         self.dataset = dataset
-        self.name, self.domains, self.classes, self.spec = dataset.name, dataset.domains, dataset.classes, dataset.spec
+        self.name, self.domains, self.classes = dataset.name, dataset.domains, dataset.classes
+        self.spec = dataset.spec
         self.size = size
         self._keys = [(d, i) for d in range(len(self.domains)) for i in range(len(dataset.labels(d)))]
         self._offsets = np.cumsum([0] + [len(dataset.labels(d)) for d in range(len(self.domains))])
-        self._prefix = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', self.name)}-{size}px-"
+        place = hashlib.sha256(str(dataset.root.resolve()).encode()).hexdigest()[:8]
+        self._prefix = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', self.name)}-{place}-{size}px-"
         self.path = Path(cache_dir).expanduser() / f"{self._prefix}{self._fingerprint()}.npy"
         self._array: np.ndarray | None = None
         if not self._usable():

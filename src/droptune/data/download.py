@@ -127,7 +127,7 @@ def _assemble_domain_net(staging: Path, spec: DatasetSpec, files: dict[str, Path
     return root
 
 
-# DomainBed's choice: four camera locations and the ten classes seen at all of them.
+# DomainBed's choice of camera locations (the domains) and classes.
 TERRA_LOCATIONS = ("38", "46", "100", "43")
 TERRA_CLASSES = ("bird", "bobcat", "cat", "coyote", "dog", "empty", "opossum", "rabbit", "raccoon", "squirrel")
 TERRA_IMAGES_FOLDER = "eccv_18_all_images_sm"
@@ -214,15 +214,17 @@ RECIPES: dict[str, Recipe] = {r.dataset: r for r in (
     Recipe("DomainNet", (
         Resource("clipart", "clipart.zip", (f"{DOMAIN_NET}/groundtruth/clipart.zip",),
                  "cd0d8f2d77a4e181449b78ed62bccf1e"),
-        Resource("infograph", "infograph.zip", (f"{DOMAIN_NET}/infograph.zip",), "720380b86f9e6ab4805bb38b6bd135f8"),
+        Resource("infograph", "infograph.zip", (f"{DOMAIN_NET}/infograph.zip",),
+                 "720380b86f9e6ab4805bb38b6bd135f8"),
         Resource("painting", "painting.zip", (f"{DOMAIN_NET}/groundtruth/painting.zip",),
                  "1ae32cdb4f98fe7ab5eb0a351768abfd"),
-        Resource("quickdraw", "quickdraw.zip", (f"{DOMAIN_NET}/quickdraw.zip",), "bdc1b6f09f277da1a263389efe0c7a66"),
+        Resource("quickdraw", "quickdraw.zip", (f"{DOMAIN_NET}/quickdraw.zip",),
+                 "bdc1b6f09f277da1a263389efe0c7a66"),
         Resource("real", "real.zip", (f"{DOMAIN_NET}/real.zip",), "dcc47055e8935767784b7162e7c7cca6"),
         Resource("sketch", "sketch.zip", (f"{DOMAIN_NET}/sketch.zip",), "658d8009644040ff7ce30bb2e820850f"),
-        Resource("duplicates", "domain_net_duplicates.txt", (
-            "https://raw.githubusercontent.com/facebookresearch/DomainBed/main/domainbed/misc/"
-            "domain_net_duplicates.txt",
+        Resource("duplicates", "domain_net_duplicates.txt", tuple(
+            f"https://raw.githubusercontent.com/facebookresearch/DomainBed/{ref}/domainbed/misc/"
+            "domain_net_duplicates.txt" for ref in ("050aa5c866cb8010229ce1ebd2a6a34ea8103056", "main")
         )),
     ), _assemble_domain_net),
 )}
@@ -379,8 +381,8 @@ def _fetch_http(url: str, destination: Path) -> None:
             reason = getattr(error, "reason", None) or error
             done = part.stat().st_size if part.exists() else 0
             if attempt == ATTEMPTS:
-                raise SourceFailed(f"interrupted {ATTEMPTS} times, last at {done:,} bytes ({reason}); run the "
-                                   f"command again to resume from {part}") from None
+                progress = f", with {done:,} bytes kept: run the command again to resume from {part}" if done else ""
+                raise SourceFailed(f"failed {ATTEMPTS} times ({reason}){progress}") from None
             log.warning("download of %s interrupted at %s bytes (%s); resuming", url, f"{done:,}", reason)
             time.sleep(RETRY_WAIT_S * attempt)
     part.replace(destination)
@@ -441,11 +443,19 @@ def obtain(resource: Resource, override: str | None, downloads: Path) -> tuple[P
             log.warning("%s: %s; using it anyway since you chose it", path, mismatch)
         return path, str(path)
     destination = downloads / resource.filename
+    recorded = destination.with_name(destination.name + ".url")
+    urls = (override,) if override is not None else resource.urls
+    if destination.is_file() and recorded.is_file() and recorded.read_text() in urls:
+        earlier = recorded.read_text()
+        urls = (earlier, *(url for url in urls if url != earlier))
+    else:
+        destination.unlink(missing_ok=True)
     failures = []
-    for url in (override,) if override is not None else resource.urls:
+    for url in urls:
         try:
             if not destination.is_file():
                 fetch(url, destination)
+                recorded.write_text(url)
             mismatch = _checksum_mismatch(destination, resource)
             if mismatch and override is None:
                 destination.unlink()
@@ -541,7 +551,8 @@ def read_marker(target: Path) -> dict | None:
     try:
         return json.loads(marker.read_text())
     except ValueError:
-        raise DroptuneError(f"{marker} is not valid JSON: delete it and run `droptune data verify {target}`") from None
+        raise DroptuneError(f"{marker} is not valid JSON: delete it, then check the dataset with "
+                            f"`droptune data verify {target}`") from None
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -105,7 +105,8 @@ def threaded_map(function: Callable[[T], R], items: Sequence[T], workers: int | 
     Submits a block at a time, so that half a million images do not become half a million futures.
     """
     block = 1024
-    with ThreadPoolExecutor(workers or default_workers()) as pool, tqdm(total=len(items), desc=desc) as bar:
+    with ThreadPoolExecutor(workers or default_workers()) as pool, \
+            tqdm(total=len(items), desc=desc, unit="img") as bar:
         for start in range(0, len(items), block):
             for result in pool.map(function, items[start:start + block]):
                 bar.update()
@@ -165,8 +166,8 @@ class Report:
         lines = [f"{self.name} at {self.root}: {len(self.domains)} domains, {len(self.classes)} classes, "
                  f"{self.images:,} images ({checked})", "", self.table(), ""]
         if self.ignored:
-            lines.append(f"note: ignored {len(self.ignored)} files that are not images in class folders, "
-                         f"e.g. {self.ignored[0]}")
+            lines.append(f"note: ignored {len(self.ignored)} files that are not images or lie outside class "
+                         f"folders, e.g. {self.ignored[0]}")
         if self.ok:
             decoded = "; every image decodes" if self.decoded else "; images not decoded (--no-decode)"
             lines.append(f"OK: layout, class folders and counts check out{decoded}")
@@ -181,9 +182,12 @@ def _maybe(value: int | None) -> str:
 
 
 def _format_table(rows: list[tuple[str, ...]]) -> str:
+    """Aligned columns: numbers to the right, text to the left."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    numeric = [i > 0 and all(row[i][:1].isdigit() or row[i] == "-" for row in rows[1:])
+               for i in range(len(widths))]
     return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        "  ".join((cell.rjust(w) if right else cell.ljust(w)) for cell, w, right in zip(row, widths, numeric)).rstrip()
         for row in rows
     )
 
@@ -257,7 +261,7 @@ def resolve(target: str, data_dir: str | os.PathLike | None = None) -> tuple[Pat
         return path, spec if spec is not None and not spec.builtin else None
     spec = get_spec(target)
     if spec is None:
-        if os.sep in target or (os.altsep or os.sep) in target:
+        if "/" in target or os.sep in target:
             raise DroptuneError(f"dataset folder not found: {path} (expected {path}/<domain>/<class>/<image>)")
         raise unknown_dataset(target)
     if spec.builtin:

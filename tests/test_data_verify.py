@@ -1,0 +1,174 @@
+"""`droptune data verify` and `info`: the real PACS, corrupted copies, and broken layouts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from droptune.cli.main import main
+from droptune.data.registry import DATASETS
+from droptune.data.verify import info, resolve, verify
+from droptune.errors import DroptuneError
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PACS = SHARED_DATA / "PACS"
+PACS_COUNTS = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}  # ../shared/data/README.md
+needs_pacs = pytest.mark.skipif(not PACS.is_dir(), reason=f"the real PACS is not at {PACS}")
+
+
+def make_dataset(root: Path, layout: dict[str, dict[str, int]], suffix: str = ".png") -> Path:
+    """`root/<domain>/<class>/<n><suffix>` with `layout[domain][class]` small images."""
+    for d, (domain, classes) in enumerate(layout.items()):
+        for c, (cls, count) in enumerate(classes.items()):
+            (root / domain / cls).mkdir(parents=True, exist_ok=True)
+            for n in range(count):
+                Image.new("RGB", (5, 4), (40 * d, 40 * c, 40 * n)).save(root / domain / cls / f"{n}{suffix}")
+    return root
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """The cells of each printed table row, by its first cell."""
+    return {cells[0]: cells[1:] for cells in (line.split() for line in text.splitlines()) if cells}
+
+
+def corrupt(paths: list[Path]) -> None:
+    """Three ways a file goes bad: cut short, emptied, overwritten with something else."""
+    truncated, empty, garbage = paths
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    empty.write_bytes(b"")
+    garbage.write_bytes(b"<html>403 Forbidden</html>")
+
+
+@needs_pacs
+def test_real_pacs_verifies_with_its_known_counts(capsys):
+    assert main(["data", "verify", str(PACS)]) == 0
+
+    out = capsys.readouterr().out
+    assert f"PACS at {PACS}: 4 domains, 7 classes, 9,991 images" in out
+    rows = table_rows(out)
+    for domain, count in PACS_COUNTS.items():
+        assert rows[domain] == ["7", f"{count:,}", f"{count:,}", "0"]
+    assert rows["total"] == ["7", "9,991", "9,991", "0"]
+    assert "OK: layout, class folders and counts check out; every image decodes" in out
+
+
+@needs_pacs
+def test_real_pacs_by_name_and_info():
+    root, spec = resolve("PACS", SHARED_DATA)
+    report = verify(root, spec, decode=False)
+
+    assert report.ok and spec is DATASETS["PACS"]
+    assert {d.name: d.images for d in report.domains} == PACS_COUNTS
+    assert report.classes == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
+    described = info(root, spec.name)
+    assert "PACS at" in described and "4 domains, 7 classes, 9,991 images" in described
+    assert table_rows(described)["sketch"] == ["7", "3,929"]
+    assert table_rows(described)["house"] == ["295", "288", "280", "80"]
+
+
+@needs_pacs
+def test_corrupted_copies_of_real_pacs_are_each_named(tmp_path, capsys):
+    copy = tmp_path / "pacs_sample"
+    for domain in PACS_COUNTS:
+        for folder in sorted((PACS / domain).iterdir()):
+            (copy / domain / folder.name).mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:2]:
+                shutil.copy(image, copy / domain / folder.name / image.name)
+    bad = [sorted((copy / d / "dog").iterdir())[0] for d in ("art_painting", "sketch", "photo")]
+    corrupt(bad)
+
+    assert main(["data", "verify", str(copy)]) == 1
+
+    out = capsys.readouterr().out
+    problems = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert len(problems) == 3 and "FAILED: 3 problems:" in out
+    for path in bad:
+        assert any(line.startswith(f"cannot decode {path}: ") for line in problems)
+    assert table_rows(out)["art_painting"] == ["7", "14", "-", "1"]
+
+
+def test_corrupt_images_are_named_with_the_reason(tmp_path):
+    root = make_dataset(tmp_path / "mine", {d: {"a": 3, "b": 3} for d in ("x", "y")}, ".jpg")
+    bad = [root / "x" / "a" / "0.jpg", root / "y" / "b" / "2.jpg", root / "y" / "a" / "1.jpg"]
+    corrupt(bad)
+
+    report = verify(root, workers=2)
+
+    assert not report.ok and sorted(p for p, _ in report.bad_files) == sorted(bad)
+    reasons = dict(report.bad_files)
+    assert "truncated" in reasons[bad[0]].lower() and "cannot identify image file" in reasons[bad[1]]
+    assert [d.bad for d in report.domains] == [1, 2]
+
+
+def test_layout_problems_are_all_reported(tmp_path):
+    root = make_dataset(tmp_path / "mine", {"x": {"a": 2, "b": 2}, "y": {"a": 2, "c": 1}, "z": {"a": 1, "b": 1}})
+    (root / "z" / "c").mkdir()
+    (root / "x" / "a" / "notes.txt").write_text("not an image")
+
+    report = verify(root, decode=False)
+
+    assert report.problems == [
+        "class folder 'b' is in x, z but missing from y",
+        "class folder 'c' is in y, z but missing from x",
+        f"empty class folder: {root / 'z' / 'c'} has no images",
+    ]
+    assert report.ignored == [root / "x" / "a" / "notes.txt"]
+    assert "note: ignored 1 files that are not images or lie outside" in report.render()
+
+
+def test_a_registered_dataset_is_checked_against_its_domains_and_counts(tmp_path):
+    classes = {c: 1 for c in ("bird", "car", "chair", "dog", "person")}
+    root = make_dataset(tmp_path / "VLCS", {d: classes for d in ("Caltech101", "LabelMe", "SUN09")})
+
+    report = verify(*resolve("VLCS", tmp_path), decode=False)
+
+    assert report.spec is DATASETS["VLCS"]
+    assert report.problems == [
+        f"{root} does not hold VLCS's domains: missing ['VOC2007'], unexpected []",
+        f"{root / 'Caltech101'} has 5 images, expected 1,415 (1,410 missing)",
+        f"{root / 'LabelMe'} has 5 images, expected 2,656 (2,651 missing)",
+        f"{root / 'SUN09'} has 5 images, expected 3,282 (3,277 missing)",
+    ]
+    assert table_rows(report.table())["Caltech101"] == ["5", "5", "1,415", "not", "checked"]
+
+
+def test_a_dataset_one_level_too_deep_gets_a_hint(tmp_path):
+    make_dataset(tmp_path / "PACS" / "kfold", {d: {"dog": 1} for d in DATASETS["PACS"].domains})
+
+    report = verify(*resolve(str(tmp_path / "PACS")), decode=False)
+
+    assert f"PACS's domains are one level down, in {tmp_path / 'PACS' / 'kfold'}" in "\n".join(report.problems)
+
+
+def test_cli_exit_codes_and_one_line_errors(tmp_path, capsys):
+    make_dataset(tmp_path / "mine", {"x": {"a": 1}, "y": {"b": 1}})
+    assert main(["data", "verify", str(tmp_path / "mine")]) == 1
+    assert main(["data", "verify", str(tmp_path / "absent" / "dir")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"droptune: error: dataset folder not found: {tmp_path / 'absent' / 'dir'} "
+        f"(expected {tmp_path / 'absent' / 'dir'}/<domain>/<class>/<image>)")
+    assert main(["data", "verify", "OfficeHome", "--data-dir", str(tmp_path)]) == 2
+    assert f"OfficeHome not found at {tmp_path / 'office_home'}: download it with `droptune data download " \
+           f"OfficeHome --data-dir {tmp_path}`" in capsys.readouterr().err
+
+
+def test_names_that_are_not_folders_are_refused(tmp_path):
+    with pytest.raises(DroptuneError, match="unknown dataset 'Imagenette'"):
+        resolve("Imagenette", tmp_path)
+    with pytest.raises(DroptuneError, match="RotatedDigits is built into droptune"):
+        resolve("RotatedDigits", tmp_path)
+
+
+def test_info_describes_a_custom_dataset(tmp_path, capsys):
+    make_dataset(tmp_path / "birds", {"field": {"crow": 2, "wren": 1}, "studio": {"crow": 1, "wren": 3}})
+
+    assert main(["data", "info", str(tmp_path / "birds")]) == 0
+
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"birds at {tmp_path / 'birds'}: 2 domains, 2 classes, 7 images"
+    rows = table_rows(out)
+    assert rows["domain"] == ["classes", "images"] and rows["field"] == ["2", "3"] and rows["studio"] == ["2", "4"]
+    assert rows["class"] == ["field", "studio"] and rows["crow"] == ["2", "1"] and rows["wren"] == ["1", "3"]
