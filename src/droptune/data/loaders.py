@@ -7,6 +7,7 @@ uninterrupted one would, with any number of loader workers.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -40,10 +41,25 @@ class DomainImages(Dataset):
         if seed is None:
             x = self.eval_transform(image)
         else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with seeded(seed):
                 x = self.train_transform(image)
         return x, int(self.dataset.labels(domain)[index])
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Seed the CPU generator (which torchvision's transforms draw from) and restore it afterwards.
+
+    Not `torch.manual_seed`: on CUDA builds it also queues a CUDA seeding with a captured stack
+    trace, which costs more than the transform itself.
+    """
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(state)
 
 
 class DomainBalancedBatches:
