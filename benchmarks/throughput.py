@@ -1,0 +1,219 @@
+"""Training and evaluation throughput: droptune's pipeline, the model-only limit, and a DomainBed-style reference.
+
+Prints images/s, peak memory and the ratios full/limit and full/reference for one backbone,
+image size, batch and device. Each measurement runs in its own process so peak memory is its own.
+
+    python benchmarks/throughput.py --data-dir ../shared/data --image-size 112 --batch-size 16
+    python benchmarks/throughput.py --backbone resnet50 --weights none --image-size 224 --batch-size 32 \\
+        --device cuda --amp bf16
+
+The reference is written the way the paper's code and DomainBed work: torchvision `ImageFolder`
+per domain with PIL transforms per image, one infinite loader per training domain, fp32, NCHW,
+`torch.no_grad` evaluation with batches of 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+MODES = ("full", "limit", "reference")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024
+
+
+def timed(step, steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds per step after `warmup` steps."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def droptune_trainer(args):
+    from droptune.training.config import TrainConfig
+    from droptune.training.trainer import Trainer
+
+    config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, test_domain=args.test_domain,
+                         backbone=args.backbone, weights=args.weights, image_size=args.image_size,
+                         batch_size=args.batch_size, device=args.device, amp=args.amp, workers=args.workers,
+                         compile=args.compile, channels_last=not args.no_channels_last,
+                         steps=args.steps + args.warmup + 1, progress=False, output_dir="/tmp/droptune-bench",
+                         cache_dir=args.cache_dir)
+    return Trainer(config)
+
+
+def measure_full(args) -> dict:
+    """droptune's own pipeline: its loader (reading, augmentation) feeding its training step."""
+    from droptune.data.loaders import DomainBalancedBatches, make_loader
+
+    trainer = droptune_trainer(args)
+    batches = DomainBalancedBatches([(d, trainer.splits[d].train) for d in trainer.train_domains],
+                                    args.batch_size, 0, 0, args.steps + args.warmup)
+    loader = iter(make_loader(trainer.images, batches, trainer.workers, trainer.device.type == "cuda"))
+    trainer.model.train()
+    per_step = timed(lambda: trainer._train_step(*next(loader)), args.steps, args.warmup, trainer.device)
+    images = args.batch_size * len(trainer.train_domains)
+    start = time.perf_counter()
+    trainer.bench.evaluate(trainer.forward)
+    seconds = time.perf_counter() - start
+    return {"train_images_per_s": images / per_step, "eval_images_per_s": trainer.bench.size / seconds,
+            "workers": trainer.workers, "peak_memory_mb": peak_memory_mb(trainer.device)}
+
+
+def measure_limit(args) -> dict:
+    """The same model, batch and precision on random tensors already on the device: no data pipeline."""
+    trainer = droptune_trainer(args)
+    images = args.batch_size * len(trainer.train_domains)
+    x = torch.randn(images, 3, args.image_size, args.image_size)
+    y = torch.randint(0, len(trainer.dataset.classes), (images,))
+    trainer.model.train()
+    per_step = timed(lambda: trainer._train_step(x, y), args.steps, args.warmup, trainer.device)
+    model = trainer.forward
+    model.eval()
+    batch = x[: min(len(x), 256)].to(trainer.device)
+    if trainer.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+
+    def infer():
+        from droptune.training.evaluate import autocast
+
+        with torch.inference_mode(), autocast(trainer.device, args.amp):
+            model(batch)
+
+    eval_per_step = timed(infer, max(2, args.steps // 2), 1, trainer.device)
+    return {"train_images_per_s": images / per_step, "eval_images_per_s": len(batch) / eval_per_step,
+            "peak_memory_mb": peak_memory_mb(trainer.device)}
+
+
+def measure_reference(args) -> dict:
+    """DomainBed's way: ImageFolder + PIL transforms, one infinite loader per domain, fp32 NCHW."""
+    from torch.utils.data import DataLoader, RandomSampler
+    from torchvision import datasets, transforms
+
+    from droptune.data.domains import open_dataset
+    from droptune.data.splits import split_domain
+    from droptune.models import build_model
+
+    dataset = open_dataset(args.dataset, args.data_dir)
+    test = dataset.domain_index(args.test_domain)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    model = build_model(args.backbone, len(dataset.classes), 0.9, args.weights).to(device)
+    size = args.image_size
+    normalize = transforms.Normalize(model.mean, model.std)
+    augment = transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=(0.7, 1.0)), transforms.RandomHorizontalFlip(),
+        transforms.ColorJitter(0.3, 0.3, 0.3, 0.3), transforms.RandomGrayscale(), transforms.ToTensor(), normalize])
+    plain = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(), normalize])
+    workers = args.workers if args.workers is not None else 1
+
+    def infinite(loader):
+        while True:
+            yield from loader
+
+    loaders, holdouts = [], []
+    for d, name in enumerate(dataset.domains):
+        folder = datasets.ImageFolder(str(dataset.root / name), transform=augment)
+        split = split_domain(len(folder), name, 0)
+        if d == test:
+            continue
+        subset = torch.utils.data.Subset(folder, split.train.tolist())
+        sampler = RandomSampler(subset, replacement=True, num_samples=10**8)
+        loaders.append(infinite(DataLoader(subset, batch_size=args.batch_size, sampler=sampler,
+                                           num_workers=workers, drop_last=True)))
+        holdouts.append(torch.utils.data.Subset(datasets.ImageFolder(str(dataset.root / name), transform=plain),
+                                                split.holdout.tolist()))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    model.train()
+
+    def step():
+        batches = [next(loader) for loader in loaders]
+        x = torch.cat([b[0] for b in batches]).to(device)
+        y = torch.cat([b[1] for b in batches]).to(device)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    per_step = timed(step, args.steps, args.warmup, device)
+    model.eval()
+    start, count = time.perf_counter(), 0
+    with torch.no_grad():
+        for holdout in holdouts:
+            for x, y in DataLoader(holdout, batch_size=64, num_workers=workers):
+                (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+                count += len(y)
+    seconds = time.perf_counter() - start
+    return {"train_images_per_s": args.batch_size * len(loaders) / per_step, "eval_images_per_s": count / seconds,
+            "workers_per_domain": workers, "peak_memory_mb": peak_memory_mb(device)}
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="PACS")
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--test-domain", default="sketch")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--weights", default="default")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--batch-size", type=int, default=16, help="images per training domain")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument("--workers", type=int, help="loader processes (default: droptune's choice per device)")
+    parser.add_argument("--cache-dir", help="droptune's decoded-image cache folder (opt-in)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--only", choices=MODES, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    if args.only:
+        print(json.dumps({"full": measure_full, "limit": measure_limit, "reference": measure_reference}[args.only](args)))
+        return
+    argv = sys.argv[1:] if argv is None else argv
+    results = {}
+    for mode in MODES:
+        out = subprocess.run([sys.executable, __file__, *argv, "--only", mode], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"{mode} failed:\n{out.stderr}")
+        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = results[mode]
+        print(f"{mode:<10} train {r['train_images_per_s']:8.1f} img/s   eval {r['eval_images_per_s']:8.1f} img/s   "
+              f"peak memory {r['peak_memory_mb']:8.0f} MB", flush=True)
+    full, limit, ref = results["full"], results["limit"], results["reference"]
+    print(f"\n{args.backbone}, {args.image_size} px, {args.batch_size} images × training domains, "
+          f"device {args.device}, amp {args.amp}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"train: full/limit {full['train_images_per_s'] / limit['train_images_per_s']:.2f}   "
+          f"full/reference {full['train_images_per_s'] / ref['train_images_per_s']:.2f}")
+    print(f"eval:  full/limit {full['eval_images_per_s'] / limit['eval_images_per_s']:.2f}   "
+          f"full/reference {full['eval_images_per_s'] / ref['eval_images_per_s']:.2f}")
+    print(f"peak memory: full/reference {full['peak_memory_mb'] / ref['peak_memory_mb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
