@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from droptune.combining.ensemble import OUTPUTS
 from droptune.errors import DroptuneError
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -49,6 +50,14 @@ class TrainConfig:
     selection: str = "training_domain"
     seed: int = 0
     trial_seed: int = 0
+    head_seed: int | None = None
+    head_init: str | None = None
+    ensemble_start: int | None = None
+    ensemble_outputs: str = "probs"
+    average_start: int | None = None
+    ema_decay: float | None = None
+    swad: bool = False
+    bn_steps: int = 100
     output_dir: str | None = None
     device: str = "auto"
     amp: str = "none"
@@ -79,6 +88,14 @@ class TrainConfig:
             ("lr_milestones", self.lr_milestones is None or all(0 < m < self.steps for m in self.lr_milestones),
              f"steps between 1 and {self.steps - 1}"),
             ("workers", self.workers is None or self.workers >= 0, "a non-negative integer"),
+            ("head_init", self.head_init is None or self.head_seed is None, "unset when head_seed is set"),
+            ("ensemble_start", self.ensemble_start is None or 0 < self.ensemble_start <= self.steps,
+             f"a step between 1 and {self.steps}"),
+            ("ensemble_outputs", self.ensemble_outputs in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
+            ("average_start", self.average_start is None or 0 <= self.average_start < self.steps,
+             f"a step between 0 and {self.steps - 1}"),
+            ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1, "0 < decay < 1"),
+            ("bn_steps", self.bn_steps > 0, "a positive integer"),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -4,6 +4,7 @@
     metrics.jsonl     one JSON record per evaluation (append-only)
     results.json      the selected evaluations and run status; written last, so it marks a finished run
     best.safetensors  weights at the selected step
+    swa.safetensors   (and ema, swad) selected weights of the along-run averages, when configured
     last.pt           resumable state (model, optimizer, scheduler, step, RNG), replaced atomically
 """
 
@@ -39,6 +40,10 @@ class RunDir:
     @property
     def last(self) -> Path:
         return self.path / "last.pt"
+
+    def baseline(self, name: str) -> Path:
+        """Selected weights of an along-run weight average ("swa", "ema", "swad")."""
+        return self.path / f"{name}.safetensors"
 
     def append_metrics(self, record: dict) -> None:
         with self.metrics.open("a") as f:

@@ -28,3 +28,8 @@ def select(records: Sequence[dict], method: str = "training_domain") -> dict | N
 
 def is_better(record: dict, best: dict | None, method: str) -> bool:
     return best is None or select([best, record], method) is record
+
+
+def variant_records(records: Sequence[dict], name: str) -> list[dict]:
+    """The evaluations of one along-run baseline (e.g. "swa"), as records `select` understands."""
+    return [{"step": r["step"], **r["variants"][name]} for r in records if name in r.get("variants", {})]

@@ -16,15 +16,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from droptune.combining.along_run import AlongRun
+from droptune.combining.probe import init_head
 from droptune.data.domains import open_dataset
-from droptune.data.loaders import DomainBalancedBatches, DomainImages, EvalSplit, eval_batches, make_loader
+from droptune.data.loaders import DomainBalancedBatches, DomainImages, make_loader
 from droptune.data.splits import split_domain, stable_seed
 from droptune.data.transforms import eval_transform, train_transform
 from droptune.errors import DroptuneError
 from droptune.models.model import build_model
+from droptune.training.bench import Bench, holdout_splits
 from droptune.training.checkpoint import rng_state, save_json, save_torch, save_weights, set_rng_state
 from droptune.training.config import TrainConfig
-from droptune.training.evaluate import autocast, evaluate
+from droptune.training.evaluate import autocast
 from droptune.training.optim import make_optimizer, make_scheduler
 from droptune.training.run_dir import RunDir
 from droptune.training.selection import METHODS, is_better, select
@@ -71,7 +74,9 @@ class Trainer:
 
         torch.manual_seed(stable_seed("init", config.seed))
         self.model = build_model(config.backbone, len(self.dataset.classes), config.dropout, config.weights,
-                                 config.freeze_bn).to(self.device)
+                                 config.freeze_bn)
+        self.head_start = init_head(self.model, config, self.dataset)
+        self.model.to(self.device)
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -84,10 +89,13 @@ class Trainer:
         mean, std = self.model.mean, self.model.std
         self.images = DomainImages(self.dataset, train_transform(config.image_size, mean, std, augment),
                                    eval_transform(config.image_size, mean, std))
-        self.eval_splits = self._eval_splits()
-        self.eval_batches, self.eval_owners = eval_batches(self.eval_splits, config.eval_batch_size)
+        self.eval_splits = holdout_splits(self.dataset, self.splits, self.test, config.clean_holdout, config.seed)
         in_memory = not hasattr(self.dataset, "path")
         self.workers = config.workers if config.workers is not None else default_workers(self.device, in_memory)
+        self.bench = Bench(self.images, self.eval_splits, domains[self.test], config.eval_batch_size, self.workers,
+                           self.device, config.amp, self.channels_last,
+                           [(d, self.splits[d].train) for d in self.train_domains], config.batch_size)
+        self.along = AlongRun(config, self.model, self.run)
         holdout_labels = np.concatenate([self.dataset.labels(d)[self.splits[d].holdout] for d in self.train_domains])
         self.majority_rate = float(np.bincount(holdout_labels).max() / len(holdout_labels))
 
@@ -96,20 +104,6 @@ class Trainer:
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
         self.elapsed = 0.0
-
-    def _eval_splits(self) -> list[EvalSplit]:
-        """Held-out 20% of each training domain (i.i.d.), both parts of the test domain (o.o.d.)."""
-        names = self.dataset.domains
-        seed = self.config.seed
-        splits = []
-        for d in self.train_domains:
-            holdout = self.splits[d].holdout
-            keys = [(d, int(i), None if self.config.clean_holdout else stable_seed("holdout", seed, d, int(i)))
-                    for i in holdout]
-            splits.append(EvalSplit(names[d], "out", keys))
-        for part, indices in (("in", self.splits[self.test].train), ("out", self.splits[self.test].holdout)):
-            splits.append(EvalSplit(names[self.test], part, [(self.test, int(i), None) for i in indices]))
-        return splits
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -127,6 +121,7 @@ class Trainer:
         for x, y in loader:
             loss = self._train_step(x, y)
             self.step += 1
+            self.along.after_step(self.model, self.step)
             self.loss_sum += loss.detach().float()
             self.loss_count += 1
             period_images += len(y)
@@ -174,11 +169,11 @@ class Trainer:
 
     def _evaluate(self, images_per_s: float) -> None:
         start = time.perf_counter()
-        loader = make_loader(self.images, self.eval_batches, self.workers, pin_memory=self.device.type == "cuda")
-        acc = evaluate(self.forward, loader, self.eval_owners, self.eval_splits, self.device,
-                       self.config.amp, self.channels_last)
+        evaluation = self.bench.evaluate(self.forward, keep_logits=self.along.wants_logits)
+        acc = evaluation.acc
         seconds = time.perf_counter() - start
-        self.elapsed += seconds
+        variants = self.along.evaluate(self.step, evaluation, self.bench)
+        self.elapsed += time.perf_counter() - start
         names = self.dataset.domains
         test = names[self.test]
         record = {
@@ -193,9 +188,11 @@ class Trainer:
             "ood_out": acc[test]["out"],
             "acc": acc,
         }
+        if variants:
+            record["variants"] = variants
         self.run.append_metrics(record)
         if is_better(record, self.best, self.config.selection):
-            self.best = {k: v for k, v in record.items() if k != "acc"}
+            self.best = {k: v for k, v in record.items() if k not in ("acc", "variants")}
             save_weights(self.model.state_dict(), self.run.best, {"step": self.step, "config": self.config.to_dict()})
         self.loss_sum.zero_()
         self.loss_count = 0
@@ -215,6 +212,7 @@ class Trainer:
             "loss_count": self.loss_count,
             "best": self.best,
             "elapsed": self.elapsed,
+            "along": self.along.state_dict(),
         }, self.run.last)
 
     def restore(self) -> None:
@@ -236,6 +234,7 @@ class Trainer:
         self.loss_count = state["loss_count"]
         self.best = state["best"]
         self.elapsed = state["elapsed"]
+        self.along.load_state_dict(state["along"])
         self.run.rewrite_metrics(self.run.read_metrics(up_to_step=self.step))
 
     def _finish(self, status: str) -> dict:
@@ -270,6 +269,9 @@ class Trainer:
             "wall_time_s": self.elapsed,
             "train_images_per_s": float(np.mean([r["images_per_s"] for r in records])) if records else None,
             "eval_images_per_s": float(np.mean([r["eval_images_per_s"] for r in records])) if records else None,
+            "head_start": self.head_start,
+            "cost": {"trainings": 1, "forward_passes": 1},
+            "variants": self.along.results(records),
         }
         save_json(results, self.run.results)
         return results

@@ -1,0 +1,88 @@
+"""Combining finished runs of one split: output ensemble, uniform soup, greedy soup.
+
+Each combination is scored on the same i.i.d. and o.o.d. splits as single runs and written in
+the same results schema, with its cost: trainings it took, forward passes it needs per image.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from droptune.combining.ensemble import OutputEnsemble
+from droptune.combining.runs import Run, Split, read_runs
+from droptune.combining.soups import greedy_soup, uniform_soup
+from droptune.errors import DroptuneError
+from droptune.training.checkpoint import save_json, save_weights
+from droptune.training.evaluate import accuracy_of
+from droptune.training.trainer import default_workers, resolve_device
+
+METHODS = ("ensemble", "uniform_soup", "greedy_soup")
+
+
+def output_ensemble(runs: Sequence[Run], split: Split, outputs: str = "probs") -> tuple[dict, None]:
+    """The mean of the runs' softmax outputs (or logits), one model in memory at a time."""
+    ensemble = OutputEnsemble(outputs)
+    for run in runs:
+        model = split.model(run)
+        bench = split.bench(run, model)
+        evaluation = bench.evaluate(model, keep_logits=True)
+        ensemble.add(evaluation.logits)
+        del model
+    acc = accuracy_of(ensemble.total, evaluation.labels, split.eval_splits)
+    return {**bench.summarize(acc), "members": [run.name for run in runs], "outputs": outputs}, None
+
+
+def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: str | os.PathLike,
+            device: str = "auto", workers: int | None = None, data_dir: str | None = None,
+            outputs: str = "probs") -> dict[str, dict]:
+    """Combine the runs every way asked; write <output>/<method>/results.json (and soup.safetensors)."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise DroptuneError(f"unknown combination method {unknown[0]!r}: expected one of {', '.join(METHODS)}")
+    runs = read_runs(paths)
+    first = runs[0]
+    torch_device = resolve_device(device)
+    split = Split(first.config, torch_device, workers if workers is not None else default_workers(torch_device, False),
+                  data_dir)
+    combined = {}
+    for method in methods:
+        start = time.perf_counter()
+        if method == "ensemble":
+            scores, weights = output_ensemble(runs, split, outputs)
+        else:
+            scores, weights = {"uniform_soup": uniform_soup, "greedy_soup": greedy_soup}[method](runs, split)
+        folder = Path(output) / method
+        results = {
+            "status": "completed",
+            "run": f"{Path(output).name}/{method}",
+            "method": method,
+            "dataset": first.results["dataset"],
+            "test_domain": first.results["test_domain"],
+            "train_domains": first.results["train_domains"],
+            "selection": first.config.selection,
+            "iid": scores.pop("iid"),
+            "ood": scores.pop("ood"),
+            "ood_out": scores.pop("ood_out"),
+            "acc": scores.pop("acc"),
+            **scores,
+            "runs": [_brief(run) for run in runs],
+            "cost": {"trainings": len(runs),
+                     "forward_passes": len(scores["members"]) if method == "ensemble" else 1},
+            "wall_time_s": time.perf_counter() - start,
+        }
+        if weights is not None:
+            save_weights(weights, folder / "soup.safetensors", {"method": method, "members": scores["members"]})
+        save_json(results, folder / "results.json")
+        combined[method] = results
+    return combined
+
+
+def _brief(run: Run) -> dict:
+    """What distinguishes a member run, and how it scored alone."""
+    config = run.config
+    return {"run": run.name, "dropout": config.dropout, "lr": config.lr, "weight_decay": config.weight_decay,
+            "head_lr_mult": config.head_lr_mult, "seed": config.seed, "head_start": run.results.get("head_start"),
+            "step": run.results["step"], "iid": run.results["iid"], "ood": run.results["ood"]}

@@ -1,0 +1,147 @@
+"""A head start that runs share, so their weights can be averaged: a head seed, or a linear probe.
+
+The linear probe is DiWA's and Model Ratatouille's recipe: train the head alone on frozen
+features of the training domains, save it once, and start every run of a sweep from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from droptune.data.domains import MultiDomainDataset, open_dataset
+from droptune.data.loaders import DomainImages, make_loader
+from droptune.data.splits import split_domain, stable_seed
+from droptune.data.transforms import eval_transform
+from droptune.errors import DroptuneError
+from droptune.models.loading import load_strict
+from droptune.models.model import DropoutClassifier, build_model
+from droptune.training.config import TrainConfig
+from droptune.training.evaluate import autocast
+
+PROBE_STEPS = 1000
+PROBE_LR = 1e-3
+PROBE_BATCH = 256
+# What a probe must share with the runs that start from it (the last two keep its images out of their held-out sets).
+PROBE_KEYS = ("dataset", "test_domain", "classes", "backbone", "weights", "trial_seed", "holdout_fraction")
+
+
+def init_head(model: DropoutClassifier, config: TrainConfig, dataset: MultiDomainDataset) -> str:
+    """Initialize the (CPU) model's head as the config says, and name that start for results.json.
+
+    Runs whose heads start the same way, on the same backbone, can be weight-averaged.
+    """
+    if config.head_init is not None:
+        state = read_head(config.head_init, probe_metadata(config, dataset))
+        load_strict(model.head, state, config.head_init)
+        return f"probe {file_digest(config.head_init)}"
+    if config.head_seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stable_seed("head", config.head_seed))
+            model.head.fc.reset_parameters()
+        return f"head seed {config.head_seed}"
+    return f"run seed {config.seed}"
+
+
+def probe_metadata(config: TrainConfig, dataset: MultiDomainDataset) -> dict:
+    return {
+        "dataset": dataset.name,
+        "test_domain": dataset.domains[dataset.domain_index(config.test_domain)],
+        "classes": list(dataset.classes),
+        "backbone": config.backbone,
+        "weights": config.weights,
+        "trial_seed": config.trial_seed,
+        "holdout_fraction": config.holdout_fraction,
+    }
+
+
+def read_head(path: str | os.PathLike, expected: dict) -> dict[str, torch.Tensor]:
+    """A probe's head weights, refused with the reason when it was made for another split or backbone."""
+    path = Path(path)
+    if not path.is_file():
+        raise DroptuneError(f"head file not found: {path} (make one with `droptune probe`)")
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        state = load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - any decoding failure is the file's fault
+        raise DroptuneError(f"cannot read head file {path}: {error}") from None
+    for key in PROBE_KEYS:
+        if key not in metadata:
+            raise DroptuneError(f"head file {path} lacks droptune's probe metadata ({key}): "
+                                "make it with `droptune probe`")
+        if metadata[key] != expected[key]:
+            raise DroptuneError(f"head file {path} was probed with {key} {metadata[key]!r}, this run has "
+                                f"{expected[key]!r}; probe again with the run's settings")
+    return state
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+@torch.inference_mode()
+def _features(model: DropoutClassifier, images: DomainImages, keys: list, config: TrainConfig,
+              device: torch.device, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = [keys[i:i + config.eval_batch_size] for i in range(0, len(keys), config.eval_batch_size)]
+    features, labels = [], []
+    for x, y in make_loader(images, batches, workers, pin_memory=device.type == "cuda"):
+        x = x.to(device, non_blocking=True)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, config.amp):
+            features.append(model.features(x).float())
+        labels.append(y.to(device))
+    return torch.cat(features), torch.cat(labels)
+
+
+def linear_probe(config: TrainConfig, device: torch.device, workers: int, steps: int = PROBE_STEPS,
+                 lr: float = PROBE_LR) -> tuple[dict[str, torch.Tensor], dict]:
+    """Train the head (with the config's dropout) on frozen, un-augmented features of the training domains' 80%.
+
+    Adam on mini-batches of cached features, as DiWA's DomainBed does; the test domain is never read.
+    Returns the head's state and the probe's metadata, with its i.i.d. accuracy.
+    """
+    dataset = open_dataset(config.dataset, config.data_dir)
+    test = dataset.domain_index(config.test_domain)
+    train_domains = [d for d in range(len(dataset.domains)) if d != test]
+    splits = {d: split_domain(len(dataset.labels(d)), dataset.domains[d], config.trial_seed, config.holdout_fraction)
+              for d in train_domains}
+    torch.manual_seed(stable_seed("init", config.seed))
+    model = build_model(config.backbone, len(dataset.classes), config.dropout, config.weights, config.freeze_bn)
+    model.to(device).eval()
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    transform = eval_transform(config.image_size, model.mean, model.std)
+    images = DomainImages(dataset, transform, transform)
+    train_x, train_y = _features(model, images, [(d, int(i), None) for d in train_domains for i in splits[d].train],
+                                 config, device, workers)
+    held_out = [_features(model, images, [(d, int(i), None) for i in splits[d].holdout], config, device, workers)
+                for d in train_domains]
+
+    head = model.head.train()
+    optimizer = torch.optim.Adam(head.fc.parameters(), lr=lr, weight_decay=config.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(stable_seed("probe", config.seed))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(stable_seed("probe-dropout", config.seed))
+        for _ in range(steps):
+            batch = torch.randint(len(train_y), (min(PROBE_BATCH, len(train_y)),), device=device, generator=generator)
+            loss = F.cross_entropy(head(train_x[batch]), train_y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    head.eval()
+    with torch.no_grad():
+        train_acc = (head(train_x).argmax(1) == train_y).float().mean().item()
+        iid = float(np.mean([(head(x).argmax(1) == y).float().mean().item() for x, y in held_out]))
+    metadata = {**probe_metadata(config, dataset), "image_size": config.image_size, "dropout": config.dropout,
+                "steps": steps, "lr": lr, "train_acc": train_acc, "iid": iid}
+    return {k: v.detach().cpu() for k, v in head.state_dict().items()}, metadata

@@ -1,0 +1,115 @@
+"""Finished run folders read back for combining: config, results, selected weights, and their split."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from droptune.data.domains import open_dataset
+from droptune.data.loaders import DomainImages
+from droptune.data.splits import split_domain
+from droptune.data.transforms import eval_transform, train_transform
+from droptune.errors import DroptuneError
+from droptune.models.loading import load_strict, read_state_dict
+from droptune.models.model import DropoutClassifier, build_model
+from droptune.training.bench import Bench, holdout_splits
+from droptune.training.config import TrainConfig
+from droptune.training.run_dir import RunDir
+
+# What runs must share to be compared or combined: the same images in the same train/held-out/test parts.
+PROTOCOL: dict[str, Callable[[Run], object]] = {
+    "dataset": lambda run: run.results["dataset"],
+    "test domain": lambda run: run.results["test_domain"],
+    "trial seed": lambda run: run.config.trial_seed,
+    "holdout fraction": lambda run: run.config.holdout_fraction,
+}
+
+
+@dataclass
+class Run:
+    folder: RunDir
+    config: TrainConfig
+    results: dict
+
+    @property
+    def name(self) -> str:
+        return self.folder.path.name
+
+    @property
+    def weights(self) -> Path:
+        return self.folder.best
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    folder = RunDir(Path(path))
+    if not folder.config.exists():
+        raise DroptuneError(f"{path} is not a droptune run folder: it has no config.yaml")
+    results = folder.read_results()
+    if results is None or results.get("status") != "completed":
+        status = "unfinished" if results is None else results.get("status")
+        raise DroptuneError(f"run {path} is {status}: only completed runs can be combined "
+                            f"(finish it with `droptune train --resume {path}`)")
+    if not folder.best.exists():
+        raise DroptuneError(f"run {path} has no best.safetensors: its selected model is missing")
+    return Run(folder, TrainConfig.load(folder.config), results)
+
+
+def read_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
+    """Completed runs of one split, refused with the reason when they differ in what makes them comparable."""
+    if not paths:
+        raise DroptuneError("no run folders given")
+    resolved = [Path(p).resolve() for p in paths]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise DroptuneError(f"run {paths[i]} is given twice")
+    runs = [read_run(p) for p in paths]
+    require_same(runs, PROTOCOL, "combine these runs: they were not trained and evaluated on the same split")
+    return runs
+
+
+def require_same(runs: Sequence[Run], keys: Mapping[str, Callable[[Run], object]], purpose: str) -> None:
+    """Raise naming the first key on which a run differs from the first run."""
+    first = runs[0]
+    for label, key in keys.items():
+        for run in runs[1:]:
+            if key(run) != key(first):
+                raise DroptuneError(f"cannot {purpose}; {label} differs: {first.name} has {key(first)!r}, "
+                                    f"{run.name} has {key(run)!r}")
+
+
+class Split:
+    """The leave-one-domain-out split of a set of runs, rebuilt from one config; scored clean, like single runs."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, workers: int, data_dir: str | None = None):
+        self.dataset = open_dataset(config.dataset, data_dir or config.data_dir)
+        self.test = self.dataset.domain_index(config.test_domain)
+        self.domains = [split_domain(len(self.dataset.labels(d)), name, config.trial_seed, config.holdout_fraction)
+                        for d, name in enumerate(self.dataset.domains)]
+        self.eval_splits = holdout_splits(self.dataset, self.domains, self.test)
+        self.device = device
+        self.workers = workers
+
+    def model(self, run: Run, weights: dict[str, torch.Tensor] | None = None) -> DropoutClassifier:
+        """The run's architecture holding its selected weights (or `weights`); the pre-trained start is not reloaded."""
+        config = run.config
+        model = build_model(config.backbone, len(self.dataset.classes), config.dropout, "none", config.freeze_bn)
+        load_strict(model, weights if weights is not None else read_state_dict(run.weights), str(run.weights))
+        model.to(self.device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def bench(self, run: Run, model: DropoutClassifier) -> Bench:
+        """Scoring with the run's own image size and normalization, on the shared evaluation splits."""
+        config = run.config
+        transform = eval_transform(config.image_size, model.mean, model.std)
+        augment = config.augment if config.augment is not None else self.dataset.augment_by_default
+        images = DomainImages(self.dataset, train_transform(config.image_size, model.mean, model.std, augment),
+                              transform)
+        train = [(d, self.domains[d].train) for d in range(len(self.domains)) if d != self.test]
+        return Bench(images, self.eval_splits, self.dataset.domains[self.test], config.eval_batch_size,
+                     self.workers, self.device, config.amp, config.channels_last, train, config.batch_size)

@@ -1,0 +1,340 @@
+"""Ensembles, weight averages, SWAD and soups: the math on tiny tensors, and combining tiny runs."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from droptune.cli.main import main
+from droptune.combining.averaging import WeightAverage, recompute_bn
+from droptune.combining.combine import combine
+from droptune.combining.ensemble import OutputEnsemble
+from droptune.combining.probe import linear_probe
+from droptune.combining.swad import LossValley
+from droptune.errors import DroptuneError
+from droptune.training.run_dir import RunDir
+from droptune.training.selection import select, variant_records
+from droptune.training.trainer import Trainer, train
+from conftest import make_image_folder
+from test_training import numbers, toy_config
+
+
+def states(n, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [{"w": torch.randn(3, 2, generator=generator), "b": torch.randn(2, generator=generator),
+             "steps": torch.tensor(i)} for i in range(n)]
+
+
+# -- weight averages ------------------------------------------------------------------------
+
+def test_averaging_copies_of_one_model_returns_that_model():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    average = WeightAverage()
+    for _ in range(7):
+        average.add(model.state_dict())
+    other = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    average.load_into(other)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+def test_uniform_average_is_the_mean_and_merges_and_previews_exactly():
+    parts = states(5)
+    average = WeightAverage()
+    for s in parts:
+        average.add(s)
+    for key in ("w", "b"):
+        torch.testing.assert_close(average.mean[key], torch.stack([s[key] for s in parts]).mean(0))
+    assert average.mean["steps"] == 4, "integer tensors keep their latest value"
+
+    first, second = WeightAverage(), WeightAverage()
+    for s in parts[:2]:
+        first.add(s)
+    for s in parts[2:]:
+        second.add(s)
+    first.merge(second)
+    assert first.count == 5
+    torch.testing.assert_close(first.mean["w"], average.mean["w"])
+
+    four = WeightAverage()
+    for s in parts[:4]:
+        four.add(s)
+    target = nn.Module()
+    target.register_buffer("w", torch.zeros(3, 2))
+    target.register_buffer("b", torch.zeros(2))
+    target.register_buffer("steps", torch.tensor(0))
+    four.load_into(target, extra=parts[4])
+    torch.testing.assert_close(target.w, average.mean["w"])
+    assert four.count == 4, "a preview leaves the average alone"
+
+
+def test_ema_math_and_refusals():
+    ema = WeightAverage(decay=0.5)
+    for value in (0.0, 2.0, 4.0):
+        ema.add({"w": torch.tensor([value])})
+    assert ema.mean["w"].item() == pytest.approx(2.5)  # 0 → 1 → 2.5
+    with pytest.raises(DroptuneError, match="only uniform averages can be merged"):
+        WeightAverage().merge(ema)
+    with pytest.raises(DroptuneError, match="decay must satisfy"):
+        WeightAverage(decay=1.0)
+    with pytest.raises(DroptuneError, match="different tensors: missing"):
+        ema.add({"v": torch.tensor([1.0])})
+
+
+def test_batchnorm_statistics_are_recomputed_for_averaged_weights():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Dropout(0.5))
+    batches = [(torch.randn(64, 2) * 3 + 1, None) for _ in range(4)]
+    rng = torch.get_rng_state()
+    recompute_bn(model, batches, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), rng), "the training RNG stream is left alone"
+    with torch.no_grad():
+        features = model[0](torch.cat([x for x, _ in batches]))
+    torch.testing.assert_close(model[1].running_mean, features.mean(0), rtol=1e-4, atol=1e-5)
+    assert model[1].momentum == 0.1
+
+
+# -- SWAD -----------------------------------------------------------------------------------
+
+def run_valley(losses, per_segment=2, valley=None, step=0):
+    """Weights equal to the step number; one evaluation every `per_segment` steps with the given losses."""
+    valley = valley or LossValley()
+    for loss in losses:
+        for _ in range(per_segment):
+            step += 1
+            valley.add({"w": torch.tensor([float(step)])}, step)
+        valley.close(step, loss)
+    return valley
+
+
+def test_swad_defaults_are_the_published_ones():
+    valley = LossValley()
+    assert (valley.n_converge, valley.n_tolerance, valley.tolerance_ratio) == (3, 6, 0.3)
+
+
+def test_swad_averages_densely_over_the_valley_and_ends_it_after_n_tolerance_bad_segments():
+    # segments 1-2 fall, 3 is the lowest of (3, 4, 5): the valley opens at segment 3 (steps 5-6);
+    # tolerance 1.3 × mean(3, 3.1, 3.2) = 4.03; segment 7 (5.0) waits, 8 (3.5) brings it in; 9-14 are dead.
+    losses = [5, 4, 3, 3.1, 3.2, 3.5, 5.0, 3.5] + [9] * 6 + [3.0]
+    valley = run_valley(losses)
+    result = valley.result()
+    assert valley.converged and valley.dead and valley.threshold == pytest.approx(1.3 * 3.1)
+    assert (result.start, result.end) == (5, 16)
+    assert result.average.count == 12
+    assert result.average.mean["w"].item() == pytest.approx(sum(range(5, 17)) / 12)
+
+
+def test_swad_drops_trailing_segments_above_tolerance_and_falls_back_to_the_last_segment():
+    valley = run_valley([5, 4, 3, 3.1, 3.2, 9, 9])
+    assert not valley.dead and (valley.result().start, valley.result().end) == (5, 10)
+    falling = run_valley([5, 4, 3, 2, 1])
+    assert not falling.converged
+    assert (falling.result().start, falling.result().end) == (9, 10)
+
+
+def test_swad_state_round_trips():
+    losses = [5, 4, 3, 3.1, 3.2, 3.5, 5.0]
+    restored = LossValley()
+    restored.load_state_dict(run_valley(losses[:5]).state_dict())
+    a, b = run_valley(losses[5:], valley=restored, step=10), run_valley(losses)
+    assert (a.threshold, a.above, a.open.count) == (b.threshold, b.above, b.open.count) == (1.3 * 3.1, 1, 2)
+    assert torch.equal(a.valley.average.mean["w"], b.valley.average.mean["w"]) and a.valley.end == b.valley.end
+
+
+# -- ensembles ------------------------------------------------------------------------------
+
+def test_output_ensemble_of_one_is_that_model_and_averages_probabilities():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, -1.0]])
+    one = OutputEnsemble()
+    one.add(logits)
+    torch.testing.assert_close(one.mean(), logits.softmax(1))
+    confident_wrong = torch.tensor([[-9.0, 9.0], [0.0, 1.0], [3.0, -1.0]])
+    by_probs, by_logits = OutputEnsemble("probs"), OutputEnsemble("logits")
+    for member in (logits, logits, confident_wrong):
+        by_probs.add(member)
+        by_logits.add(member)
+    assert by_probs.mean().argmax(1)[0] == 0 and by_logits.mean().argmax(1)[0] == 1
+    with pytest.raises(DroptuneError, match="disagree on the evaluation set"):
+        one.add(logits[:2])
+
+
+# -- along one run --------------------------------------------------------------------------
+
+VARIANTS = dict(ensemble_start=4, average_start=4, ema_decay=0.9, swad=True)
+
+
+def test_along_run_baselines_are_recorded_selected_and_saved(image_folder, tmp_path):
+    config = toy_config(image_folder, tmp_path, **VARIANTS)
+    results = train(config)
+    records = RunDir(config.run_dir()).read_metrics()
+    assert set(records[0]["variants"]) == {"ensemble", "swa", "ema"}
+    assert set(records[-1]["variants"]) == {"ensemble", "swa", "ema", "swad"}
+    first = records[0]
+    assert first["variants"]["ensemble"]["acc"] == first["acc"], "an ensemble of one checkpoint is that checkpoint"
+    assert [r["variants"]["ensemble"]["forward_passes"] for r in records] == [1, 2, 3]
+    assert [r["variants"]["swa"]["averaged_steps"] for r in records] == [1, 5, 9]
+    for name in ("ensemble", "swa", "ema", "swad"):
+        chosen = select(variant_records(records, name))
+        assert results["variants"][name]["step"] == chosen["step"]
+        assert results["variants"][name]["iid"] == chosen["iid"]
+        assert set(results["variants"][name]["selections"]) == {"training_domain", "oracle", "last"}
+    chosen = results["variants"]["ensemble"]["step"]
+    members = next(r["variants"]["ensemble"]["forward_passes"] for r in records if r["step"] == chosen)
+    assert results["variants"]["ensemble"]["cost"] == {"trainings": 1, "forward_passes": members}
+    swad = results["variants"]["swad"]
+    assert swad["step"] == 12 and 1 <= swad["start"] <= swad["end"] <= 12
+    for name in ("swa", "ema", "swad"):
+        saved = load_file(str(config.run_dir() / f"{name}.safetensors"))
+        assert set(saved) == set(load_file(str(RunDir(config.run_dir()).best)))
+    assert results["cost"] == {"trainings": 1, "forward_passes": 1} and results["head_start"] == "run seed 0"
+
+
+def test_baselines_leave_the_plain_model_unchanged_and_resume_exactly(image_folder, tmp_path):
+    plain = train(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "plain")))
+    full = toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "full"), **VARIANTS)
+    part = toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "part"), **VARIANTS)
+    expected = train(full)
+    for key in ("step", "iid", "ood", "acc", "selections"):
+        assert expected[key] == plain[key]
+    assert train(part, until=6) is None
+    resumed = train(part, resume=True)
+    assert numbers(RunDir(part.run_dir()).read_metrics()) == numbers(RunDir(full.run_dir()).read_metrics())
+    assert resumed["variants"] == expected["variants"]
+
+
+def test_unfrozen_batchnorm_statistics_are_recomputed_for_averages(image_folder, tmp_path):
+    config = toy_config(image_folder, tmp_path, freeze_bn=False, steps=4, eval_every=4, average_start=1, bn_steps=2)
+    results = train(config)
+    assert results["variants"]["swa"]["iid"] is not None
+
+
+# -- shared head starts ---------------------------------------------------------------------
+
+def test_head_seed_is_separate_from_the_run_seed(image_folder, tmp_path):
+    def head(**changes):
+        return Trainer(toy_config(image_folder, tmp_path, **changes)).model.head.fc.weight.detach().cpu()
+
+    assert torch.equal(head(seed=0, head_seed=5), head(seed=1, head_seed=5))
+    assert not torch.equal(head(seed=0), head(seed=1))
+    assert not torch.equal(head(seed=0, head_seed=5), head(seed=0))
+    with pytest.raises(DroptuneError, match="invalid head_init"):
+        toy_config(image_folder, tmp_path, head_seed=1, head_init="x.safetensors")
+
+
+def test_linear_probe_is_saved_once_and_started_from(image_folder, tmp_path):
+    config = toy_config(image_folder, tmp_path)
+    path = tmp_path / "head.safetensors"
+    assert main(["probe", "--dataset", str(image_folder), "--test-domain", "c", "--backbone", "resnet10t",
+                 "--weights", "none", "--image-size", "16", "--workers", "0", "--probe-steps", "30",
+                 "--output", str(path)]) == 0
+    head = load_file(str(path))
+    assert set(head) == {"fc.weight", "fc.bias"}
+    trainer = Trainer(config.replace(head_init=str(path)))
+    assert torch.equal(trainer.model.head.fc.weight.detach().cpu(), head["fc.weight"])
+    assert trainer.head_start.startswith("probe ")
+    with pytest.raises(DroptuneError, match="was probed with test_domain 'c', this run has 'b'"):
+        Trainer(config.replace(head_init=str(path), test_domain="b"))
+    _, metadata = linear_probe(config, torch.device("cpu"), 0, steps=5)
+    assert metadata["test_domain"] == "c" and 0 <= metadata["iid"] <= 1
+
+
+# -- across runs ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny finished run, the model other runs are derived from."""
+    root = tmp_path_factory.mktemp("runs")
+    folder = make_image_folder(root / "toy")
+    config = toy_config(folder, root, output_dir=str(root / "a"), head_seed=0)
+    train(config)
+    return folder, root / "a"
+
+
+def derive(source, target, iid, change=None, **config_changes):
+    """A copy of a run folder with other weights, claimed i.i.d. accuracy or config."""
+    shutil.copytree(source, target)
+    weights = load_file(str(target / "best.safetensors"))
+    if change:
+        change(weights)
+    save_file(weights, str(target / "best.safetensors"))
+    results = json.loads((target / "results.json").read_text())
+    results["iid"] = iid
+    (target / "results.json").write_text(json.dumps(results))
+    if config_changes:
+        config = yaml.safe_load((target / "config.yaml").read_text())
+        (target / "config.yaml").write_text(yaml.safe_dump({**config, **config_changes}))
+    return target
+
+
+def test_ensemble_of_one_run_is_that_run(trained, tmp_path):
+    _, run = trained
+    results = combine([run], ["ensemble"], tmp_path / "out", device="cpu", workers=0)["ensemble"]
+    alone = json.loads((run / "results.json").read_text())
+    assert (results["iid"], results["ood"], results["acc"]) == (alone["iid"], alone["ood"], alone["acc"])
+    assert results["cost"] == {"trainings": 1, "forward_passes": 1}
+    assert json.loads((tmp_path / "out" / "ensemble" / "results.json").read_text()) == results
+
+
+def test_uniform_soup_is_the_mean_of_the_weights(trained, tmp_path):
+    _, run = trained
+    noisy = derive(run, tmp_path / "b", 0.9, lambda w: w.update({k: v + 0.01 for k, v in w.items()
+                                                                 if v.is_floating_point()}))
+    results = combine([run, noisy], ["uniform_soup"], tmp_path / "out", device="cpu", workers=0)["uniform_soup"]
+    soup = load_file(str(tmp_path / "out" / "uniform_soup" / "soup.safetensors"))
+    a, b = load_file(str(run / "best.safetensors")), load_file(str(noisy / "best.safetensors"))
+    for key, value in soup.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (a[key] + b[key]) / 2)
+    assert results["members"] == ["a", "b"] and results["cost"] == {"trainings": 2, "forward_passes": 1}
+
+
+def test_greedy_soup_never_adds_a_run_that_lowers_iid_accuracy(trained, tmp_path):
+    _, run = trained
+    flipped = derive(run, tmp_path / "flipped", 0.99, lambda w: w.update({"head.fc.weight": -w["head.fc.weight"],
+                                                                          "head.fc.bias": -w["head.fc.bias"]}))
+    close = derive(run, tmp_path / "close", 0.5, lambda w: w.update({"head.fc.bias": w["head.fc.bias"] + 1e-4}))
+    results = combine([close, flipped, run], ["greedy_soup"], tmp_path / "out", device="cpu", workers=0)["greedy_soup"]
+    steps = results["greedy"]
+    assert [s["run"] for s in steps] == ["a", "flipped", "close"], "runs are tried by decreasing i.i.d. accuracy"
+    best = steps[0]["iid"]
+    for step in steps[1:]:
+        assert step["added"] == (step["iid"] >= best)
+        best = max(best, step["iid"]) if step["added"] else best
+    assert not steps[1]["added"], "averaging with the flipped head cancels it: the soup would get worse"
+    assert results["members"] == ["a", "close"] and results["iid"] >= steps[0]["iid"]
+    assert "ood" not in steps[0], "choices never look at the test domain"
+    assert results["cost"] == {"trainings": 3, "forward_passes": 1}
+
+
+def test_incompatible_runs_are_refused_with_the_reason(trained, tmp_path):
+    _, run = trained
+    other_head = derive(run, tmp_path / "head", 0.5)
+    results = json.loads((other_head / "results.json").read_text())
+    (other_head / "results.json").write_text(json.dumps({**results, "head_start": "head seed 7"}))
+    reason = "head initialization .* differs: a has 'head seed 0', head has 'head seed 7'"
+    with pytest.raises(DroptuneError, match=reason):
+        combine([run, other_head], ["uniform_soup"], tmp_path / "out", device="cpu", workers=0)
+    combine([run, other_head], ["ensemble"], tmp_path / "out", device="cpu", workers=0)  # no shared start needed
+    other_backbone = derive(run, tmp_path / "backbone", 0.5, backbone="resnet14t")
+    with pytest.raises(DroptuneError, match="cannot average the weights of these runs; backbone differs"):
+        combine([run, other_backbone], ["greedy_soup"], tmp_path / "out", device="cpu", workers=0)
+    other_split = derive(run, tmp_path / "split", 0.5, trial_seed=3)
+    with pytest.raises(DroptuneError, match="not trained and evaluated on the same split; trial seed differs"):
+        combine([run, other_split], ["ensemble"], tmp_path / "out", device="cpu", workers=0)
+    unfinished = derive(run, tmp_path / "unfinished", 0.5)
+    (unfinished / "results.json").unlink()
+    with pytest.raises(DroptuneError, match="is unfinished: only completed runs can be combined"):
+        combine([run, unfinished], ["ensemble"], tmp_path / "out", device="cpu", workers=0)
+
+
+def test_cli_combine_prints_a_table_and_errors_in_one_line(trained, tmp_path, capsys):
+    _, run = trained
+    assert main(["combine", str(run), "--method", "ensemble", "uniform_soup", "--output", str(tmp_path / "out"),
+                 "--device", "cpu", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "ensemble (1 of 1 runs)" in out and "uniform_soup (1 of 1 runs)" in out
+    assert main(["combine", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("droptune: error: ") and "no config.yaml" in err and "\n" not in err
