@@ -43,9 +43,10 @@ HELP = {
     "output_dir": "run folder (default: runs/<name from the config>)",
     "device": "auto, cpu, cuda or cuda:N",
     "amp": "mixed precision: none, bf16 or fp16",
-    "channels_last": "channels-last memory layout (default: on for CUDA)",
+    "channels_last": "channels-last memory layout (faster on CPU and GPU)",
     "compile": "torch.compile the model",
     "workers": "data-loader processes (default: chosen per device)",
+    "cache_dir": "decode every image once, resized to --image-size, into a memory-mapped cache in this folder",
     "progress": "show a progress bar",
 }
 

@@ -25,6 +25,7 @@ class MultiDomainDataset(ABC):
     domains: list[str]
     classes: list[str]
     spec: DatasetSpec | None
+    decodes_files: bool = False  # whether `read` decodes an image file (worth a loader process)
 
     @abstractmethod
     def labels(self, domain: int) -> np.ndarray:
@@ -65,6 +66,8 @@ def _list_dirs(path: Path) -> list[str]:
 
 class ImageFolderDomains(MultiDomainDataset):
     """A dataset laid out as `<root>/<domain>/<class>/<image>` (DomainBed's layout)."""
+
+    decodes_files = True
 
     def __init__(self, root: str | os.PathLike, spec: DatasetSpec | None = None):
         self.root = Path(root)

@@ -61,9 +61,10 @@ class TrainConfig:
     output_dir: str | None = None
     device: str = "auto"
     amp: str = "none"
-    channels_last: bool | None = None
+    channels_last: bool = True
     compile: bool = False
     workers: int | None = None
+    cache_dir: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:

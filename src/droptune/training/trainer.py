@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from droptune.combining.along_run import AlongRun
 from droptune.combining.probe import init_head
-from droptune.data.domains import open_dataset
+from droptune.data.cache import CachedDomains
+from droptune.data.domains import ImageFolderDomains, open_dataset
 from droptune.data.loaders import DomainBalancedBatches, DomainImages, make_loader
 from droptune.data.splits import split_domain, stable_seed
 from droptune.data.transforms import eval_transform, train_transform
@@ -52,9 +53,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def default_workers(device: torch.device, in_memory: bool) -> int:
-    """Loader processes: none for in-memory data; on a CPU-only machine leave a core to the model."""
-    if in_memory:
+def default_workers(device: torch.device, decodes_files: bool) -> int:
+    """Loader processes: none for decoded data; on a CPU-only machine leave a core to the model."""
+    if not decodes_files:
         return 0
     cpus = len(os.sched_getaffinity(0))
     return min(8, cpus) if device.type == "cuda" else max(1, cpus // 2)
@@ -66,6 +67,8 @@ class Trainer:
         self.run = RunDir(config.run_dir())
         self.device = resolve_device(config.device)
         self.dataset = open_dataset(config.dataset, config.data_dir)
+        if config.cache_dir and isinstance(self.dataset, ImageFolderDomains):
+            self.dataset = CachedDomains(self.dataset, config.image_size, config.cache_dir)
         domains = self.dataset.domains
         self.test = self.dataset.domain_index(config.test_domain)
         self.train_domains = [d for d in range(len(domains)) if d != self.test]
@@ -77,7 +80,7 @@ class Trainer:
                                  config.freeze_bn)
         self.head_start = init_head(self.model, config, self.dataset)
         self.model.to(self.device)
-        self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+        self.channels_last = config.channels_last
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if config.compile else self.model
@@ -90,8 +93,8 @@ class Trainer:
         self.images = DomainImages(self.dataset, train_transform(config.image_size, mean, std, augment),
                                    eval_transform(config.image_size, mean, std))
         self.eval_splits = holdout_splits(self.dataset, self.splits, self.test, config.clean_holdout, config.seed)
-        in_memory = not hasattr(self.dataset, "path")
-        self.workers = config.workers if config.workers is not None else default_workers(self.device, in_memory)
+        self.workers = config.workers if config.workers is not None else default_workers(
+            self.device, self.dataset.decodes_files)
         self.bench = Bench(self.images, self.eval_splits, domains[self.test], config.eval_batch_size, self.workers,
                            self.device, config.amp, self.channels_last,
                            [(d, self.splits[d].train) for d in self.train_domains], config.batch_size)
