@@ -1,0 +1,165 @@
+"""`droptune sweep` (many runs, on this machine, Slurm or Ray) and `droptune report` (their tables and figures)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from droptune.errors import DroptuneError
+
+PREVIEW = 20  # run folders listed on the console per kind of problem; skipped.csv lists them all
+
+
+def _value(text: str) -> Any:
+    """A flag value typed as YAML would, except that 1e-3 is a number (YAML 1.1 reads it as a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _assignments(pairs: list[str], flag: str) -> dict[str, Any]:
+    """NAME=VALUE pairs with YAML-typed values; VALUE may be a comma-separated list when `flag` is --grid."""
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise DroptuneError(f"{flag} {pair!r}: expected NAME=VALUE")
+        if flag == "--grid":
+            values[name] = [_value(v) for v in value.split(",")]
+        else:
+            values[name] = _value(value)
+    return values
+
+
+def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    domains = "all" if args.test_domains == ["all"] else args.test_domains
+    overrides = {"datasets": args.datasets, "data_dir": args.data_dir, "test_domains": domains,
+                 "seeds": args.seeds, "trial_seeds": args.trial_seeds}
+    if args.dropouts:
+        overrides["methods"] = [{"name": f"dropout {p:g}", "dropout": p} for p in args.dropouts]
+    if args.grid:
+        overrides["grid"] = _assignments(args.grid, "--grid")
+    if args.set:
+        overrides["base"] = _assignments(args.set, "--set")
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from droptune.experiments.jobs import FAILED, read_error, state
+    from droptune.experiments.launchers import make_launcher
+    from droptune.experiments.runner import run_sweep
+    from droptune.experiments.sweep import load_spec
+
+    spec = load_spec(args.spec, spec_overrides(args))
+    output = args.output or Path("sweeps") / spec.name
+    jobs = spec.jobs(output)
+    if args.dry_run:
+        print(f"{'job':<12} {'state':<11} {'dataset':<14} {'test domain':<14} {'method':<18} seeds  hparams")
+        for job in jobs:
+            c = job.config
+            hparams = ", ".join(f"{k}={v}" for k, v in job.hparams.items()) or "default"
+            print(f"{job.id:<12} {state(job.run):<11} {c.dataset:<14} {c.test_domain:<14} {job.method:<18} "
+                  f"{c.trial_seed},{c.seed}    {hparams}")
+        print(f"\n{len(jobs)} jobs in {output}/runs; nothing was run (--dry-run)")
+        return 0
+    if args.max_retries < 0:
+        raise DroptuneError(f"invalid --max-retries {args.max_retries}: expected 0 or more")
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    options = {
+        "local": {"workers": args.workers},
+        "slurm": {"partition": args.slurm_partition, "account": args.slurm_account, "time_min": args.slurm_time,
+                  "gpus_per_job": args.slurm_gpus, "cpus_per_job": args.slurm_cpus, "mem_gb": args.slurm_mem_gb,
+                  "array_parallelism": args.slurm_array_parallelism, "cluster": args.slurm_cluster},
+        "ray": {"address": args.ray_address, "cpus_per_job": args.ray_cpus, "gpus_per_job": args.ray_gpus},
+    }[args.launcher]
+    summary = run_sweep(jobs, make_launcher(args.launcher, output, **options), args.max_retries)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
+    print(f"\n{len(jobs)} jobs ({counts}); {summary.executions} run(s) started now. Tables and figures: "
+          f"droptune report {output}")
+    failed = [job for job in jobs if state(job.run) == FAILED]
+    for job in failed[:PREVIEW]:
+        error = read_error(job.run) or {}
+        print(f"  failed: {job.run.path}: {error.get('message', '?')}")
+    return 0 if summary.complete else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from droptune.experiments.report import write_report
+
+    if not args.sweep_dir.is_dir():
+        raise DroptuneError(f"sweep folder not found: {args.sweep_dir}")
+    output = args.output or args.sweep_dir / "report" / args.selection
+    collection, text, notes = write_report(args.sweep_dir, output, args.selection)
+    print(text)
+    skipped = collection.skipped
+    if not skipped.empty:
+        print(f"{len(skipped)} run folder(s) not in the tables (all in {output / 'skipped.csv'}):")
+        for reason_kind, group in skipped.groupby(skipped["reason"].str.split(":").str[0].str.split(" ").str[0]):
+            for row in group.head(PREVIEW).itertuples():
+                print(f"  {row.path}: {row.reason}")
+            if len(group) > PREVIEW:
+                print(f"  ... and {len(group) - PREVIEW} more {reason_kind}")
+    for note in notes:
+        print(note)
+    print(f"{len(collection.runs)} rows from finished runs; report in {output}")
+    return 0
+
+
+def add_sweep_commands(commands) -> None:
+    from droptune.experiments.launchers import LAUNCHERS
+
+    sweep = commands.add_parser(
+        "sweep", help="run a sweep of fine-tunings (resumable) on this machine, Slurm or Ray",
+        description="Expand a sweep file (datasets × test domains × hyper-parameters × seeds × methods) into jobs, "
+                    "each in SWEEP_DIR/runs/<job id>, and run those not finished. Running it again skips finished "
+                    "jobs and resumes interrupted ones. The same file runs with every launcher.")
+    sweep.add_argument("spec", help="sweep YAML file, or a preset: paper (the paper's grid), cpu (a 2-core machine)")
+    sweep.add_argument("--output", type=Path, help="sweep folder (default: sweeps/<sweep name>)")
+    sweep.add_argument("--launcher", choices=LAUNCHERS, default="local", help="where jobs run (default: local)")
+    sweep.add_argument("--max-retries", type=int, default=1, help="re-runs of a failed job (default: 1)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the jobs and their states; run nothing")
+    spec = sweep.add_argument_group("sweep file overrides")
+    spec.add_argument("--datasets", nargs="+", help="datasets (names or folders)")
+    spec.add_argument("--data-dir", help="folder that holds the datasets")
+    spec.add_argument("--test-domains", nargs="+", help="held-out domains (default: the file's; 'all')")
+    spec.add_argument("--seeds", nargs="+", type=int, help="run seeds")
+    spec.add_argument("--trial-seeds", nargs="+", type=int, help="split seeds (default: each run seed's own)")
+    spec.add_argument("--dropouts", nargs="+", type=float, help="replace the methods by these dropout rates")
+    spec.add_argument("--grid", nargs="+", metavar="FIELD=V1,V2", help="hyper-parameter grid entries")
+    spec.add_argument("--set", nargs="+", metavar="FIELD=VALUE", help="config fields for every job")
+    local = sweep.add_argument_group("--launcher local")
+    local.add_argument("--workers", type=int, help="jobs at once (default: one per GPU, else 1)")
+    slurm = sweep.add_argument_group("--launcher slurm (through submitit: one job array)")
+    slurm.add_argument("--slurm-partition")
+    slurm.add_argument("--slurm-account")
+    slurm.add_argument("--slurm-time", type=int, metavar="MINUTES", help="time limit per job (default: 1440)")
+    slurm.add_argument("--slurm-gpus", type=int, help="GPUs per job (default: 1)")
+    slurm.add_argument("--slurm-cpus", type=int, help="CPUs per job (default: 8)")
+    slurm.add_argument("--slurm-mem-gb", type=int, help="memory per job")
+    slurm.add_argument("--slurm-array-parallelism", type=int, help="jobs running at once (default: 256)")
+    slurm.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"),
+                       help="submitit's executor: slurm, or local/debug to try the array without Slurm")
+    ray = sweep.add_argument_group("--launcher ray")
+    ray.add_argument("--ray-address", help="existing cluster, e.g. auto or ray://head:10001 (default: start one here)")
+    ray.add_argument("--ray-cpus", type=float, help="CPUs per job (default: 1)")
+    ray.add_argument("--ray-gpus", type=float, help="GPUs per job (default: 1 when the cluster has GPUs, else 0)")
+    sweep.set_defaults(run=_sweep)
+
+    report = commands.add_parser(
+        "report", help="tables and figures of a sweep folder",
+        description="Collect every run folder of a sweep into DomainBed-style tables (Markdown, LaTeX, CSV), the "
+                    "(i.i.d., o.o.d.) cloud and the dropout-rate curve. Unfinished or unreadable runs are listed "
+                    "with the reason.")
+    report.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR")
+    report.add_argument("--selection", choices=("training_domain", "oracle"), default="training_domain",
+                        help="model selection (default: training_domain; oracle is an upper bound)")
+    report.add_argument("--output", type=Path, help="report folder (default: SWEEP_DIR/report/<selection>)")
+    report.set_defaults(run=_report)

@@ -1,0 +1,170 @@
+"""Run folders → one pandas table. A folder that cannot be used is listed with the reason, never dropped.
+
+One row per finished run, plus one per along-run baseline it reports in results["variants"]
+(an ensemble or a weight average of the same run, named "<method> + <variant>"). For each
+selection method a row holds the validation accuracy it selects by and the i.i.d./o.o.d. accuracy
+of the checkpoint it chose. A run's hyper-parameter setting is what its config varies among the
+runs of its (dataset, method): the sweep's grid or random draws, with nothing to declare.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from droptune.training.config import RUNTIME_FIELDS
+
+SELECTIONS = ("training_domain", "oracle")
+VALIDATION = {"training_domain": "iid", "oracle": "ood_out"}  # what each selection maximizes
+CELL_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed")
+RUN_FILES = ("job.json", "config.yaml", "results.json", "error.json", "last.pt")
+
+
+class Unusable(Exception):
+    """Why a run folder is not in the table."""
+
+
+@dataclass
+class Collection:
+    runs: pd.DataFrame  # one row per (run, variant)
+    skipped: pd.DataFrame  # path, reason, and the dataset/method/test domain when known
+
+
+def run_folders(root: Path) -> list[Path]:
+    """`root`/runs/* for a sweep; otherwise the folders of `root` that hold run files."""
+    root = Path(root)
+    if (root / "runs").is_dir():
+        return sorted(p for p in (root / "runs").iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if p.is_dir() and any((p / f).exists() for f in RUN_FILES))
+
+
+def collect(root: Path) -> Collection:
+    rows, skipped = [], []
+    for path in run_folders(root):
+        config, method = describe(path)
+        try:
+            rows += read_run(path, config, method)
+        except Unusable as reason:
+            skipped.append({"path": str(path), "reason": str(reason), "dataset": _dataset_name(config),
+                            "method": method, "test_domain": None if config is None else config.get("test_domain")})
+    runs = label_hparams(pd.DataFrame(rows))
+    return Collection(runs, pd.DataFrame(skipped, columns=["path", "reason", "dataset", "method", "test_domain"]))
+
+
+def describe(path: Path) -> tuple[dict | None, str | None]:
+    """The run's config and method name: from job.json (a sweep's), else config.yaml and its dropout rate."""
+    try:
+        job = json.loads((path / "job.json").read_text())
+        return job["config"], job["method"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None, None
+    if not isinstance(config, dict) or not isinstance(config.get("dropout"), (int, float)):
+        return None, None
+    return config, f"dropout {config['dropout']:g}"
+
+
+def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[str, Any]]:
+    if config is None:
+        raise Unusable("no readable job.json or config.yaml")
+    results = _results(path)
+    if results.get("status") != "completed":
+        raise Unusable(f"status {results.get('status')!r} in results.json")
+    try:
+        base = {"run": path.name, "path": str(path), "dataset": results["dataset"],
+                "test_domain": str(results["test_domain"]), "run_method": method,
+                "seed": int(results["seed"]), "trial_seed": int(results["trial_seed"]),
+                "dropout": float(config["dropout"]), "collapsed": bool(results.get("collapsed", False)),
+                **{f"config.{k}": _scalar(v) for k, v in config.items()}}
+        rows = [{**base, "method": method, "variant": None, **_selected(results["selections"])}]
+        for name, variant in (results.get("variants") or {}).items():
+            if variant is not None:
+                rows.append({**base, "method": f"{method} + {name}", "variant": name,
+                             **_selected(variant["selections"])})
+    except (KeyError, TypeError, ValueError) as error:
+        raise Unusable(f"results.json lacks or mangles {error}") from None
+    if pd.isna(rows[0]["training_domain.val"]):
+        raise Unusable("results.json has no evaluation selected by training-domain validation")
+    return rows
+
+
+def _results(path: Path) -> dict:
+    file = path / "results.json"
+    if not file.exists():
+        raise Unusable(_why_unfinished(path))
+    try:
+        results = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        raise Unusable(f"results.json is not valid JSON: {error}") from None
+    if not isinstance(results, dict):
+        raise Unusable("results.json does not hold a mapping")
+    return results
+
+
+def _why_unfinished(path: Path) -> str:
+    if (path / "error.json").exists():
+        try:
+            record = json.loads((path / "error.json").read_text())
+            return f"failed after {record['attempts']} attempt(s): {record['message']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "failed (error.json unreadable)"
+    if (path / "last.pt").exists():
+        try:
+            step = json.loads((path / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+        except (OSError, ValueError, KeyError, IndexError):
+            step = "?"
+        return f"interrupted (last evaluation at step {step}); running the sweep again resumes it"
+    return "not started"
+
+
+def _selected(selections: dict) -> dict[str, float]:
+    """Per selection method: the validation accuracy it maximized, and i.i.d./o.o.d. accuracy of its choice."""
+    row = {}
+    for selection in SELECTIONS:
+        chosen = selections.get(selection) or {}
+        row[f"{selection}.val"] = chosen.get(VALIDATION[selection], float("nan"))
+        row[f"{selection}.iid"] = chosen.get("iid", float("nan"))
+        row[f"{selection}.ood"] = chosen.get("ood", float("nan"))
+    return row
+
+
+def _scalar(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _dataset_name(config: dict | None) -> str | None:
+    from droptune.data.registry import get_spec
+
+    if config is None or not isinstance(config.get("dataset"), str):
+        return None
+    spec = get_spec(config["dataset"])
+    return spec.name if spec else Path(config["dataset"]).name
+
+
+def hparam_fields(runs: pd.DataFrame) -> list[str]:
+    """The config fields that differ among `runs` (of one dataset and method), apart from the cell's own."""
+    fixed = set(CELL_FIELDS) | set(RUNTIME_FIELDS)
+    columns = [c for c in runs.columns if c.startswith("config.") and c.removeprefix("config.") not in fixed]
+    return [c.removeprefix("config.") for c in columns if runs[c].map(str).nunique() > 1]
+
+
+def label_hparams(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add `hparams` ("lr=0.001, weight_decay=0.0001", or "default") and `hparam_fields` to every row."""
+    if runs.empty:
+        return runs.assign(hparams=pd.Series(dtype=str), hparam_fields=pd.Series(dtype=str))
+    runs = runs.copy()
+    for _, group in runs.groupby(["dataset", "run_method"], sort=False):
+        names = hparam_fields(group)
+        values = group[[f"config.{n}" for n in names]].itertuples(index=False)
+        runs.loc[group.index, "hparams"] = [", ".join(f"{n}={v}" for n, v in zip(names, row)) or "default"
+                                            for row in values]
+        runs.loc[group.index, "hparam_fields"] = ",".join(names)
+    return runs

@@ -1,0 +1,124 @@
+"""The paper's figures from collected runs: the (i.i.d., o.o.d.) cloud and the dropout-rate curve, PNG and PDF.
+
+The cloud (the paper's main figure): for every choice of one hyper-parameter setting per test
+domain, the i.i.d. and o.o.d. accuracies averaged over the test domains (each setting's accuracy
+itself averaged over replicates). A grid of 6 settings over 4 domains gives 6⁴ = 1,296 points per
+method; beyond `max_points` combinations a seeded uniform sample is drawn, and the title says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from droptune.experiments.collect import CELL_FIELDS
+from droptune.experiments.report import AVERAGE
+from droptune.training.config import RUNTIME_FIELDS
+
+MAX_POINTS = 10_000
+MARKERS = "os^Dv<>PX*ph"
+
+
+def cloud(runs: pd.DataFrame, selection: str, domains: list[str], max_points: int = MAX_POINTS,
+          seed: int = 0) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """(points, mean, combinations, domains used) for one method's runs of one dataset; points are (k, 2)."""
+    per = runs.groupby(["test_domain", "hparams"])[[f"{selection}.iid", f"{selection}.ood"]].mean()
+    used = [d for d in domains if d in per.index.get_level_values(0)]
+    settings = [per.loc[d].to_numpy() for d in used]
+    sizes = [len(s) for s in settings]
+    total = math.prod(sizes)
+    if total <= max_points:
+        choice = np.array(list(itertools.product(*(range(n) for n in sizes))))
+    else:
+        rng = np.random.default_rng(seed)
+        choice = np.stack([rng.integers(n, size=max_points) for n in sizes], axis=1)
+    points = np.mean([s[choice[:, d]] for d, s in enumerate(settings)], axis=0)
+    mean = np.mean([s.mean(axis=0) for s in settings], axis=0)
+    return points, mean, total, used
+
+
+def save(figure: Figure, stem: Path) -> list[Path]:
+    """PNG and PDF; matplotlib's object API, so no GUI backend or global figure state is involved."""
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        figure.savefig(path, dpi=150, bbox_inches="tight")
+    return paths
+
+
+def plot_cloud(runs: pd.DataFrame, dataset: str, domains: list[str], methods: list[str], selection: str,
+               stem: Path, max_points: int = MAX_POINTS) -> tuple[list[Path], str]:
+    """One marker per method, its mean as a large marker; returns the files and a one-line note."""
+    figure = Figure(figsize=(6.5, 5))
+    axes = figure.subplots()
+    totals = []
+    for i, method in enumerate(m for m in methods if m in set(runs["method"])):
+        points, mean, total, used = cloud(runs[runs["method"] == method], selection, domains, max_points)
+        totals.append(total)
+        label = method if len(used) == len(domains) else f"{method} ({len(used)}/{len(domains)} domains)"
+        color, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
+        axes.scatter(100 * points[:, 0], 100 * points[:, 1], s=8, alpha=0.35, color=color, marker=marker,
+                     linewidths=0, label=label)
+        axes.scatter(100 * mean[0], 100 * mean[1], s=160, color=color, marker=marker, edgecolors="black",
+                     linewidths=1.2, zorder=3)
+    shown = max(totals, default=0)
+    sampled = f", {max_points:,} sampled of {shown:,}" if shown > max_points else ""
+    note = f"{dataset}: up to {shown:,} combinations per method{sampled}"
+    axes.set(xlabel="i.i.d. accuracy (%)", ylabel="o.o.d. accuracy (%)",
+             title=f"{dataset}: one hyper-parameter setting per test domain\n"
+                   f"({shown:,} combinations per method{sampled}; large markers: means)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, markerscale=2)
+    return save(figure, stem), note
+
+
+def dropout_families(runs: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """Groups of methods (of one dataset) whose configs differ in the dropout rate alone, with a label."""
+    base = runs[runs["variant"].isna()]
+    varied = {f for fields in base["hparam_fields"] for f in fields.split(",") if f}
+    excluded = set(CELL_FIELDS) | set(RUNTIME_FIELDS) | varied | {"dropout"}
+    columns = [c for c in base.columns if c.startswith("config.") and c.removeprefix("config.") not in excluded]
+    keys = base[columns].map(str).agg("|".join, axis=1)
+    families = []
+    for key, group in base.groupby(keys, sort=False):
+        if group["dropout"].nunique() >= 2:
+            families.append((key, list(dict.fromkeys(group.sort_values("dropout")["method"]))))
+    if len(families) < 2:
+        return [("", methods) for _, methods in families]
+    # Name each family by the config fields that tell the families apart.
+    values = [dict(zip(columns, key.split("|"))) for key, _ in families]
+    differ = [c for c in columns if len({v[c] for v in values}) > 1]
+    return [(", ".join(f"{c.removeprefix('config.')}={v[c]}" for c in differ), methods)
+            for v, (_, methods) in zip(values, families)]
+
+
+def plot_dropout_curve(runs: pd.DataFrame, summary: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
+    """i.i.d. and o.o.d. accuracy (the tables' average column, ± its standard error) against p; [] without
+    two dropout rates of otherwise equal methods that finished every test domain."""
+    averages = summary[(summary["dataset"] == dataset) & (summary["test_domain"] == AVERAGE)]
+    rates = runs[runs["variant"].isna()].groupby("method")["dropout"].first()
+    lines = []
+    for label, methods in dropout_families(runs):
+        curve = averages[averages["method"].isin(methods)]
+        curve = curve.assign(p=curve["method"].map(rates))
+        if curve["p"].nunique() >= 2:
+            lines.append((label, curve.sort_values("p")))
+    if not lines:
+        return []
+    figure = Figure(figsize=(9, 3.6))
+    axes = figure.subplots(1, 2, sharex=True)
+    for metric, ax, title in (("iid", axes[0], "i.i.d."), ("ood", axes[1], "o.o.d.")):
+        for i, (label, curve) in enumerate(lines):
+            part = curve[curve["metric"] == metric]
+            ax.errorbar(part["p"], 100 * part["mean"], yerr=100 * part["se"].fillna(0), marker="o", capsize=3,
+                        color=f"C{i % 10}", label=label or None)
+        ax.set(xlabel="dropout rate p", ylabel=f"{title} accuracy (%)", title=f"{dataset}: {title}")
+        ax.grid(alpha=0.3)
+    if any(label for label, _ in lines):
+        axes[1].legend(fontsize=8)
+    figure.tight_layout()
+    return save(figure, stem)

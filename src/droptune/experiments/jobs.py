@@ -1,0 +1,132 @@
+"""One sweep job: its config, its state on disk, and the function every launcher runs.
+
+A job's state is read from its run folder alone, so any launcher, any machine and any later
+invocation agree on it:
+
+    job.json     the job (method, hyper-parameters, config); written before it first runs
+    results.json the run finished (DONE, or DIVERGED when its status says so)
+    error.json   its last attempt raised or its worker died: message, traceback, attempts (FAILED)
+    last.pt      it was interrupted after a checkpoint and resumes from there (INTERRUPTED)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from droptune.errors import DroptuneError
+from droptune.training.checkpoint import save_json
+from droptune.training.config import TrainConfig
+from droptune.training.run_dir import RunDir
+
+DONE, DIVERGED, FAILED, INTERRUPTED, PENDING = "done", "diverged", "failed", "interrupted", "pending"
+FINAL = (DONE, DIVERGED)  # rerunning these would give the same numbers
+RECORDED = 3  # exit status of a worker process whose job failed and was recorded in error.json
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+@dataclass(frozen=True)
+class Job:
+    config: TrainConfig
+    method: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.config.identity()
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(Path(self.config.output_dir))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "method": self.method, "hparams": self.hparams, "config": self.config.to_dict()}
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> Job:
+        """The job prepared in `run_dir`, pointed at that folder wherever it now is."""
+        path = Path(run_dir) / "job.json"
+        try:
+            data = json.loads(path.read_text())
+            config = TrainConfig(**{**data["config"], "output_dir": str(Path(run_dir).resolve())})
+            return cls(config, data["method"], data["hparams"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise DroptuneError(f"cannot read job {path}: {error}") from None
+
+
+def job_file(run: RunDir) -> Path:
+    return run.path / "job.json"
+
+
+def error_file(run: RunDir) -> Path:
+    return run.path / "error.json"
+
+
+def prepare(job: Job) -> None:
+    """Create the run folder with its job.json, so that a report lists the job before it runs.
+
+    job.json is rewritten each time: a renamed method keeps its runs (the id is the config's hash).
+    """
+    job.run.path.mkdir(parents=True, exist_ok=True)
+    save_json(job.to_dict(), job_file(job.run))
+
+
+def state(run: RunDir) -> str:
+    try:
+        results = run.read_results()
+    except DroptuneError:
+        return FAILED
+    if results is not None:
+        return DONE if results.get("status") == "completed" else DIVERGED
+    if error_file(run).exists():
+        return FAILED
+    return INTERRUPTED if run.last.exists() else PENDING
+
+
+def read_error(run: RunDir) -> dict[str, Any] | None:
+    try:
+        return json.loads(error_file(run).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def record_error(run: RunDir, message: str, trace: str = "") -> None:
+    """Write (or update) error.json; `attempts` counts failures over all invocations of the sweep."""
+    previous = read_error(run) or {}
+    save_json({"message": message, "traceback": trace, "attempts": previous.get("attempts", 0) + 1},
+              error_file(run))
+
+
+def execute(job: Job) -> str:
+    """Run or resume the job; a failure is recorded in its folder, never raised. Returns its new state."""
+    from droptune.training.trainer import train
+
+    prepare(job)
+    try:
+        train(job.config, resume=True)
+    except Exception as error:  # noqa: BLE001 - one job's failure must not stop the sweep
+        record_error(job.run, f"{type(error).__name__}: {error}", traceback.format_exc())
+    return state(job.run)
+
+
+def die_with_parent() -> None:
+    """Linux: end this process when the one that started it ends. A worker that outlived a killed sweep
+    would train the same run folder as the worker a rerun starts."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m droptune.experiments.jobs RUN_DIR`: how the local launcher runs a job in its own process."""
+    die_with_parent()
+    return 0 if execute(Job.read(argv[0])) in FINAL else RECORDED
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,83 @@
+"""Running a sweep: skip finished jobs, resume interrupted ones, retry failures, show progress.
+
+Idempotent by construction: a job's state is read from its run folder (`jobs.state`), so running
+the same sweep again starts only what has not finished, and interrupted runs resume from last.pt.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from droptune.experiments.jobs import DIVERGED, FAILED, FINAL, Job, prepare, record_error, state
+from droptune.experiments.launchers import Launcher
+
+
+class Progress:
+    """One line for the whole sweep: jobs done, running (or queued on a cluster), failed, and an ETA."""
+
+    def __init__(self, jobs: Sequence[Job], enabled: bool = True):
+        states = {job.id: state(job.run) for job in jobs}
+        self.failed = {i for i, s in states.items() if s in (FAILED, DIVERGED)}
+        self.running: set[str] = set()
+        self.lock = threading.Lock()
+        self.bar = tqdm(total=len(jobs), initial=sum(s in FINAL for s in states.values()), unit="job",
+                        desc="sweep", disable=not enabled, dynamic_ncols=True)
+        self._show()
+
+    def started(self, job: Job) -> None:
+        with self.lock:
+            self.running.add(job.id)
+            self._show()
+
+    def ended(self, job: Job, crash: str | None) -> None:
+        with self.lock:
+            if crash is not None:
+                record_error(job.run, crash)
+            now = state(job.run)
+            self.running.discard(job.id)
+            self.failed.discard(job.id)
+            if now in (FAILED, DIVERGED):
+                self.failed.add(job.id)
+            if now in FINAL:
+                self.bar.update(1)
+            self._show()
+
+    def _show(self) -> None:
+        self.bar.set_postfix_str(f"running {len(self.running)}, failed {len(self.failed)}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    states: dict[str, int]  # jobs per state after the sweep
+    executions: int  # job attempts started by this invocation
+
+    @property
+    def complete(self) -> bool:
+        return set(self.states) <= {"done"}
+
+
+def run_sweep(jobs: Sequence[Job], launcher: Launcher, max_retries: int = 1, progress: bool = True) -> SweepSummary:
+    """Run every unfinished job, each up to 1 + `max_retries` times, without letting one failure stop the others."""
+    for job in jobs:
+        prepare(job)
+    bar = Progress(jobs, progress)
+    executions = 0
+    try:
+        todo = [job for job in jobs if state(job.run) not in FINAL]
+        for _ in range(1 + max_retries):
+            if not todo:
+                break
+            launcher.run(todo, bar)
+            executions += len(todo)
+            todo = [job for job in todo if state(job.run) not in FINAL]
+    finally:
+        bar.close()
+    return SweepSummary(dict(Counter(state(job.run) for job in jobs)), executions)

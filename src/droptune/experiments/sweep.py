@@ -1,0 +1,263 @@
+"""A sweep: datasets × test domains × hyper-parameter settings × seeds × methods, as TrainConfigs.
+
+A sweep file is YAML (see `configs/sweeps/`). It names no machine, so the same file runs with
+every launcher. Each expanded job is identified by its config's hash and trains in
+`SWEEP_DIR/runs/<job id>`, so expanding a sweep again finds the same jobs and folders.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from droptune.data.domains import open_dataset
+from droptune.data.registry import get_spec
+from droptune.data.splits import stable_seed
+from droptune.errors import DroptuneError
+from droptune.experiments.jobs import Job
+from droptune.training.config import TrainConfig, coerce, coerce_value
+
+PRESETS = Path(__file__).resolve().parents[3] / "configs" / "sweeps"
+# Set by the sweep for each job; a base or a method may not set them.
+JOB_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed", "output_dir")
+DISTRIBUTIONS = ("choice", "uniform", "log_uniform")
+SPEC_KEYS = ("name", "datasets", "data_dir", "test_domains", "base", "grid", "random", "seeds", "trial_seeds",
+             "methods")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named set of config overrides, e.g. {name: "dropout 0.9", dropout: 0.9}."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RandomSearch:
+    """`settings` hyper-parameter draws; each value is seeded by (seed, name, setting) alone,
+    so adding a hyper-parameter to `space` leaves the others' values unchanged (DomainBed's habit)."""
+
+    settings: int
+    space: dict[str, dict[str, list]]
+    seed: int = 0
+
+    def draw(self, name: str, setting: int) -> Any:
+        (kind, args), = self.space[name].items()
+        rng = np.random.default_rng(stable_seed("hparam", self.seed, name, setting))
+        if kind == "choice":
+            return args[int(rng.integers(len(args)))]
+        if kind == "uniform":
+            return float(rng.uniform(*args))
+        return float(math.exp(rng.uniform(math.log(args[0]), math.log(args[1]))))
+
+    def settings_list(self) -> list[dict[str, Any]]:
+        return [coerce({name: self.draw(name, i) for name in sorted(self.space)}, "random.space")
+                for i in range(self.settings)]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    datasets: list[str]
+    methods: list[Method]
+    data_dir: str | None = None
+    test_domains: str | list[str] | dict[str, str | list[str]] = "all"
+    base: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    random: RandomSearch | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    trial_seeds: list[int] | None = None
+
+    def hparam_settings(self) -> list[dict[str, Any]]:
+        """The grid's product, the random draws, or one empty setting."""
+        if self.random is not None:
+            return self.random.settings_list()
+        names = sorted(self.grid)
+        return [dict(zip(names, values)) for values in itertools.product(*(self.grid[n] for n in names))]
+
+    def replicates(self) -> list[tuple[int, int]]:
+        """(trial seed, run seed) pairs: paired when trial_seeds is unset, else every combination."""
+        if self.trial_seeds is None:
+            return [(s, s) for s in self.seeds]
+        return [(t, s) for t in self.trial_seeds for s in self.seeds]
+
+    def domains(self, dataset: str) -> list[str]:
+        """The held-out domains of one dataset, checked against its domain names."""
+        chosen = self.test_domains.get(dataset, "all") if isinstance(self.test_domains, dict) else self.test_domains
+        known = dataset_domains(dataset, self.data_dir)
+        if chosen == "all":
+            return known
+        for domain in chosen:
+            if domain not in known:
+                raise DroptuneError(f"sweep {self.name!r}: {dataset} has no test domain {domain!r}: "
+                                    f"expected one of {', '.join(known)}")
+        return list(chosen)
+
+    def jobs(self, sweep_dir: str | Path) -> list[Job]:
+        """Every job of the sweep, each with its run folder under `sweep_dir`/runs."""
+        runs = Path(sweep_dir).resolve() / "runs"
+        where = {} if self.data_dir is None else {"data_dir": self.data_dir}
+        jobs: dict[str, Job] = {}
+        for dataset in self.datasets:
+            spec = get_spec(dataset)
+            if spec is not None and not spec.builtin and TrainConfig(**where).data_dir is None:
+                raise DroptuneError(f"sweep {self.name!r}: {spec.name} needs a data directory: set data_dir in the "
+                                    "sweep file, pass --data-dir or set $DROPTUNE_DATA_DIR")
+            cells = itertools.product(self.domains(dataset), self.hparam_settings(), self.replicates(), self.methods)
+            for domain, hparams, (trial_seed, seed), method in cells:
+                config = TrainConfig(**{"progress": False, **self.base, **hparams, **method.overrides, **where,
+                                        "dataset": dataset, "test_domain": domain, "seed": seed,
+                                        "trial_seed": trial_seed})
+                job = Job(config.replace(output_dir=str(runs / config.identity())), method.name, hparams)
+                if job.id in jobs:
+                    raise DroptuneError(f"sweep {self.name!r}: two jobs of methods {jobs[job.id].method!r} and "
+                                        f"{method.name!r} have the same config (a repeated method or grid value)")
+                jobs[job.id] = job
+        return list(jobs.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in SPEC_KEYS if k not in ("methods", "random")}
+        data["methods"] = [{"name": m.name, **m.overrides} for m in self.methods]
+        if self.random is not None:
+            data["random"] = {"settings": self.random.settings, "seed": self.random.seed, "space": self.random.space}
+        return data
+
+
+def dataset_domains(dataset: str, data_dir: str | None) -> list[str]:
+    """A registered dataset's domains without touching the disk; a folder's from its subfolders."""
+    spec = get_spec(dataset)
+    return list(spec.domains) if spec is not None else open_dataset(dataset, data_dir).domains
+
+
+def load_spec(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """A sweep from a preset name (`paper`, `cpu`) or a YAML file, with top-level keys overridden:
+    mappings (base, grid) are merged into the file's, other keys replace it."""
+    path = Path(name_or_path)
+    if not path.exists() and (PRESETS / f"{name_or_path}.yaml").exists():
+        path = PRESETS / f"{name_or_path}.yaml"
+    if not path.is_file():
+        presets = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+        raise DroptuneError(f"sweep file not found: {name_or_path} (expected a YAML file or a preset: {presets})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise DroptuneError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise DroptuneError(f"{path} must hold a mapping of sweep keys, got {type(data).__name__}")
+    data = {"name": path.stem, **data}
+    for key, value in (overrides or {}).items():
+        merge = key in ("base", "grid") and isinstance(data.get(key), dict)
+        data[key] = {**data[key], **value} if merge else value
+    return parse_spec(data, str(path))
+
+
+def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
+    """A checked SweepSpec; every error names `source`, the key and what was expected."""
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise DroptuneError(f"unknown sweep key {unknown[0]!r} in {source}: expected one of {', '.join(SPEC_KEYS)}")
+    datasets = _list_of(data, "datasets", str, source)
+    if not datasets:
+        raise DroptuneError(f"{source}: 'datasets' must name at least one dataset")
+    base = _overrides(data.get("base") or {}, f"{source} base")
+    grid = data.get("grid") or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise DroptuneError(f"{source}: 'grid' must map config fields to non-empty lists of values, got {grid!r}")
+    grid = {name: [coerce_value(name, v, f"{source} grid") for v in values] for name, values in grid.items()}
+    random = _random(data["random"], source) if data.get("random") else None
+    if grid and random:
+        raise DroptuneError(f"{source}: set either 'grid' or 'random', not both")
+    varied = set(grid) | (set(random.space) if random else set())
+    _check_not_job_fields(varied, f"{source} grid/random")
+    methods = _methods(data.get("methods"), source, varied)
+    spec = SweepSpec(
+        name=str(data.get("name", "sweep")), datasets=datasets, methods=methods,
+        data_dir=None if data.get("data_dir") is None else str(data["data_dir"]),
+        test_domains=_test_domains(data.get("test_domains", "all"), source),
+        base=base, grid=grid, random=random,
+        seeds=_list_of(data, "seeds", int, source, default=[0]),
+        trial_seeds=_list_of(data, "trial_seeds", int, source) if data.get("trial_seeds") is not None else None,
+    )
+    # Fail on a bad value before any job starts (a typo in a grid must not surface hours later).
+    for hparams in spec.hparam_settings():
+        for method in methods:
+            TrainConfig(**{**base, **hparams, **method.overrides})
+    return spec
+
+
+def _list_of(data: dict, key: str, kind: type, source: str, default: list | None = None) -> list:
+    values = data.get(key, default)
+    if isinstance(values, kind) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        raise DroptuneError(f"{source}: {key!r} must be a list of {kind.__name__}, got {values!r}")
+    return values
+
+
+def _overrides(values: Any, source: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise DroptuneError(f"{source} must be a mapping of config fields, got {values!r}")
+    _check_not_job_fields(values, source)
+    return coerce(values, source)
+
+
+def _check_not_job_fields(names, source: str) -> None:
+    taken = sorted(set(names) & set(JOB_FIELDS))
+    if taken:
+        raise DroptuneError(f"{source} sets {taken[0]!r}, which the sweep sets for each job "
+                            "(use the sweep keys datasets, data_dir, test_domains, seeds, trial_seeds)")
+
+
+def _methods(values: Any, source: str, varied: set[str]) -> list[Method]:
+    if not isinstance(values, list) or not values:
+        raise DroptuneError(f"{source}: 'methods' must be a non-empty list like [{{name: erm, dropout: 0}}]")
+    methods = []
+    for entry in values:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise DroptuneError(f"{source}: each method needs a 'name' and config overrides, got {entry!r}")
+        overrides = _overrides({k: v for k, v in entry.items() if k != "name"}, f"{source} method {entry['name']!r}")
+        clash = sorted(set(overrides) & varied)
+        if clash:
+            raise DroptuneError(f"{source}: method {entry['name']!r} sets {clash[0]!r}, which the grid or random "
+                                "search varies")
+        methods.append(Method(entry["name"], overrides))
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise DroptuneError(f"{source}: method names must differ, got {names}")
+    return methods
+
+
+def _test_domains(value: Any, source: str) -> str | list[str] | dict[str, str | list[str]]:
+    def domains(v: Any) -> str | list[str]:
+        if v == "all":
+            return "all"
+        if isinstance(v, list) and v:
+            return [str(d) for d in v]
+        raise DroptuneError(f"{source}: 'test_domains' must be 'all', a list of domains, or a mapping "
+                            f"from dataset to either; got {v!r}")
+
+    return {str(k): domains(v) for k, v in value.items()} if isinstance(value, dict) else domains(value)
+
+
+def _random(value: Any, source: str) -> RandomSearch:
+    if not isinstance(value, dict) or not isinstance(value.get("settings"), int) or value["settings"] < 1:
+        raise DroptuneError(f"{source}: 'random' needs 'settings' (a positive integer) and 'space', got {value!r}")
+    space = value.get("space")
+    if not isinstance(space, dict) or not space:
+        raise DroptuneError(f"{source}: 'random.space' must map config fields to a distribution "
+                            "like {log_uniform: [1e-4, 1e-2]}")
+    for name, dist in space.items():
+        ok = isinstance(dist, dict) and len(dist) == 1 and next(iter(dist)) in DISTRIBUTIONS
+        args = next(iter(dist.values())) if ok else None
+        if not ok or not isinstance(args, list) or not args or (next(iter(dist)) != "choice" and len(args) != 2):
+            raise DroptuneError(f"{source}: random.space.{name} must be one of {{choice: [values]}}, "
+                                f"{{uniform: [low, high]}}, {{log_uniform: [low, high]}}; got {dist!r}")
+        coerce_value(name, args[0], f"{source} random.space")
+    return RandomSearch(value["settings"], space, int(value.get("seed", 0)))

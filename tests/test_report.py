@@ -1,0 +1,177 @@
+"""`droptune report` on hand-written run folders: known means and standard errors, listed skips, figure files."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from droptune.cli.main import main
+from droptune.experiments.collect import collect
+from droptune.experiments.figures import cloud, dropout_families
+from droptune.experiments.report import choose, layout, summarize, write_report
+from droptune.training.config import TrainConfig
+
+LRS = (1e-3, 5e-4)
+# dropout 0.9 on sketch: (i.i.d., o.o.d.) per lr and seed. Training-domain validation picks lr 5e-4 for
+# seed 0 (0.92 > 0.90), lr 1e-3 for seeds 1 and 2; the oracle picks the best o.o.d. (0.70, 0.80, 0.90).
+SKETCH = {1e-3: [(0.90, 0.70), (0.91, 0.72), (0.95, 0.60)], 5e-4: [(0.92, 0.50), (0.89, 0.80), (0.93, 0.90)]}
+
+
+def fake_run(root, method, dropout, domain, lr, seed, iid, ood, status="completed", variants=None, name=None):
+    config = TrainConfig(dataset="PACS", data_dir=None, test_domain=domain, dropout=dropout, lr=lr, seed=seed,
+                         trial_seed=seed)
+    path = root / "runs" / (name or f"{method}-{domain}-{lr:g}-{seed}".replace(" ", "_"))
+    path.mkdir(parents=True)
+    (path / "job.json").write_text(json.dumps({"id": config.identity(), "method": method, "hparams": {"lr": lr},
+                                               "config": config.to_dict()}))
+    config.save(path / "config.yaml")
+    record = {"step": 300, "iid": iid, "ood": ood, "ood_out": ood + 0.01}
+    results = {"status": status, "dataset": "PACS", "test_domain": domain, "seed": seed, "trial_seed": seed,
+               "selections": {"training_domain": record, "oracle": record, "last": record}, "collapsed": iid < 0.5}
+    if variants is not None:
+        results["variants"] = variants
+    (path / "results.json").write_text(json.dumps(results))
+    return path
+
+
+def ensemble(iid, ood):
+    record = {"step": 300, "iid": iid + 0.01, "ood": ood + 0.02, "ood_out": ood + 0.03}
+    return {"ensemble": {**record, "selections": {"training_domain": record, "oracle": record}}, "swa": None}
+
+
+def fake_sweep(root, complete=True):
+    """dropout 0.9 on art_painting (always 0.9/0.8) and sketch (SKETCH); dropout 0 everywhere 0.85/0.75,
+    except that its sketch runs failed unless `complete`."""
+    for lr in LRS:
+        for seed in range(3):
+            fake_run(root, "dropout 0.9", 0.9, "art_painting", lr, seed, 0.90, 0.80, variants=ensemble(0.90, 0.80))
+            iid, ood = SKETCH[lr][seed]
+            fake_run(root, "dropout 0.9", 0.9, "sketch", lr, seed, iid, ood, variants=ensemble(iid, ood))
+            fake_run(root, "dropout 0", 0.0, "art_painting", lr, seed, 0.85, 0.75)
+            if complete:
+                fake_run(root, "dropout 0", 0.0, "sketch", lr, seed, 0.85, 0.75)
+            else:
+                path = root / "runs" / f"failed-{lr:g}-{seed}"
+                path.mkdir()
+                config = TrainConfig(dataset="PACS", data_dir=None, test_domain="sketch", dropout=0.0, lr=lr,
+                                     seed=seed, trial_seed=seed)
+                (path / "job.json").write_text(json.dumps({"method": "dropout 0", "hparams": {"lr": lr},
+                                                           "config": config.to_dict()}))
+                (path / "error.json").write_text(json.dumps({"message": "RuntimeError: out of memory",
+                                                             "traceback": "", "attempts": 2}))
+
+
+def se(values):
+    return np.std(values, ddof=1) / math.sqrt(len(values))
+
+
+def cell(summary, method, domain, metric):
+    row = summary[(summary["method"] == method) & (summary["test_domain"] == domain) & (summary["metric"] == metric)]
+    assert len(row) == 1
+    return row["mean"].item(), row["se"].item(), row["n"].item()
+
+
+def test_training_domain_selection_gives_known_means_and_standard_errors(tmp_path):
+    fake_sweep(tmp_path)
+    collection = collect(tmp_path)
+    assert collection.skipped.empty and len(collection.runs) == 3 * 2 * 4 + 3 * 2 * 2
+    assert set(collection.runs["hparams"]) == {"lr=0.001", "lr=0.0005"}
+    chosen = choose(collection.runs, "training_domain")
+    picks = chosen[(chosen["method"] == "dropout 0.9") & (chosen["test_domain"] == "sketch")].sort_values("seed")
+    assert list(picks["hparams"]) == ["lr=0.0005", "lr=0.001", "lr=0.001"]
+    domains, methods = layout(collection)
+    assert domains == {"PACS": ["art_painting", "sketch"]}
+    assert methods == {"PACS": ["dropout 0", "dropout 0.9", "dropout 0.9 + ensemble"]}
+    summary = summarize(chosen, domains)
+    ood = [0.50, 0.72, 0.60]
+    assert cell(summary, "dropout 0.9", "sketch", "ood") == pytest.approx((np.mean(ood), se(ood), 3))
+    assert cell(summary, "dropout 0.9", "sketch", "iid") == pytest.approx((np.mean([.92, .91, .95]),
+                                                                           se([.92, .91, .95]), 3))
+    assert cell(summary, "dropout 0.9", "art_painting", "ood") == pytest.approx((0.80, 0.0, 3))
+    assert cell(summary, "dropout 0.9", "average", "ood") == pytest.approx(((np.mean(ood) + 0.80) / 2,
+                                                                            se(ood) / 2, 3))
+    assert cell(summary, "dropout 0.9 + ensemble", "sketch", "ood") == pytest.approx((np.mean(ood) + 0.02,
+                                                                                      se(ood), 3))
+
+
+def test_oracle_selection_picks_by_the_test_domain(tmp_path):
+    fake_sweep(tmp_path)
+    collection = collect(tmp_path)
+    summary = summarize(choose(collection.runs, "oracle"), layout(collection)[0])
+    assert cell(summary, "dropout 0.9", "sketch", "ood") == pytest.approx((0.80, se([.7, .8, .9]), 3))
+
+
+def test_partial_sweep_marks_missing_cells_and_lists_every_skipped_run(tmp_path):
+    fake_sweep(tmp_path, complete=False)
+    runs = tmp_path / "runs"
+    for lr in LRS:
+        shutil.rmtree(runs / f"dropout_0-art_painting-{lr:g}-2")
+    (runs / "garbled").mkdir()
+    (runs / "garbled" / "job.json").write_text(json.dumps({"method": "dropout 0.9", "config": TrainConfig(
+        dataset="PACS", data_dir=None, test_domain="photo", dropout=0.9).to_dict()}))
+    (runs / "garbled" / "results.json").write_text("{not json")
+    interrupted = runs / "interrupted"
+    interrupted.mkdir()
+    TrainConfig(dataset="PACS", data_dir=None, test_domain="sketch", dropout=0.5).save(interrupted / "config.yaml")
+    (interrupted / "last.pt").write_bytes(b"")
+    (interrupted / "metrics.jsonl").write_text(json.dumps({"step": 4}) + "\n")
+    fake_run(tmp_path, "dropout 0.9", 0.9, "photo", 1e-3, 0, 0.3, 0.2, status="diverged", name="diverged")
+    fake_run(tmp_path, "dropout 0.9", 0.9, "cartoon", 1e-3, 0, 0.3, 0.2, name="collapsed")
+    (runs / "empty").mkdir()
+
+    collection, text, notes = write_report(tmp_path, tmp_path / "out")
+    assert notes[0] == "1 finished run(s) collapsed to the majority class (column collapsed in runs.csv): dropout 0.9"
+    reasons = dict(zip(collection.skipped["path"].map(lambda p: p.split("/")[-1]), collection.skipped["reason"]))
+    assert len(reasons) == 6 + 4
+    assert reasons["failed-0.001-0"] == "failed after 2 attempt(s): RuntimeError: out of memory"
+    assert reasons["garbled"].startswith("results.json is not valid JSON")
+    assert reasons["interrupted"].startswith("interrupted (last evaluation at step 4)")
+    assert reasons["diverged"] == "status 'diverged' in results.json"
+    assert reasons["empty"] == "no readable job.json or config.yaml"
+    lines = text.splitlines()
+    assert "| method | art_painting | cartoon | photo | sketch | average |" in lines
+    assert "| dropout 0 | 75.0 ± 0.0 (n=2) | – | – | – | – |" in lines, "a seed is missing, and three domains"
+    assert "| dropout 0.5 | – | – | – | – | – |" in lines, "a method known only from an interrupted run"
+    assert "| dropout 0.9 | 80.0 ± 0.0 | 20.0 (n=1) | – | 60.7 ± 6.4 | – |" in lines
+    assert len((tmp_path / "out" / "skipped.csv").read_text().splitlines()) == 1 + 10
+
+
+def test_report_command_writes_tables_and_figures(tmp_path, capsys):
+    fake_sweep(tmp_path)
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| dropout 0.9 | 80.0 ± 0.0 | 60.7 ± 6.4 | 70.3 ± 3.2 |" in out
+    report = tmp_path / "report" / "training_domain"
+    for name in ("PACS_cloud.png", "PACS_cloud.pdf", "PACS_dropout.png", "PACS_dropout.pdf"):
+        assert (report / name).stat().st_size > 1000, name
+    assert (report / "PACS_cloud.png").read_bytes()[:4] == b"\x89PNG"
+    assert (report / "PACS_dropout.pdf").read_bytes()[:4] == b"%PDF"
+    tex = (report / "tables.tex").read_text()
+    assert "art\\_painting" in tex and "60.7 $\\pm$ 6.4" in tex
+    csv = (report / "tables.csv").read_text().splitlines()
+    assert csv[0] == "dataset,method,metric,test_domain,mean,se,n,selection"
+    assert any(line.startswith("PACS,dropout 0.9,ood,sketch,60.6667,6.3") for line in csv)
+    assert main(["report", str(tmp_path), "--selection", "oracle"]) == 0
+    assert "| dropout 0.9 | 80.0 ± 0.0 | 80.0 ± 5.8 |" in capsys.readouterr().out
+
+
+def test_cloud_has_one_point_per_combination_of_settings(tmp_path):
+    fake_sweep(tmp_path)
+    runs = collect(tmp_path).runs
+    mine = runs[runs["method"] == "dropout 0.9"]
+    points, mean, total, used = cloud(mine, "training_domain", ["art_painting", "sketch"])
+    assert total == 4 and used == ["art_painting", "sketch"] and points.shape == (4, 2)
+    sketch_means = {lr: np.mean(SKETCH[lr], axis=0) for lr in LRS}
+    expected = sorted(tuple((np.array([0.90, 0.80]) + sketch_means[lr]) / 2) for lr in LRS for _ in range(2))
+    np.testing.assert_allclose(sorted(map(tuple, points)), expected)
+    assert mean == pytest.approx(np.mean(points, axis=0))
+    sampled, _, total, _ = cloud(mine, "training_domain", ["art_painting", "sketch"], max_points=3)
+    assert total == 4 and sampled.shape == (3, 2)
+
+
+def test_dropout_curve_groups_methods_that_differ_only_in_p(tmp_path):
+    fake_sweep(tmp_path)
+    runs = collect(tmp_path).runs
+    assert dropout_families(runs) == [("", ["dropout 0", "dropout 0.9"])]

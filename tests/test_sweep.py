@@ -1,0 +1,280 @@
+"""Sweeps: stable job ids, idempotent and resumable runs, recorded retries, and every launcher on tiny jobs."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from droptune.cli.main import main
+from droptune.errors import DroptuneError
+from droptune.experiments.jobs import DONE, FAILED, INTERRUPTED, PENDING, execute, read_error, state
+from droptune.experiments.launchers import LocalLauncher, RayLauncher, SlurmLauncher
+from droptune.experiments.runner import run_sweep
+from droptune.experiments.sweep import load_spec, parse_spec
+from droptune.training.config import TrainConfig
+from droptune.training.run_dir import RunDir
+from droptune.training.trainer import train
+
+TINY_BASE = {"backbone": "resnet10t", "weights": "none", "image_size": 16, "batch_size": 3, "steps": 4,
+             "eval_every": 2, "lr": 0.05, "workers": 0}
+
+
+def tiny_spec(image_folder, **changes):
+    data = {"name": "tiny", "datasets": [str(image_folder)], "test_domains": ["c"], "base": TINY_BASE,
+            "seeds": [0], "methods": [{"name": "dropout 0", "dropout": 0.0}, {"name": "dropout 0.5", "dropout": 0.5}]}
+    return parse_spec({**data, **changes}, "test.yaml")
+
+
+class InProcess:
+    """A launcher that runs each job here, in order, and remembers which it ran."""
+
+    def __init__(self):
+        self.ran = []
+
+    def run(self, jobs, events):
+        for job in jobs:
+            events.started(job)
+            self.ran.append(job.id)
+            execute(job)
+            events.ended(job, None)
+
+
+def test_job_ids_are_config_hashes_and_stable(image_folder, tmp_path):
+    spec = tiny_spec(image_folder, test_domains="all", grid={"lr": [0.05, 0.01]}, seeds=[0, 1])
+    jobs = spec.jobs(tmp_path / "sweep")
+    assert len(jobs) == 3 * 2 * 2 * 2
+    assert len({j.id for j in jobs}) == len(jobs)
+    again = {j.id for j in tiny_spec(image_folder, test_domains="all", grid={"lr": [0.05, 0.01]},
+                                     seeds=[0, 1]).jobs(tmp_path / "elsewhere")}
+    assert again == {j.id for j in jobs}, "the same spec gives the same ids, wherever the sweep folder is"
+    first = jobs[0]
+    expected = TrainConfig(**{**TINY_BASE, "progress": False, "dataset": str(image_folder), "test_domain": "a",
+                              "lr": 0.05, "dropout": 0.0, "seed": 0, "trial_seed": 0})
+    assert first.id == expected.identity()
+    assert first.run.path == (tmp_path / "sweep" / "runs" / first.id).resolve()
+    more = tiny_spec(image_folder, test_domains="all", grid={"lr": [0.05, 0.01]}, seeds=[0, 1],
+                     methods=[{"name": "dropout 0", "dropout": 0.0}, {"name": "dropout 0.5", "dropout": 0.5},
+                              {"name": "dropout 0.9", "dropout": 0.9}])
+    assert {j.id for j in jobs} < {j.id for j in more.jobs(tmp_path / "sweep")}, "adding a method keeps the others"
+
+
+def test_random_search_is_keyed_by_name(image_folder):
+    space = {"lr": {"log_uniform": [1e-4, 1e-1]}, "batch_size": {"choice": [2, 3]}}
+    one = tiny_spec(image_folder, random={"settings": 4, "seed": 1, "space": space}).hparam_settings()
+    two = tiny_spec(image_folder, random={"settings": 4, "seed": 1,
+                                          "space": {**space, "weight_decay": {"uniform": [0, 1e-3]}}}).hparam_settings()
+    assert [s["lr"] for s in one] == [s["lr"] for s in two], "a new hyper-parameter leaves the others' draws"
+    assert [s["batch_size"] for s in one] == [s["batch_size"] for s in two]
+    assert all(1e-4 <= s["lr"] <= 1e-1 and s["batch_size"] in (2, 3) for s in one)
+    assert len({s["lr"] for s in one}) == 4
+    assert all(0 <= s["weight_decay"] <= 1e-3 for s in two)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"gird": {"lr": [1.0]}}, "unknown sweep key 'gird' in test.yaml"),
+    ({"grid": {"lr": [0.1]}, "methods": [{"name": "x", "lr": 0.2}]}, "method 'x' sets 'lr', which the grid"),
+    ({"base": {**TINY_BASE, "seed": 3}}, "test.yaml base sets 'seed', which the sweep sets"),
+    ({"grid": {"learning_rate": [0.1]}}, "unknown config field 'learning_rate' in test.yaml grid"),
+    ({"grid": {"dropout": [1.5]}, "methods": [{"name": "m"}]}, "invalid dropout = 1.5"),
+    ({"methods": [{"name": "a", "dropout": 0.1}, {"name": "b", "dropout": 0.1}]}, "have the same config"),
+    ({"test_domains": ["z"]}, "has no test domain 'z': expected one of a, b, c"),
+    ({"methods": []}, "'methods' must be a non-empty list"),
+])
+def test_spec_errors_name_the_key_and_what_was_expected(image_folder, tmp_path, changes, message):
+    with pytest.raises(DroptuneError, match=message.replace("(", r"\(")):
+        tiny_spec(image_folder, **changes).jobs(tmp_path)
+
+
+def test_presets_expand(tmp_path, monkeypatch):
+    monkeypatch.delenv("DROPTUNE_DATA_DIR", raising=False)
+    with pytest.raises(DroptuneError, match="PACS needs a data directory: set data_dir in the sweep file, pass"):
+        load_spec("cpu").jobs(tmp_path)
+    monkeypatch.setenv("DROPTUNE_DATA_DIR", "/env/data")
+    paper = load_spec("paper").jobs(tmp_path)
+    assert {j.config.data_dir for j in paper} == {"/env/data"}
+    assert len(paper) == 4 * 4 * 6 * 3 * 4
+    assert {j.config.backbone for j in paper} == {"resnet50"}
+    assert {(j.config.lr, j.config.weight_decay) for j in paper} == {
+        (lr, wd) for lr in (1e-3, 5e-4) for wd in (1e-4, 5e-5, 1e-5)}
+    cpu = load_spec("cpu", {"data_dir": "/data"}).jobs(tmp_path)
+    assert {j.config.dataset for j in cpu} == {"PACS"} and {j.config.data_dir for j in cpu} == {"/data"}
+    assert {j.config.test_domain for j in cpu} == {"art_painting", "cartoon", "photo", "sketch"}
+    assert all(j.config.backbone == "efficientnet_lite0" and j.config.image_size <= 112 for j in cpu)
+    assert {j.config.dropout for j in cpu} == {0.0, 0.9}
+
+
+def test_finished_sweep_runs_nothing_again(image_folder, tmp_path):
+    jobs = tiny_spec(image_folder).jobs(tmp_path)
+    launcher = InProcess()
+    summary = run_sweep(jobs, launcher, progress=False)
+    assert summary.states == {DONE: 2} and summary.executions == 2 and summary.complete
+    again = InProcess()
+    summary = run_sweep(jobs, again, progress=False)
+    assert again.ran == [] and summary.executions == 0 and summary.states == {DONE: 2}
+    assert json.loads((jobs[0].run.path / "job.json").read_text())["method"] == "dropout 0"
+
+
+def test_killed_sweep_resumes_where_it_stopped(image_folder, tmp_path):
+    spec = tiny_spec(image_folder, base={**TINY_BASE, "steps": 6})
+    killed, finished = spec.jobs(tmp_path)
+    train(finished.config)
+    train(killed.config, until=2)
+    assert state(killed.run) == INTERRUPTED
+    first_record = killed.run.metrics.read_text().splitlines()[0]
+    finished_results = finished.run.results.read_text()
+    launcher = InProcess()
+    summary = run_sweep([killed, finished], launcher, progress=False)
+    assert launcher.ran == [killed.id] and summary.states == {DONE: 2}
+    assert killed.run.metrics.read_text().splitlines()[0] == first_record, "resumed, not restarted"
+    assert [r["step"] for r in killed.run.read_metrics()] == [2, 4, 6]
+    assert finished.run.results.read_text() == finished_results
+
+
+def test_killing_the_sweep_stops_its_workers_and_a_rerun_resumes(image_folder, tmp_path):
+    spec_file = tmp_path / "long.yaml"
+    spec_file.write_text(yaml.safe_dump({"datasets": [str(image_folder)], "test_domains": ["c"],
+                                         "base": {**TINY_BASE, "steps": 100, "eval_every": 5},
+                                         "methods": [{"name": "dropout 0", "dropout": 0.0}]}))
+    args = ["sweep", str(spec_file), "--output", str(tmp_path / "sweep")]
+    driver = subprocess.Popen([sys.executable, "-m", "droptune.cli.main", *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "sweep" / "runs").glob("*/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    driver.kill()
+    driver.wait()
+    run = RunDir(next((tmp_path / "sweep" / "runs").iterdir()))
+    time.sleep(2)
+    records = run.metrics.read_text()
+    time.sleep(1)
+    assert run.metrics.read_text() == records, "the worker died with the sweep"
+    assert state(run) == INTERRUPTED
+    assert main(args) == 0
+    assert run.metrics.read_text().startswith(records), "resumed, not restarted"
+    assert [r["step"] for r in run.read_metrics()] == list(range(5, 101, 5))
+
+
+def test_failures_are_recorded_and_retried_without_stopping_the_others(image_folder, tmp_path, monkeypatch):
+    from droptune.training import trainer
+
+    spec = tiny_spec(image_folder, methods=[{"name": "ok", "dropout": 0.0}, {"name": "flaky", "dropout": 0.5},
+                                            {"name": "broken", "dropout": 0.9, "weights": str(tmp_path / "no.pt")}])
+    ok, flaky, broken = spec.jobs(tmp_path / "sweep")
+    calls = []
+
+    def flaky_train(config, **kwargs):
+        calls.append(config.identity())
+        if config.identity() == flaky.id and calls.count(flaky.id) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return train(config, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", flaky_train)
+    summary = run_sweep([broken, flaky, ok], InProcess(), max_retries=2, progress=False)
+    assert summary.states == {DONE: 2, FAILED: 1} and not summary.complete
+    assert calls.count(broken.id) == 3 and calls.count(flaky.id) == 2 and calls.count(ok.id) == 1
+    error = read_error(broken.run)
+    assert error["attempts"] == 3 and "no.pt" in error["message"] and "Traceback" in error["traceback"]
+    assert read_error(flaky.run)["attempts"] == 1 and state(flaky.run) == DONE
+    run_sweep([broken], InProcess(), max_retries=0, progress=False)
+    assert read_error(broken.run)["attempts"] == 4, "a later invocation retries it and counts on"
+
+
+def test_a_dead_worker_is_recorded(image_folder, tmp_path):
+    class Crashing:
+        def run(self, jobs, events):
+            for job in jobs:
+                events.started(job)
+                events.ended(job, "worker exited with status -9")
+
+    job, = tiny_spec(image_folder, methods=[{"name": "m"}]).jobs(tmp_path)
+    summary = run_sweep([job], Crashing(), max_retries=1, progress=False)
+    assert summary.states == {FAILED: 1} and summary.executions == 2
+    assert read_error(job.run) == {"message": "worker exited with status -9", "traceback": "", "attempts": 2}
+
+
+def test_cli_sweep_local_launcher_then_report(image_folder, tmp_path, capsys):
+    """Worker processes, the dry run, a second run that starts nothing, and the report."""
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(yaml.safe_dump({"datasets": [str(image_folder)], "test_domains": ["c"], "base": TINY_BASE,
+                                         "methods": [{"name": "dropout 0", "dropout": 0.0}]}))
+    sweep_dir = tmp_path / "sweep"
+    args = ["sweep", str(spec_file), "--output", str(sweep_dir), "--dropouts", "0", "0.5", "--workers", "2"]
+    assert main(args + ["--dry-run"]) == 0
+    assert "2 jobs" in capsys.readouterr().out and not (sweep_dir / "runs").exists()
+    assert main(args) == 0
+    assert "2 done); 2 run(s) started" in capsys.readouterr().out
+    runs = sorted((sweep_dir / "runs").iterdir())
+    assert [state(RunDir(r)) for r in runs] == [DONE] * 2
+    assert all((r / "log.txt").exists() for r in runs)
+    assert main(args) == 0
+    assert "0 run(s) started" in capsys.readouterr().out
+    assert main(["report", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| dropout 0 |" in out and "| dropout 0.5 |" in out
+    report = sweep_dir / "report" / "training_domain"
+    assert {"tables.md", "tables.tex", "tables.csv", "runs.csv"} <= {p.name for p in report.iterdir()}
+
+
+def test_local_launcher_gives_each_worker_one_gpu(monkeypatch, image_folder, tmp_path):
+    seen = []
+
+    def fake_run(command, env, **kwargs):
+        seen.append(env["CUDA_VISIBLE_DEVICES"])
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    monkeypatch.setattr("droptune.experiments.launchers.subprocess.run", fake_run)
+    jobs = tiny_spec(image_folder, seeds=[0, 1]).jobs(tmp_path)
+    for job in jobs:
+        job.run.path.mkdir(parents=True)
+    ended = []
+    events = type("E", (), {"started": lambda self, job: None,
+                            "ended": lambda self, job, crash: ended.append(crash)})()
+    LocalLauncher().run(jobs, events)
+    assert sorted(set(seen)) == ["2", "5"] and len(seen) == 4 and ended == [None] * 4
+
+
+def test_submitit_launcher_with_its_local_executor(image_folder, tmp_path):
+    pytest.importorskip("submitit")
+    jobs = tiny_spec(image_folder).jobs(tmp_path / "sweep")
+    launcher = SlurmLauncher(folder=tmp_path / "sweep" / "slurm", cluster="local", time_min=5, gpus_per_job=0,
+                             cpus_per_job=1, partition="gpu", poll_s=0.5)
+    summary = run_sweep(jobs, launcher, max_retries=0, progress=False)
+    assert summary.states == {DONE: 2}
+    assert all(j.run.read_results()["status"] == "completed" for j in jobs)
+
+
+def test_slurm_options_reach_the_job_array(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sbatch", "srun"):  # stand-ins: the executor is only configured here, nothing is submitted
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 1\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    launcher = SlurmLauncher(folder=tmp_path / "slurm", partition="gpu", account="lab", time_min=720,
+                             gpus_per_job=2, cpus_per_job=10, mem_gb=64, array_parallelism=32)
+    parameters = launcher.executor()._executor.parameters
+    assert {k: parameters[k] for k in ("partition", "account", "time", "gpus_per_node", "cpus_per_task",
+                                       "array_parallelism", "mem")} == {
+        "partition": "gpu", "account": "lab", "time": 720, "gpus_per_node": 2, "cpus_per_task": 10,
+        "array_parallelism": 32, "mem": "64GB"}
+
+
+def test_ray_launcher_on_a_local_ray_instance(image_folder, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    # Keep the instance on the loopback address (Ray otherwise binds to the machine's network address).
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setattr("ray._private.ray_constants.ENABLE_RAY_CLUSTER", False, raising=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        jobs = tiny_spec(image_folder).jobs(tmp_path / "sweep")
+        assert [state(j.run) for j in jobs] == [PENDING] * 2
+        summary = run_sweep(jobs, RayLauncher(), max_retries=0, progress=False)
+        assert summary.states == {DONE: 2}
+    finally:
+        ray.shutdown()
