@@ -79,3 +79,14 @@ def test_resume_allows_only_runtime_changes(tmp_path):
         resumed_config(tmp_path, parse(["--lr", "0.5"]))
     with pytest.raises(DroptuneError, match="no config.yaml"):
         resumed_config(tmp_path / "nothing", parse([]))
+
+
+def test_yaml_exponent_floats_and_portable_identity(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nweight_decay: 5e-5\n")
+    config = TrainConfig.load(path)
+    assert config.lr == 1e-3 and config.weight_decay == 5e-5
+    path.write_text("lr: fast\n")
+    with pytest.raises(DroptuneError, match="config field 'lr' .* must be float, got 'fast'"):
+        TrainConfig.load(path)
+    assert config.replace(data_dir="/elsewhere").identity() == config.identity()

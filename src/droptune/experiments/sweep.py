@@ -1,6 +1,6 @@
 """A sweep: datasets × test domains × hyper-parameter settings × seeds × methods, as TrainConfigs.
 
-A sweep file is YAML (see `configs/sweeps/`). It names no machine, so the same file runs with
+A sweep file is YAML (presets in `droptune/experiments/presets/`). It names no machine, so the same file runs with
 every launcher. Each expanded job is identified by its config's hash and trains in
 `SWEEP_DIR/runs/<job id>`, so expanding a sweep again finds the same jobs and folders.
 """
@@ -23,7 +23,7 @@ from droptune.errors import DroptuneError
 from droptune.experiments.jobs import Job
 from droptune.training.config import TrainConfig, coerce, coerce_value
 
-PRESETS = Path(__file__).resolve().parents[3] / "configs" / "sweeps"
+PRESETS = Path(__file__).resolve().parent / "presets"
 # Set by the sweep for each job; a base or a method may not set them.
 JOB_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed", "output_dir")
 DISTRIBUTIONS = ("choice", "uniform", "log_uniform")

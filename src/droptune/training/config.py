@@ -19,7 +19,7 @@ from droptune.errors import DroptuneError
 AMP_MODES = ("none", "bf16", "fp16")
 SELECTIONS = ("training_domain", "oracle")
 # Fields that change where or how fast a run executes, never its numbers.
-RUNTIME_FIELDS = ("output_dir", "device", "workers", "progress")
+RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "progress")
 
 
 @dataclass
@@ -170,6 +170,12 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
         return None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 1e-3 as a string; only 1.0e-3 is a float there.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is list and isinstance(value, list) and all(isinstance(v, int) for v in value):
         return value
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
