@@ -34,7 +34,7 @@ def _probe(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     device = resolve_device(config.device)
-    workers = config.workers if config.workers is not None else default_workers(device, False)
+    workers = config.workers if config.workers is not None else default_workers(device)
     state, metadata = linear_probe(config, device, workers, args.probe_steps, args.probe_lr)
     save_weights(state, args.output, metadata)
     print(f"{args.output}: head probed on frozen features of {metadata['dataset']} without "

@@ -15,7 +15,7 @@ from droptune.errors import DroptuneError
 
 def _train(args: argparse.Namespace) -> int:
     from droptune.cli.config_flags import config_from_args, resumed_config
-    from droptune.cli.report import print_run
+    from droptune.cli.run_summary import print_run
     from droptune.training.trainer import train
 
     config = resumed_config(args.resume, args) if args.resume else config_from_args(args)

@@ -45,7 +45,7 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
     runs = read_runs(paths)
     first = runs[0]
     torch_device = resolve_device(device)
-    split = Split(first.config, torch_device, workers if workers is not None else default_workers(torch_device, False),
+    split = Split(first.config, torch_device, workers if workers is not None else default_workers(torch_device),
                   data_dir)
     combined = {}
     for method in methods:

@@ -53,7 +53,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def default_workers(device: torch.device, decodes_files: bool) -> int:
+def default_workers(device: torch.device, decodes_files: bool = True) -> int:
     """Loader processes: none for decoded data; on a CPU-only machine leave a core to the model."""
     if not decodes_files:
         return 0
