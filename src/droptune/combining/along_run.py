@@ -20,7 +20,7 @@ from droptune.training.checkpoint import save_weights
 from droptune.training.config import TrainConfig
 from droptune.training.evaluate import Evaluation, accuracy_of
 from droptune.training.run_dir import RunDir
-from droptune.training.selection import METHODS, is_better, select, variant_records
+from droptune.training.selection import is_better, select, selections, variant_records
 
 
 class AlongRun:
@@ -86,9 +86,8 @@ class AlongRun:
             if chosen is None:
                 results[name] = None
                 continue
-            selections = {m: {k: r[k] for k in ("step", "iid", "ood", "ood_out")}
-                          for m in METHODS if (r := select(evaluations, m)) is not None}
-            results[name] = {**{k: v for k, v in chosen.items() if k != "forward_passes"}, "selections": selections,
+            results[name] = {**{k: v for k, v in chosen.items() if k != "forward_passes"},
+                             "selections": selections(evaluations),
                              "cost": {"trainings": 1, "forward_passes": chosen["forward_passes"]}}
         return results
 

@@ -26,6 +26,12 @@ def select(records: Sequence[dict], method: str = "training_domain") -> dict | N
     return max(records, key=lambda r: (r[key], -r["step"]))
 
 
+def selections(records: Sequence[dict]) -> dict[str, dict | None]:
+    """The step and scores each selection method picks, for results.json."""
+    return {m: None if (r := select(records, m)) is None else {k: r[k] for k in ("step", "iid", "ood", "ood_out")}
+            for m in METHODS}
+
+
 def is_better(record: dict, best: dict | None, method: str) -> bool:
     return best is None or select([best, record], method) is record
 

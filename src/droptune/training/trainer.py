@@ -31,7 +31,7 @@ from droptune.training.config import TrainConfig
 from droptune.training.evaluate import autocast
 from droptune.training.optim import make_optimizer, make_scheduler
 from droptune.training.run_dir import RunDir
-from droptune.training.selection import METHODS, is_better, select
+from droptune.training.selection import is_better, select, selections
 
 CHECK_EVERY = 10  # steps between loss checks (each one synchronizes with the device)
 COLLAPSE_MARGIN = 0.02
@@ -243,7 +243,6 @@ class Trainer:
     def _finish(self, status: str) -> dict:
         records = self.run.read_metrics()
         config = self.config
-        chosen = {m: _summary(select(records, m)) for m in METHODS}
         selected = select(records, config.selection)
         collapsed = selected is not None and is_collapsed(selected["iid"], records[-1]["loss"],
                                                           self.majority_rate, len(self.dataset.classes))
@@ -265,7 +264,7 @@ class Trainer:
             "iid": selected["iid"] if selected else None,
             "ood": selected["ood"] if selected else None,
             "acc": selected["acc"] if selected else None,
-            "selections": chosen,
+            "selections": selections(records),
             "collapsed": collapsed,
             "majority_rate": self.majority_rate,
             "steps_done": self.step,
@@ -283,12 +282,6 @@ class Trainer:
 def is_collapsed(best_iid: float, final_loss: float, majority_rate: float, num_classes: int) -> bool:
     """Stuck at predicting the majority class: validation accuracy never left its rate, loss stayed near ln C."""
     return best_iid <= majority_rate + COLLAPSE_MARGIN and final_loss >= 0.9 * math.log(num_classes)
-
-
-def _summary(record: dict | None) -> dict | None:
-    if record is None:
-        return None
-    return {k: record[k] for k in ("step", "iid", "ood", "ood_out")}
 
 
 def train(config: TrainConfig, resume: bool = False, until: int | None = None) -> dict | None:
