@@ -30,6 +30,17 @@ def make_image_folder(root: Path, domains=("a", "b", "c"), classes=("cat", "dog"
 
 
 @pytest.fixture
+def pretrained_file(tmp_path: Path) -> Path:
+    """A random resnet10t saved as 'pre-trained' weights: runs that load it share their start, as soups need."""
+    import timm
+    from safetensors.torch import save_file
+
+    path = tmp_path / "pretrained.safetensors"
+    save_file(timm.create_model("resnet10t").state_dict(), str(path))
+    return path
+
+
+@pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "toy")
 

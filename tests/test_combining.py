@@ -240,6 +240,23 @@ def test_linear_probe_is_saved_once_and_started_from(image_folder, tmp_path):
     assert metadata["test_domain"] == "c" and 0 <= metadata["iid"] <= 1
 
 
+def test_probe_head_start_is_shared_by_seeds_and_kept_for_a_resumed_run(image_folder, pretrained_file, tmp_path):
+    def trainer(name, **changes):
+        return Trainer(toy_config(image_folder, tmp_path, weights=str(pretrained_file), head_init="probe",
+                                  output_dir=str(tmp_path / name), **changes))
+
+    first, second = trainer("a", seed=0), trainer("b", seed=1)
+    assert first.head_start == second.head_start and first.head_start.startswith("probe ")
+    assert torch.equal(first.model.head.fc.weight, second.model.head.fc.weight)
+    random_head = Trainer(toy_config(image_folder, tmp_path, weights=str(pretrained_file), output_dir=str(tmp_path / "c")))
+    assert not torch.equal(first.model.head.fc.weight, random_head.model.head.fc.weight)
+    saved = load_file(str(tmp_path / "a" / "head_start.safetensors"))
+    assert torch.equal(saved["fc.weight"], first.model.head.fc.weight.detach().cpu())
+    assert trainer("d", dropout=0.9).head_start != first.head_start, "the probe is trained with the run's dropout"
+    save_file({k: torch.zeros_like(v) for k, v in saved.items()}, str(tmp_path / "a" / "head_start.safetensors"))
+    assert not trainer("a", seed=0).model.head.fc.weight.any(), "a resumed run reads its saved probe, not a new one"
+
+
 # -- across runs ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -219,6 +219,31 @@ def test_cli_sweep_local_launcher_then_report(image_folder, tmp_path, capsys):
     assert {"tables.md", "tables.tex", "tables.csv", "runs.csv"} <= {p.name for p in report.iterdir()}
 
 
+def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pretrained_file, tmp_path, capsys):
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "datasets": [str(image_folder)], "test_domains": ["c"],
+        "base": {**TINY_BASE, "weights": str(pretrained_file), "head_init": "probe"},
+        "seeds": [0, 1], "trial_seeds": [0], "methods": [{"name": "dropout 0", "dropout": 0.0}],
+        "combine": ["ensemble", "uniform_soup", "greedy_soup"]}))
+    sweep_dir = tmp_path / "sweep"
+    assert main(["sweep", str(spec_file), "--output", str(sweep_dir)]) == 0
+    assert "combining 2 runs of" in capsys.readouterr().out
+    group = next((sweep_dir / "combined").iterdir())
+    assert json.loads((group / "group.json").read_text())["method"] == "dropout 0"
+    soup = json.loads((group / "uniform_soup" / "results.json").read_text())
+    assert sorted(r["run"] for r in soup["runs"]) == sorted(p.name for p in (sweep_dir / "runs").iterdir())
+    assert len({r["head_start"] for r in soup["runs"]}) == 1
+    assert main(["sweep", str(spec_file), "--output", str(sweep_dir)]) == 0
+    assert "combining" not in capsys.readouterr().out, "combinations of unchanged runs are not redone"
+    assert main(["report", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    for method in ("dropout 0", "dropout 0 + ensemble of runs", "dropout 0 + uniform soup", "dropout 0 + greedy soup"):
+        assert f"| {method} |" in out
+    with pytest.raises(DroptuneError, match="'combine' must be a list of ensemble, uniform_soup, greedy_soup"):
+        tiny_spec(image_folder, combine=["soup"])
+
+
 def test_local_launcher_gives_each_worker_one_gpu(monkeypatch, image_folder, tmp_path):
     seen = []
 

@@ -33,7 +33,8 @@ HELP = {
     "seed": "run seed: head initialization, dropout masks, batch order, augmentation",
     "trial_seed": "seed of the 80/20 splits, shared by all runs of a trial",
     "head_seed": "seed of the head's initialization, shared by runs to be weight-averaged (default: the run seed)",
-    "head_init": "start the head from this linear probe (`droptune probe`), shared by runs to be weight-averaged",
+    "head_init": "start the head from a linear probe, shared by runs to be weight-averaged: 'probe' (probe this "
+                 "run's split first, with its dropout) or a file made by `droptune probe`",
     "ensemble_start": "also report the ensemble of the checkpoints evaluated from this step on (paper: 300)",
     "ensemble_outputs": "what the checkpoint ensemble averages: probs (softmax) or logits",
     "average_start": "also report the uniform (SWA) average of the weights of every step from this one",

@@ -81,6 +81,10 @@ def _sweep(args: argparse.Namespace) -> int:
         "ray": {"address": args.ray_address, "cpus_per_job": args.ray_cpus, "gpus_per_job": args.ray_gpus},
     }[args.launcher]
     summary = run_sweep(jobs, make_launcher(args.launcher, output, **options), args.max_retries)
+    if spec.combine:
+        from droptune.experiments.combos import combine_sweep
+
+        combine_sweep(jobs, output, spec.combine)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
     print(f"\n{len(jobs)} jobs ({counts}); {summary.executions} run(s) started now. Tables and figures: "
           f"droptune report {output}")

@@ -2,6 +2,9 @@
 
 The linear probe is DiWA's and Model Ratatouille's recipe: train the head alone on frozen
 features of the training domains, save it once, and start every run of a sweep from it.
+`head_init: probe` makes each run probe its own split on the fly: the probe is a deterministic
+function of what PROBE_KEYS and PROBE_SETTINGS name, so every run of a split starts from the same
+head without a file to share between the machines of a cluster.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from droptune.data.transforms import eval_transform
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict
 from droptune.models.model import DropoutClassifier, build_model
+from droptune.training.checkpoint import save_weights
 from droptune.training.config import TrainConfig
 from droptune.training.evaluate import autocast
 
@@ -32,13 +36,30 @@ PROBE_LR = 1e-3
 PROBE_BATCH = 256
 # What a probe must share with the runs that start from it (the last two keep its images out of their held-out sets).
 PROBE_KEYS = ("dataset", "test_domain", "classes", "backbone", "weights", "trial_seed", "holdout_fraction")
+PROBE = "probe"  # head_init value: probe the run's own split before training
+PROBE_SETTINGS = ("image_size", "dropout", "weight_decay", "freeze_bn")
+PROBE_SEED = 0  # not the run seed: runs that differ only in seed must share their start
 
 
-def init_head(model: DropoutClassifier, config: TrainConfig, dataset: MultiDomainDataset) -> str:
-    """Initialize the (CPU) model's head as the config says, and name that start for results.json.
+def init_head(model: DropoutClassifier, config: TrainConfig, dataset: MultiDomainDataset, device: torch.device,
+              workers: int, saved: Path) -> str:
+    """Initialize the model's head as the config says, and name that start for results.json.
 
-    Runs whose heads start the same way, on the same backbone, can be weight-averaged.
+    Runs whose heads start the same way, on the same backbone, can be weight-averaged. An on-the-fly
+    probe is kept in `saved`, so that a resumed or retried run does not probe again.
     """
+    if config.head_init == PROBE:
+        if saved.is_file():
+            state = load_file(str(saved))
+        else:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(stable_seed("head", PROBE_SEED))
+                model.head.fc.reset_parameters()
+                state, metadata = linear_probe(config.replace(seed=PROBE_SEED), device, workers, model=model,
+                                               dataset=dataset)
+            save_weights(state, saved, metadata)
+        load_strict(model.head, state, str(saved))
+        return f"probe {probe_key(config, dataset)}"
     if config.head_init is not None:
         state = read_head(config.head_init, probe_metadata(config, dataset))
         load_strict(model.head, state, config.head_init)
@@ -84,6 +105,13 @@ def read_head(path: str | os.PathLike, expected: dict) -> dict[str, torch.Tensor
     return state
 
 
+def probe_key(config: TrainConfig, dataset: MultiDomainDataset) -> str:
+    """What an on-the-fly probe is a function of, hashed: equal keys, equal head starts."""
+    settings = {**probe_metadata(config, dataset), **{k: getattr(config, k) for k in PROBE_SETTINGS},
+                "steps": PROBE_STEPS, "lr": PROBE_LR, "seed": PROBE_SEED}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def file_digest(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -104,22 +132,26 @@ def _features(model: DropoutClassifier, images: DomainImages, keys: list, config
 
 
 def linear_probe(config: TrainConfig, device: torch.device, workers: int, steps: int = PROBE_STEPS,
-                 lr: float = PROBE_LR) -> tuple[dict[str, torch.Tensor], dict]:
+                 lr: float = PROBE_LR, model: DropoutClassifier | None = None,
+                 dataset: MultiDomainDataset | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Train the head (with the config's dropout) on frozen, un-augmented features of the training domains' 80%.
 
     Adam on mini-batches of cached features, as DiWA's DomainBed does; the test domain is never read.
+    `model` (pre-trained, on `device`) has its head trained in place; by default one is built.
     Returns the head's state and the probe's metadata, with its i.i.d. accuracy.
     """
-    dataset = open_dataset(config.dataset, config.data_dir)
+    dataset = dataset if dataset is not None else open_dataset(config.dataset, config.data_dir)
     test = dataset.domain_index(config.test_domain)
     train_domains = [d for d in range(len(dataset.domains)) if d != test]
     splits = {d: split_domain(len(dataset.labels(d)), dataset.domains[d], config.trial_seed, config.holdout_fraction)
               for d in train_domains}
-    torch.manual_seed(stable_seed("init", config.seed))
-    model = build_model(config.backbone, len(dataset.classes), config.dropout, config.weights, config.freeze_bn)
-    model.to(device).eval()
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+    if model is None:
+        torch.manual_seed(stable_seed("init", config.seed))
+        model = build_model(config.backbone, len(dataset.classes), config.dropout, config.weights, config.freeze_bn)
+        model.to(device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+    model.eval()
     transform = eval_transform(config.image_size, model.mean, model.std)
     images = DomainImages(dataset, transform, transform)
     train_x, train_y = _features(model, images, [(d, int(i), None) for d in train_domains for i in splits[d].train],

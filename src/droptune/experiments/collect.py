@@ -1,7 +1,8 @@
 """Run folders → one pandas table. A folder that cannot be used is listed with the reason, never dropped.
 
 One row per finished run, plus one per along-run baseline it reports in results["variants"]
-(an ensemble or a weight average of the same run, named "<method> + <variant>"). For each
+(an ensemble or a weight average of the same run, named "<method> + <variant>"), plus one per
+across-run combination of a sweep (SWEEP_DIR/combined: "<method> + uniform soup", ...). For each
 selection method a row holds the validation accuracy it selects by and the i.i.d./o.o.d. accuracy
 of the checkpoint it chose. A run's hyper-parameter setting is what its config varies among the
 runs of its (dataset, method): the sweep's grid or random draws, with nothing to declare.
@@ -17,6 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from droptune.experiments.combos import COMBINED, GROUP_FILE, LABELS
 from droptune.training.config import RUNTIME_FIELDS
 
 SELECTIONS = ("training_domain", "oracle")
@@ -52,6 +54,12 @@ def collect(root: Path) -> Collection:
         except Unusable as reason:
             skipped.append({"path": str(path), "reason": str(reason), "dataset": _dataset_name(config),
                             "method": method, "test_domain": None if config is None else config.get("test_domain")})
+    for path in sorted(Path(root).glob(f"{COMBINED}/*/*/results.json")):
+        try:
+            rows.append(read_combination(path.parent))
+        except Unusable as reason:
+            skipped.append({"path": str(path.parent), "reason": str(reason), "dataset": None, "method": None,
+                            "test_domain": None})
     runs = label_hparams(pd.DataFrame(rows))
     return Collection(runs, pd.DataFrame(skipped, columns=["path", "reason", "dataset", "method", "test_domain"]))
 
@@ -94,6 +102,23 @@ def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[s
     if pd.isna(rows[0]["training_domain.val"]):
         raise Unusable("results.json has no evaluation selected by training-domain validation")
     return rows
+
+
+def read_combination(path: Path) -> dict[str, Any]:
+    """One row for an across-run combination (experiments/combos.py): its replicate is the trial seed alone."""
+    results = _results(path)
+    try:
+        group = json.loads((path.parent / GROUP_FILE).read_text())
+        method = f"{group['method']} + {LABELS[results['method']]}"
+        scores = {"iid": results["iid"], "ood": results["ood"]}
+        return {"run": f"{path.parent.name}/{path.name}", "path": str(path), "dataset": results["dataset"],
+                "test_domain": str(results["test_domain"]), "run_method": method, "seed": float("nan"),
+                "trial_seed": int(group["trial_seed"]), "dropout": float(group["dropout"]), "collapsed": False,
+                "method": method, "variant": results["method"], "members": len(results["members"]),
+                **{f"{s}.val": results[VALIDATION[s]] for s in SELECTIONS},
+                **{f"{s}.{m}": v for s in SELECTIONS for m, v in scores.items()}}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise Unusable(f"combination results lack or mangle {error}") from None
 
 
 def _results(path: Path) -> dict:

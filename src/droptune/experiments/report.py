@@ -34,7 +34,8 @@ def choose(runs: pd.DataFrame, selection: str) -> pd.DataFrame:
     runs = runs.dropna(subset=[f"{selection}.val"]).sort_values(["hparams", "run"]) if not runs.empty else runs
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    best = runs.loc[runs.groupby(CELL + REPLICATE)[f"{selection}.val"].idxmax()]
+    # dropna=False: an across-run combination has a trial seed but no run seed.
+    best = runs.loc[runs.groupby(CELL + REPLICATE, dropna=False)[f"{selection}.val"].idxmax()]
     best = best.rename(columns={f"{selection}.iid": "iid", f"{selection}.ood": "ood"})
     return best[columns].reset_index(drop=True)
 

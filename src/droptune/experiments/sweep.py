@@ -20,6 +20,7 @@ from droptune.data.domains import open_dataset
 from droptune.data.registry import get_spec
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
+from droptune.experiments.combos import check_methods
 from droptune.experiments.jobs import Job
 from droptune.training.config import TrainConfig, coerce, coerce_value
 
@@ -28,7 +29,7 @@ PRESETS = Path(__file__).resolve().parent / "presets"
 JOB_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed", "output_dir")
 DISTRIBUTIONS = ("choice", "uniform", "log_uniform")
 SPEC_KEYS = ("name", "datasets", "data_dir", "test_domains", "base", "grid", "random", "seeds", "trial_seeds",
-             "methods")
+             "methods", "combine")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class SweepSpec:
     random: RandomSearch | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     trial_seeds: list[int] | None = None
+    combine: list[str] = field(default_factory=list)  # across-run combinations (experiments/combos.py)
 
     def hparam_settings(self) -> list[dict[str, Any]]:
         """The grid's product, the random draws, or one empty setting."""
@@ -184,6 +186,7 @@ def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
         base=base, grid=grid, random=random,
         seeds=_list_of(data, "seeds", int, source, default=[0]),
         trial_seeds=_list_of(data, "trial_seeds", int, source) if data.get("trial_seeds") is not None else None,
+        combine=check_methods(data.get("combine") or [], source),
     )
     # Fail on a bad value before any job starts (a typo in a grid must not surface hours later).
     for hparams in spec.hparam_settings():

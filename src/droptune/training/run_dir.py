@@ -5,6 +5,7 @@
     results.json      the selected evaluations and run status; written last, so it marks a finished run
     best.safetensors  weights at the selected step
     swa.safetensors   (and ema, swad) selected weights of the along-run averages, when configured
+    head_start.safetensors  the head probed before training (head_init: probe)
     last.pt           resumable state (model, optimizer, scheduler, step, RNG), replaced atomically
 """
 
@@ -36,6 +37,10 @@ class RunDir:
     @property
     def best(self) -> Path:
         return self.path / "best.safetensors"
+
+    @property
+    def head_start(self) -> Path:
+        return self.path / "head_start.safetensors"
 
     @property
     def last(self) -> Path:

@@ -78,11 +78,13 @@ class Trainer:
         torch.manual_seed(stable_seed("init", config.seed))
         self.model = build_model(config.backbone, len(self.dataset.classes), config.dropout, config.weights,
                                  config.freeze_bn)
-        self.head_start = init_head(self.model, config, self.dataset)
         self.model.to(self.device)
         self.channels_last = config.channels_last
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.workers = config.workers if config.workers is not None else default_workers(
+            self.device, self.dataset.decodes_files)
+        self.head_start = init_head(self.model, config, self.dataset, self.device, self.workers, self.run.head_start)
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config)
@@ -93,8 +95,6 @@ class Trainer:
         self.images = DomainImages(self.dataset, train_transform(config.image_size, mean, std, augment),
                                    eval_transform(config.image_size, mean, std))
         self.eval_splits = holdout_splits(self.dataset, self.splits, self.test, config.clean_holdout, config.seed)
-        self.workers = config.workers if config.workers is not None else default_workers(
-            self.device, self.dataset.decodes_files)
         self.bench = Bench(self.images, self.eval_splits, domains[self.test], config.eval_batch_size, self.workers,
                            self.device, config.amp, self.channels_last,
                            [(d, self.splits[d].train) for d in self.train_domains], config.batch_size)

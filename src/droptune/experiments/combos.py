@@ -1,0 +1,86 @@
+"""Across-run baselines of a sweep: ensembles and soups of the runs that differ only in seed or hyper-parameters.
+
+For each (dataset, test domain, trial seed, method) group, once every job of the group has ended,
+the finished runs are combined as the sweep file's `combine` key lists, into
+SWEEP_DIR/combined/<group>/<combination>/results.json beside group.json, which names the group.
+A combination whose members have not changed is not redone, so the phase is idempotent like the jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from droptune.combining.combine import METHODS, combine
+from droptune.errors import DroptuneError
+from droptune.experiments.jobs import DONE, FINAL, Job, state
+from droptune.training.checkpoint import save_json
+
+COMBINED = "combined"
+GROUP_FILE = "group.json"
+LABELS = {"ensemble": "ensemble of runs", "uniform_soup": "uniform soup", "greedy_soup": "greedy soup"}
+
+
+@dataclass(frozen=True)
+class Group:
+    dataset: str
+    test_domain: str
+    trial_seed: int
+    method: str
+    jobs: tuple[Job, ...]
+
+    @property
+    def name(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9.]+", "_", self.method).strip("_")
+        return f"{Path(self.dataset).name}-{self.test_domain}-trial{self.trial_seed}-{slug}"
+
+    def describe(self) -> dict:
+        return {"dataset": self.dataset, "test_domain": self.test_domain, "trial_seed": self.trial_seed,
+                "method": self.method, "dropout": self.jobs[0].config.dropout, "jobs": [j.id for j in self.jobs]}
+
+
+def groups(jobs: Sequence[Job]) -> list[Group]:
+    """The jobs that may be combined: same split and method, any seed or hyper-parameter setting."""
+    found: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        c = job.config
+        found.setdefault((c.dataset, str(c.test_domain), c.trial_seed, job.method), []).append(job)
+    return [Group(*key, tuple(members)) for key, members in found.items()]
+
+
+def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], device: str = "auto",
+                  workers: int | None = None, log: Callable[[str], None] = print) -> int:
+    """Combine every group whose jobs have all ended and which has 2 or more finished runs; returns how many
+    combinations were computed now."""
+    computed = 0
+    for group in groups(jobs):
+        states = [state(job.run) for job in group.jobs]
+        done = [job for job, s in zip(group.jobs, states) if s == DONE]
+        if len(done) < 2 or not all(s in FINAL for s in states):
+            continue
+        folder = Path(sweep_dir) / COMBINED / group.name
+        members = sorted(job.id for job in done)
+        todo = [m for m in methods if _members(folder / m / "results.json") != members]
+        if not todo:
+            continue
+        log(f"combining {len(done)} runs of {group.name}: {', '.join(todo)}")
+        save_json({**group.describe(), "combined": members}, folder / GROUP_FILE)
+        combine([job.run.path for job in sorted(done, key=lambda j: j.id)], todo, folder, device, workers)
+        computed += len(todo)
+    return computed
+
+
+def _members(results: Path) -> list[str] | None:
+    try:
+        return sorted(run["run"] for run in json.loads(results.read_text())["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_methods(methods: object, source: str) -> list[str]:
+    if not isinstance(methods, list) or not all(m in METHODS for m in methods):
+        raise DroptuneError(f"{source}: 'combine' must be a list of {', '.join(METHODS)}; got {methods!r}")
+    return list(methods)
