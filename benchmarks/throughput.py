@@ -88,7 +88,7 @@ def measure_limit(args) -> dict:
     """The same model, batch and precision on random tensors already on the device: no data pipeline."""
     trainer = droptune_trainer(args)
     images = args.batch_size * len(trainer.train_domains)
-    x = torch.randn(images, 3, args.image_size, args.image_size)
+    x = torch.randint(0, 256, (images, 3, args.image_size, args.image_size), dtype=torch.uint8)  # as loaders give
     y = torch.randint(0, len(trainer.dataset.classes), (images,))
     trainer.model.train()
     per_step = timed(lambda: trainer._train_step(x, y), args.steps, args.warmup, trainer.device)

@@ -10,7 +10,6 @@ from droptune.data.digits import RotatedDigits
 from droptune.data.domains import ImageFolderDomains
 from droptune.data.loaders import DomainBalancedBatches, DomainImages, eval_batches, EvalSplit
 from droptune.data.registry import DATASETS, get_spec
-from droptune.data.transforms import eval_transform, train_transform
 from droptune.errors import DroptuneError
 
 from conftest import PACS, make_image_folder
@@ -110,7 +109,7 @@ def test_batches_draw_each_training_domain_and_are_a_function_of_step():
 
 def test_seeded_augmentation_is_reproducible(image_folder):
     data = ImageFolderDomains(image_folder)
-    images = DomainImages(data, train_transform(16), eval_transform(16))
+    images = DomainImages(data, 16)
     x1, y1 = images[(0, 1, 123)]
     x2, _ = images[(0, 1, 123)]
     x3, _ = images[(0, 1, 124)]
@@ -152,3 +151,16 @@ def test_real_pacs_counts():
     counts = {name: len(data.labels(d)) for d, name in enumerate(data.domains)}
     assert counts == get_spec("PACS").counts
     assert data.classes == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
+
+
+def test_whole_image_reads_decode_a_jpeg_shrunk_but_never_below_the_size(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (227, 227, 3), dtype=np.uint8)
+    for domain in ("a", "b"):
+        (tmp_path / "jpegs" / domain / "cat").mkdir(parents=True)
+        Image.fromarray(pixels).save(tmp_path / "jpegs" / domain / "cat" / "0.jpg", quality=95)
+    data = ImageFolderDomains(tmp_path / "jpegs")
+    assert data.read(0, 0).size == (227, 227)
+    assert data.read(0, 0, shrink_to=112).size == (114, 114), "JPEG decoded at 1/2 scale, still >= 112"
+    assert data.read(0, 0, shrink_to=120).size == (227, 227), "1/2 scale would be smaller than 120"
+    x, _ = DomainImages(data, 112)[(0, 0, None)]
+    assert x.shape == (3, 112, 112) and x.dtype == torch.uint8

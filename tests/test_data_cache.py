@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from droptune.data.cache import CachedDomains
 from droptune.data.domains import ImageFolderDomains
 from droptune.data.loaders import DomainImages
-from droptune.data.transforms import eval_transform
 from droptune.errors import DroptuneError
 
 
@@ -30,7 +30,7 @@ def dataset(tmp_path) -> ImageFolderDomains:
 
 
 def resized(dataset: ImageFolderDomains, domain: int, index: int, size: int) -> np.ndarray:
-    return np.asarray(dataset.read(domain, index).resize((size, size), Image.BILINEAR))
+    return np.asarray(dataset.read(domain, index, shrink_to=size).resize((size, size), Image.BILINEAR))
 
 
 def test_reads_the_resized_images_through_the_dataset_api(dataset, tmp_path):
@@ -47,14 +47,14 @@ def test_reads_the_resized_images_through_the_dataset_api(dataset, tmp_path):
     with pytest.raises(IndexError):
         cached.read(1, 4)
 
-    x, label = DomainImages(cached, eval_transform(8), eval_transform(8))[(1, 3, None)]
-    assert tuple(x.shape) == (3, 8, 8) and label == 1
+    x, label = DomainImages(cached, 8)[(1, 3, None)]
+    assert tuple(x.shape) == (3, 8, 8) and x.dtype == torch.uint8 and label == 1
 
 
 def test_a_second_open_reuses_the_cache_without_decoding(dataset, tmp_path, monkeypatch):
     first = CachedDomains(dataset, 8, tmp_path / "cache")
     stamp = first.path.stat().st_mtime_ns
-    monkeypatch.setattr(dataset, "read", lambda *key: pytest.fail("decoded an image again"))
+    monkeypatch.setattr(dataset, "read", lambda *key, **hint: pytest.fail("decoded an image again"))
 
     second = CachedDomains(dataset, 8, tmp_path / "cache")
 
@@ -85,10 +85,10 @@ def test_each_size_has_its_own_cache(dataset, tmp_path):
 def test_an_interrupted_build_leaves_no_cache(dataset, tmp_path, monkeypatch):
     read = dataset.read
 
-    def failing(domain, index):
+    def failing(domain, index, shrink_to=None):
         if (domain, index) == (1, 2):
             raise DroptuneError(f"cannot read image {dataset.path(domain, index)}: broken")
-        return read(domain, index)
+        return read(domain, index, shrink_to)
 
     monkeypatch.setattr(dataset, "read", failing)
     with pytest.raises(DroptuneError, match="broken"):

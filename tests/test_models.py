@@ -133,7 +133,8 @@ def test_offline_lite0_classifies_a_real_photo_as_a_cat():
 
     model = lite_imagenet_classifier("efficientnet_lite0").eval()
     image = Image.fromarray(data.chelsea())
-    x = eval_transform(224, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])(image)
+    mean, std = (torch.tensor(model.pretrained_cfg[k]).view(3, 1, 1) for k in ("mean", "std"))
+    x = (eval_transform(224)(image) / 255 - mean) / std
     with torch.inference_mode():
         top = model(x[None]).argmax(1).item()
     assert 281 <= top <= 285, f"chelsea classified as ImageNet class {top}, not a cat"
@@ -150,3 +151,15 @@ def test_no_other_dropout_in_the_backbone():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model.features(x), model.features(x)), "features must be deterministic in training"
+
+
+def test_uint8_images_are_normalized_by_the_model_like_float_input():
+    model = build_model("efficientnet_lite0", num_classes=3).eval()
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (model.mean, model.std))
+    with torch.inference_mode():
+        expected = model((x / 255 - mean) / std)
+        assert torch.allclose(model(x), expected, atol=1e-5)
+        channels_last = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(channels_last, expected, atol=1e-4)
+    assert not any("input_" in k for k in model.state_dict()), "the normalization is not saved with the weights"

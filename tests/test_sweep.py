@@ -104,7 +104,9 @@ def test_presets_expand(tmp_path, monkeypatch):
     assert {j.config.dataset for j in cpu} == {"PACS"} and {j.config.data_dir for j in cpu} == {"/data"}
     assert {j.config.test_domain for j in cpu} == {"art_painting", "cartoon", "photo", "sketch"}
     assert all(j.config.backbone == "efficientnet_lite0" and j.config.image_size <= 112 for j in cpu)
-    assert {j.config.dropout for j in cpu} == {0.0, 0.9}
+    assert {j.config.dropout for j in cpu} == {0.0, 0.5, 0.9, 0.95} and len(cpu) == 4 * 2 * 4
+    assert {j.config.head_init for j in cpu} == {"probe"} and {j.config.trial_seed for j in cpu} == {0}
+    assert load_spec("cpu").combine == ["ensemble", "uniform_soup", "greedy_soup"]
 
 
 def test_finished_sweep_runs_nothing_again(image_folder, tmp_path):

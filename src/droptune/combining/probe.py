@@ -23,7 +23,6 @@ from safetensors.torch import load_file
 from droptune.data.domains import MultiDomainDataset, open_dataset
 from droptune.data.loaders import DomainImages, make_loader
 from droptune.data.splits import split_domain, stable_seed
-from droptune.data.transforms import eval_transform
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict
 from droptune.models.model import DropoutClassifier, build_model
@@ -152,8 +151,7 @@ def linear_probe(config: TrainConfig, device: torch.device, workers: int, steps:
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
     model.eval()
-    transform = eval_transform(config.image_size, model.mean, model.std)
-    images = DomainImages(dataset, transform, transform)
+    images = DomainImages(dataset, config.image_size)
     train_x, train_y = _features(model, images, [(d, int(i), None) for d in train_domains for i in splits[d].train],
                                  config, device, workers)
     held_out = [_features(model, images, [(d, int(i), None) for i in splits[d].holdout], config, device, workers)

@@ -12,7 +12,6 @@ import torch
 from droptune.data.domains import open_dataset
 from droptune.data.loaders import DomainImages
 from droptune.data.splits import split_domain
-from droptune.data.transforms import eval_transform, train_transform
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict
 from droptune.models.model import DropoutClassifier, build_model
@@ -104,12 +103,10 @@ class Split:
         return model
 
     def bench(self, run: Run, model: DropoutClassifier) -> Bench:
-        """Scoring with the run's own image size and normalization, on the shared evaluation splits."""
+        """Scoring with the run's own image size (its model normalizes), on the shared evaluation splits."""
         config = run.config
-        transform = eval_transform(config.image_size, model.mean, model.std)
         augment = config.augment if config.augment is not None else self.dataset.augment_by_default
-        images = DomainImages(self.dataset, train_transform(config.image_size, model.mean, model.std, augment),
-                              transform)
+        images = DomainImages(self.dataset, config.image_size, augment)
         train = [(d, self.domains[d].train) for d in range(len(self.domains)) if d != self.test]
         return Bench(images, self.eval_splits, self.dataset.domains[self.test], config.eval_batch_size,
                      self.workers, self.device, config.amp, config.channels_last, train, config.batch_size)

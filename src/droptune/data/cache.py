@@ -24,7 +24,7 @@ from droptune.errors import DroptuneError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: JPEGs decoded at a reduced scale no smaller than the cache size
 
 
 class CachedDomains(MultiDomainDataset):
@@ -78,7 +78,7 @@ class CachedDomains(MultiDomainDataset):
         return array.shape == self._shape and array.dtype == np.uint8
 
     def _resized(self, key: tuple[int, int]) -> np.ndarray:
-        image = self.dataset.read(*key)
+        image = self.dataset.read(*key, shrink_to=self.size)
         return np.asarray(image.resize((self.size, self.size), Image.BILINEAR), dtype=np.uint8)
 
     def _build(self, workers: int | None) -> None:
@@ -110,7 +110,7 @@ class CachedDomains(MultiDomainDataset):
     def describe(self, domain: int, index: int) -> str:
         return self.dataset.describe(domain, index)
 
-    def read(self, domain: int, index: int) -> Image.Image:
+    def read(self, domain: int, index: int, shrink_to: int | None = None) -> Image.Image:
         if not 0 <= index < len(self.dataset.labels(domain)):
             raise IndexError(f"image {index} of {self.name}/{self.domains[domain]} does not exist")
         if self._array is None:

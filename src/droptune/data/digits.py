@@ -36,7 +36,7 @@ class RotatedDigits(MultiDomainDataset):
     def labels(self, domain: int) -> np.ndarray:
         return self._labels[domain]
 
-    def read(self, domain: int, index: int) -> Image.Image:
+    def read(self, domain: int, index: int, shrink_to: int | None = None) -> Image.Image:
         return Image.fromarray(self._images[domain][index]).convert("RGB")
 
 

@@ -8,7 +8,7 @@ uninterrupted one would, with any number of loader workers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,27 +17,31 @@ from torch.utils.data import DataLoader, Dataset
 
 from droptune.data.domains import MultiDomainDataset
 from droptune.data.splits import stable_seed
+from droptune.data.transforms import eval_transform, train_transform
 
 Key = tuple[int, int, int | None]  # (domain, image index, augmentation seed or None)
 
 
 class DomainImages(Dataset):
-    """Reads and transforms images addressed by (domain, index, seed) keys.
+    """Reads and transforms images addressed by (domain, index, seed) keys into uint8 tensors.
 
-    A key with a seed gets the training transform, seeded; a key without one the evaluation transform.
+    A key with a seed gets DomainBed's training augmentation (or none, with `augment=False`), seeded;
+    a key without one the evaluation transform, which resizes the whole image to `size`, so the
+    image is read already shrunk towards that size.
     """
 
-    def __init__(self, dataset: MultiDomainDataset, train_transform: Callable, eval_transform: Callable):
+    def __init__(self, dataset: MultiDomainDataset, size: int, augment: bool = True):
         self.dataset = dataset
-        self.train_transform = train_transform
-        self.eval_transform = eval_transform
+        self.train_transform = train_transform(size, augment)
+        self.eval_transform = eval_transform(size)
+        self.eval_size = size
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: Key):
         domain, index, seed = key
-        image = self.dataset.read(domain, index)
+        image = self.dataset.read(domain, index, self.eval_size if seed is None else None)
         if seed is None:
             x = self.eval_transform(image)
         else:

@@ -14,13 +14,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from droptune.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict, without_prefix
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 LITE_VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 NO_WEIGHTS = (None, "", "none", "random")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

@@ -36,6 +36,9 @@ class DropoutClassifier(nn.Module):
         self.freeze_bn = freeze_bn
         self.mean = tuple(mean)
         self.std = tuple(std)
+        # Not persistent: they are the backbone's convention, not weights to save, average or load.
+        self.register_buffer("input_mean", 255 * torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", 255 * torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.train()
 
     @property
@@ -43,7 +46,13 @@ class DropoutClassifier(nn.Module):
         return self.head.dropout.p
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled penultimate features, shape (batch, num_features)."""
+        """Pooled penultimate features, shape (batch, num_features).
+
+        uint8 images (what droptune's transforms give) are normalized with the backbone's mean and
+        std first; float input is taken as already normalized.
+        """
+        if x.dtype == torch.uint8:
+            x = (x.float() - self.input_mean) / self.input_std
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

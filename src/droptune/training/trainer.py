@@ -22,7 +22,6 @@ from droptune.data.cache import CachedDomains
 from droptune.data.domains import ImageFolderDomains, open_dataset
 from droptune.data.loaders import DomainBalancedBatches, DomainImages, make_loader
 from droptune.data.splits import split_domain, stable_seed
-from droptune.data.transforms import eval_transform, train_transform
 from droptune.errors import DroptuneError
 from droptune.models.model import build_model
 from droptune.training.bench import Bench, holdout_splits
@@ -91,9 +90,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
 
         augment = config.augment if config.augment is not None else self.dataset.augment_by_default
-        mean, std = self.model.mean, self.model.std
-        self.images = DomainImages(self.dataset, train_transform(config.image_size, mean, std, augment),
-                                   eval_transform(config.image_size, mean, std))
+        self.images = DomainImages(self.dataset, config.image_size, augment)
         self.eval_splits = holdout_splits(self.dataset, self.splits, self.test, config.clean_holdout, config.seed)
         self.bench = Bench(self.images, self.eval_splits, domains[self.test], config.eval_batch_size, self.workers,
                            self.device, config.amp, self.channels_last,
