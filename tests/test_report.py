@@ -33,6 +33,8 @@ def fake_run(root, method, dropout, domain, lr, seed, iid, ood, status="complete
     if variants is not None:
         results["variants"] = variants
     (path / "results.json").write_text(json.dumps(results))
+    curve = [{"step": 100, "iid": iid - 0.1, "loss": 1.0}, {"step": 300, "iid": iid, "loss": 0.5}]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
     return path
 
 
@@ -155,6 +157,33 @@ def test_report_command_writes_tables_and_figures(tmp_path, capsys):
     assert any(line.startswith("PACS,dropout 0.9,ood,sketch,60.6667,6.3") for line in csv)
     assert main(["report", str(tmp_path), "--selection", "oracle"]) == 0
     assert "| dropout 0.9 | 80.0 ± 0.0 | 80.0 ± 5.8 |" in capsys.readouterr().out
+
+
+def test_report_page_has_notes_tables_figures_combinations_and_the_sweep_file(tmp_path, capsys):
+    fake_sweep(tmp_path, complete=False)
+    (tmp_path / "sweep.yaml").write_text("datasets: [PACS]\n")
+    group = tmp_path / "combined" / "PACS-sketch-trial0-dropout_0.9"
+    (group / "uniform_soup").mkdir(parents=True)
+    (group / "group.json").write_text(json.dumps({"dataset": "PACS", "test_domain": "sketch", "trial_seed": 0,
+                                                  "method": "dropout 0.9", "dropout": 0.9}))
+    (group / "uniform_soup" / "results.json").write_text(json.dumps({
+        "status": "completed", "method": "uniform_soup", "dataset": "PACS", "test_domain": "sketch",
+        "iid": 0.93, "ood": 0.75, "ood_out": 0.76, "members": ["a", "b"]}))
+    notes = tmp_path / "notes.md"
+    notes.write_text("Why these runs, and what they show.")
+    page = tmp_path / "docs" / "result.md"
+    assert main(["report", str(tmp_path), "--output", str(tmp_path / "docs" / "result"), "--document", str(page),
+                 "--notes", str(notes)]) == 0
+    text = page.read_text()
+    assert text.index("Why these runs") < text.index("### o.o.d. accuracy") < text.index("## Figures")
+    assert "| dropout 0.9 + uniform soup | – | 75.0 (n=1) | – |" in text, "one replicate: no ±, no average"
+    for name in ("PACS_cloud.png", "PACS_dropout.png", "PACS_curves.png"):
+        assert f"](result/{name})" in text and (tmp_path / "docs" / "result" / name).stat().st_size > 1000
+    assert "18 finished runs." in text and "1 across-run combinations" in text
+    assert "6 run folder(s) not in the tables:" in text and "RuntimeError: out of memory" in text
+    assert "```yaml\ndatasets: [PACS]\n```" in text
+    assert main(["report", str(tmp_path), "--notes", str(tmp_path / "missing.md")]) == 2
+    assert "notes file not found" in capsys.readouterr().err
 
 
 def test_cloud_has_one_point_per_combination_of_settings(tmp_path):

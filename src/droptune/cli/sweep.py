@@ -100,8 +100,10 @@ def _report(args: argparse.Namespace) -> int:
 
     if not args.sweep_dir.is_dir():
         raise DroptuneError(f"sweep folder not found: {args.sweep_dir}")
+    if args.notes is not None and not args.notes.is_file():
+        raise DroptuneError(f"notes file not found: {args.notes}")
     output = args.output or args.sweep_dir / "report" / args.selection
-    collection, text, notes = write_report(args.sweep_dir, output, args.selection)
+    collection, text, notes = write_report(args.sweep_dir, output, args.selection, args.document, args.notes)
     print(text)
     skipped = collection.skipped
     if not skipped.empty:
@@ -166,4 +168,7 @@ def add_sweep_commands(commands) -> None:
     report.add_argument("--selection", choices=("training_domain", "oracle"), default="training_domain",
                         help="model selection (default: training_domain; oracle is an upper bound)")
     report.add_argument("--output", type=Path, help="report folder (default: SWEEP_DIR/report/<selection>)")
+    report.add_argument("--document", type=Path, help="the Markdown page of tables, figures, run statistics and "
+                                                      "sweep file (default: OUTPUT/report.md)")
+    report.add_argument("--notes", type=Path, help="Markdown put at the top of the page: context, discussion")
     report.set_defaults(run=_report)

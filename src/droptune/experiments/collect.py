@@ -25,6 +25,7 @@ SELECTIONS = ("training_domain", "oracle")
 VALIDATION = {"training_domain": "iid", "oracle": "ood_out"}  # what each selection maximizes
 CELL_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed")
 RUN_FILES = ("job.json", "config.yaml", "results.json", "error.json", "last.pt")
+CURVE_COLUMNS = ["dataset", "method", "test_domain", "run", "step", "iid", "loss"]
 
 
 class Unusable(Exception):
@@ -35,6 +36,7 @@ class Unusable(Exception):
 class Collection:
     runs: pd.DataFrame  # one row per (run, variant)
     skipped: pd.DataFrame  # path, reason, and the dataset/method/test domain when known
+    curves: pd.DataFrame  # one row per evaluation of a finished run: its i.i.d. accuracy and loss by step
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -46,11 +48,13 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def collect(root: Path) -> Collection:
-    rows, skipped = [], []
+    rows, skipped, curves = [], [], []
     for path in run_folders(root):
         config, method = describe(path)
         try:
-            rows += read_run(path, config, method)
+            run_rows = read_run(path, config, method)
+            curves += read_curve(path, run_rows[0])
+            rows += run_rows
         except Unusable as reason:
             skipped.append({"path": str(path), "reason": str(reason), "dataset": _dataset_name(config),
                             "method": method, "test_domain": None if config is None else config.get("test_domain")})
@@ -61,7 +65,8 @@ def collect(root: Path) -> Collection:
             skipped.append({"path": str(path.parent), "reason": str(reason), "dataset": None, "method": None,
                             "test_domain": None})
     runs = label_hparams(pd.DataFrame(rows))
-    return Collection(runs, pd.DataFrame(skipped, columns=["path", "reason", "dataset", "method", "test_domain"]))
+    return Collection(runs, pd.DataFrame(skipped, columns=["path", "reason", "dataset", "method", "test_domain"]),
+                      pd.DataFrame(curves, columns=CURVE_COLUMNS))
 
 
 def describe(path: Path) -> tuple[dict | None, str | None]:
@@ -91,6 +96,7 @@ def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[s
                 "test_domain": str(results["test_domain"]), "run_method": method,
                 "seed": int(results["seed"]), "trial_seed": int(results["trial_seed"]),
                 "dropout": float(config["dropout"]), "collapsed": bool(results.get("collapsed", False)),
+                "wall_time_s": results.get("wall_time_s"), "train_images_per_s": results.get("train_images_per_s"),
                 **{f"config.{k}": _scalar(v) for k, v in config.items()}}
         rows = [{**base, "method": method, "variant": None, **_selected(results["selections"])}]
         for name, variant in (results.get("variants") or {}).items():
@@ -102,6 +108,20 @@ def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[s
     if pd.isna(rows[0]["training_domain.val"]):
         raise Unusable("results.json has no evaluation selected by training-domain validation")
     return rows
+
+
+def read_curve(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's evaluations from metrics.jsonl: training-domain accuracy and loss at each step."""
+    records = []
+    for line in (path / "metrics.jsonl").read_text().splitlines() if (path / "metrics.jsonl").exists() else []:
+        try:
+            record = json.loads(line)
+            records.append({"dataset": row["dataset"], "method": row["run_method"], "test_domain": row["test_domain"],
+                            "run": row["run"], "step": int(record["step"]), "iid": float(record["iid"]),
+                            "loss": float(record["loss"])})
+        except (ValueError, KeyError, TypeError) as error:
+            raise Unusable(f"metrics.jsonl lacks or mangles {error}") from None
+    return records
 
 
 def read_combination(path: Path) -> dict[str, Any]:

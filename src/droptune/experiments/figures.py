@@ -97,28 +97,56 @@ def dropout_families(runs: pd.DataFrame) -> list[tuple[str, list[str]]]:
 
 
 def plot_dropout_curve(runs: pd.DataFrame, summary: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
-    """i.i.d. and o.o.d. accuracy (the tables' average column, ± its standard error) against p; [] without
-    two dropout rates of otherwise equal methods that finished every test domain."""
-    averages = summary[(summary["dataset"] == dataset) & (summary["test_domain"] == AVERAGE)]
+    """i.i.d. and o.o.d. accuracy (the tables' cells, ± their standard error) against p: one line per test
+    domain where every rate of a family has finished, and the average over domains once all have.
+    [] without two dropout rates of otherwise equal methods."""
+    cells = summary[summary["dataset"] == dataset]
     rates = runs[runs["variant"].isna()].groupby("method")["dropout"].first()
     lines = []
     for label, methods in dropout_families(runs):
-        curve = averages[averages["method"].isin(methods)]
-        curve = curve.assign(p=curve["method"].map(rates))
-        if curve["p"].nunique() >= 2:
-            lines.append((label, curve.sort_values("p")))
+        family = cells[cells["method"].isin(methods)]
+        family = family.assign(p=family["method"].map(rates))
+        columns = [c for c in dict.fromkeys(family["test_domain"]) if c != AVERAGE] + [AVERAGE]
+        for column in columns:
+            curve = family[family["test_domain"] == column]
+            if curve["p"].nunique() == len(methods) >= 2:
+                lines.append((", ".join(filter(None, [label, column])), column == AVERAGE, curve.sort_values("p")))
     if not lines:
         return []
-    figure = Figure(figsize=(9, 3.6))
+    figure = Figure(figsize=(10, 4))
     axes = figure.subplots(1, 2, sharex=True)
     for metric, ax, title in (("iid", axes[0], "i.i.d."), ("ood", axes[1], "o.o.d.")):
-        for i, (label, curve) in enumerate(lines):
+        for i, (label, average, curve) in enumerate(lines):
             part = curve[curve["metric"] == metric]
             ax.errorbar(part["p"], 100 * part["mean"], yerr=100 * part["se"].fillna(0), marker="o", capsize=3,
-                        color=f"C{i % 10}", label=label or None)
+                        color="black" if average else f"C{i % 10}", linewidth=2.5 if average else 1.2,
+                        label=label)
         ax.set(xlabel="dropout rate p", ylabel=f"{title} accuracy (%)", title=f"{dataset}: {title}")
         ax.grid(alpha=0.3)
-    if any(label for label, _ in lines):
-        axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    figure.tight_layout()
+    return save(figure, stem)
+
+
+def plot_curves(curves: pd.DataFrame, dataset: str, methods: list[str], stem: Path) -> list[Path]:
+    """The convergence check: training-domain validation (i.i.d.) accuracy and training loss against the
+    step, averaged over each method's runs (all test domains and seeds), so a budget can be judged
+    without looking at the test domain. [] without curves."""
+    mine = curves[curves["dataset"] == dataset]
+    if mine.empty:
+        return []
+    figure = Figure(figsize=(10, 4))
+    axes = figure.subplots(1, 2, sharex=True)
+    for i, method in enumerate(m for m in methods if m in set(mine["method"])):
+        runs = mine[mine["method"] == method]
+        mean = runs.groupby("step")[["iid", "loss"]].mean()
+        label = f"{method} ({runs['run'].nunique()} runs)"
+        axes[0].plot(mean.index, 100 * mean["iid"], marker="o", markersize=3, color=f"C{i % 10}", label=label)
+        axes[1].plot(mean.index, mean["loss"], marker="o", markersize=3, color=f"C{i % 10}", label=label)
+    axes[0].set(xlabel="step", ylabel="i.i.d. accuracy (%)", title=f"{dataset}: training-domain validation")
+    axes[1].set(xlabel="step", ylabel="training loss", title=f"{dataset}: training loss")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     figure.tight_layout()
     return save(figure, stem)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from droptune.data.registry import get_spec
 from droptune.experiments.collect import Collection
+from droptune.experiments.combos import COMBINED
 
 METRICS = {"ood": "o.o.d. accuracy (%), test domain", "iid": "i.i.d. accuracy (%), training domains' held-out 20%"}
 REPLICATE = ["trial_seed", "seed"]
@@ -149,13 +150,15 @@ def write_tables(collection: Collection, selection: str, output: Path) -> tuple[
     return summary, text
 
 
-def write_report(root: Path, output: Path, selection: str = "training_domain") -> tuple[Collection, str, list[str]]:
-    """Collect `root`'s runs; write runs.csv, skipped.csv, the tables and each dataset's figures into `output`.
+def write_report(root: Path, output: Path, selection: str = "training_domain",
+                 document: Path | None = None, notes: Path | None = None) -> tuple[Collection, str, list[str]]:
+    """Collect `root`'s runs; write runs.csv, skipped.csv, the tables, each dataset's figures and report.md
+    (or `document`: tables, figures, run statistics, the sweep file, with `notes` on top) into `output`.
 
     Returns the collection, the Markdown tables and one line per figure written or left out.
     """
     from droptune.experiments.collect import collect
-    from droptune.experiments.figures import plot_cloud, plot_dropout_curve
+    from droptune.experiments.figures import plot_cloud, plot_curves, plot_dropout_curve
 
     collection = collect(root)
     output.mkdir(parents=True, exist_ok=True)
@@ -165,20 +168,66 @@ def write_report(root: Path, output: Path, selection: str = "training_domain") -
     domains, methods = layout(collection)
     runs = collection.runs
     collapsed = runs[runs["variant"].isna() & runs["collapsed"]] if not runs.empty else runs
-    notes = []
+    messages, figures = [], []
     if len(collapsed):
-        notes.append(f"{len(collapsed)} finished run(s) collapsed to the majority class (column collapsed in "
-                     f"runs.csv): {', '.join(sorted(set(collapsed['method'])))}")
+        messages.append(f"{len(collapsed)} finished run(s) collapsed to the majority class (column collapsed in "
+                        f"runs.csv): {', '.join(sorted(set(collapsed['method'])))}")
     for dataset in domains:
         mine = runs[runs["dataset"] == dataset] if not runs.empty else runs
         if mine.empty:
-            notes.append(f"{dataset}: no finished run, no figures")
+            messages.append(f"{dataset}: no finished run, no figures")
             continue
         files, note = plot_cloud(mine, dataset, domains[dataset], methods[dataset], selection,
                                  output / f"{dataset}_cloud")
-        notes.append(f"{note}: {files[0].name}, {files[1].name}")
+        messages.append(f"{note}: {files[0].name}, {files[1].name}")
+        figures.append((f"{dataset}: (i.i.d., o.o.d.) accuracy, {note.split(': ', 1)[1]}", files[0]))
         files = plot_dropout_curve(mine, summary, dataset, output / f"{dataset}_dropout")
-        notes.append(f"{dataset}: dropout-rate curve: {files[0].name}, {files[1].name}" if files else
-                     f"{dataset}: no dropout-rate curve (needs methods that differ only in p and finished "
-                     "every test domain)")
-    return collection, text, notes
+        messages.append(f"{dataset}: dropout-rate curve: {files[0].name}, {files[1].name}" if files else
+                        f"{dataset}: no dropout-rate curve (needs methods that differ only in p)")
+        if files:
+            figures.append((f"{dataset}: accuracy against the dropout rate", files[0]))
+        files = plot_curves(collection.curves, dataset, methods[dataset], output / f"{dataset}_curves")
+        if files:
+            messages.append(f"{dataset}: convergence curves: {files[0].name}, {files[1].name}")
+            figures.append((f"{dataset}: convergence (training domains only)", files[0]))
+    document = document or output / "report.md"
+    write_document(Path(root), document, collection, text, figures, notes)
+    messages.append(f"report: {document}")
+    return collection, text, messages
+
+
+def write_document(root: Path, document: Path, collection: Collection, tables: str,
+                   figures: list[tuple[str, Path]], notes: Path | None) -> None:
+    """One Markdown page: `notes` (the reader's context and discussion), the tables, the figures, what the
+    runs cost, the sweep file, and every run folder left out."""
+    import os
+
+    runs = collection.runs
+    base = runs[runs["variant"].isna()] if not runs.empty else runs
+    spec = root / "sweep.yaml"
+    lines = [f"# {root.name}: report", ""]
+    if notes is not None:
+        lines += [notes.read_text().strip(), ""]
+    lines += [line.replace("# ", "## ", 1) if line.startswith("#") else line for line in tables.splitlines()]
+    lines += ["", "## Figures", ""]
+    for title, path in figures:
+        lines += [f"### {title}", "", f"![{title}]({os.path.relpath(path, document.parent)})", ""]
+    lines += ["## Runs", ""]
+    if not base.empty:
+        timed = base.dropna(subset=["wall_time_s", "train_images_per_s"])
+        cost = (f"; training and evaluation time {timed['wall_time_s'].sum() / 3600:.2f} h in all, "
+                f"{timed['wall_time_s'].mean() / 60:.1f} min per run, {timed['train_images_per_s'].mean():.0f} "
+                "training images/s on average (the runs' results.json)") if len(timed) else ""
+        lines += [f"{len(base)} finished runs{cost}."]
+    combos = runs[runs["path"].str.contains(f"/{COMBINED}/", regex=False)] if not runs.empty else runs
+    if not combos.empty:
+        lines += ["", f"{len(combos)} across-run combinations in {root.name}/{COMBINED}/."]
+    skipped = collection.skipped
+    lines += ["", f"{len(skipped)} run folder(s) not in the tables" + (":" if len(skipped) else "."), ""]
+    lines += [f"- `{Path(row.path).name}` ({row.method}, {row.test_domain}): {row.reason}"
+              for row in skipped.itertuples()]
+    if spec.exists():
+        lines += ["", "## Sweep file", "", f"`{root.name}/sweep.yaml`, as `droptune sweep` expanded it:", "",
+                  "```yaml", spec.read_text().strip(), "```"]
+    document.parent.mkdir(parents=True, exist_ok=True)
+    document.write_text("\n".join(lines) + "\n")
