@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -61,7 +62,7 @@ def droptune_trainer(args):
                          batch_size=args.batch_size, device=args.device, amp=args.amp, workers=args.workers,
                          compile=args.compile, channels_last=not args.no_channels_last,
                          steps=args.steps + args.warmup + 1, progress=False, output_dir="/tmp/droptune-bench",
-                         cache_dir=args.cache_dir)
+                         cache_dir=args.cache_dir, eval_batch_size=args.eval_batch_size)
     return Trainer(config)
 
 
@@ -187,8 +188,10 @@ def parse(argv=None):
     parser.add_argument("--no-channels-last", action="store_true")
     parser.add_argument("--workers", type=int, help="loader processes (default: droptune's choice per device)")
     parser.add_argument("--cache-dir", help="droptune's decoded-image cache folder (opt-in)")
+    parser.add_argument("--eval-batch-size", type=int, help="droptune's (default: its choice per device; the reference uses 64)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the three measurements; medians are reported")
     parser.add_argument("--only", choices=MODES, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -199,18 +202,25 @@ def main(argv=None) -> None:
         print(json.dumps({"full": measure_full, "limit": measure_limit, "reference": measure_reference}[args.only](args)))
         return
     argv = sys.argv[1:] if argv is None else argv
-    results = {}
-    for mode in MODES:
-        out = subprocess.run([sys.executable, __file__, *argv, "--only", mode], capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"{mode} failed:\n{out.stderr}")
-        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        r = results[mode]
-        print(f"{mode:<10} train {r['train_images_per_s']:8.1f} img/s   eval {r['eval_images_per_s']:8.1f} img/s   "
-              f"peak memory {r['peak_memory_mb']:8.0f} MB", flush=True)
-    full, limit, ref = results["full"], results["limit"], results["reference"]
+    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    # Rounds interleave the modes, so a machine whose speed drifts (shared cores) biases no mode.
+    for round_ in range(args.repeat):
+        for mode in MODES:
+            out = subprocess.run([sys.executable, __file__, *argv, "--only", mode], capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"{mode} failed:\n{out.stderr}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[mode].append(r)
+            print(f"{mode:<10} train {r['train_images_per_s']:8.1f} img/s   eval {r['eval_images_per_s']:8.1f} img/s   "
+                  f"peak memory {r['peak_memory_mb']:8.0f} MB   (round {round_ + 1})", flush=True)
+    full, limit, ref = ({key: statistics.median(r[key] for r in runs[mode]) for key in
+                         ("train_images_per_s", "eval_images_per_s", "peak_memory_mb")} for mode in MODES)
     print(f"\n{args.backbone}, {args.image_size} px, {args.batch_size} images × training domains, "
-          f"device {args.device}, amp {args.amp}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"device {args.device}, amp {args.amp}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"medians of {args.repeat} round(s)")
+    for mode, r in zip(MODES, (full, limit, ref)):
+        print(f"{mode:<10} train {r['train_images_per_s']:8.1f} img/s   eval {r['eval_images_per_s']:8.1f} img/s   "
+              f"peak memory {r['peak_memory_mb']:8.0f} MB")
     print(f"train: full/limit {full['train_images_per_s'] / limit['train_images_per_s']:.2f}   "
           f"full/reference {full['train_images_per_s'] / ref['train_images_per_s']:.2f}")
     print(f"eval:  full/limit {full['eval_images_per_s'] / limit['eval_images_per_s']:.2f}   "

@@ -47,6 +47,7 @@ HELP = {
     "channels_last": "channels-last memory layout (faster on CPU and GPU)",
     "compile": "torch.compile the model",
     "workers": "data-loader processes (default: chosen per device)",
+    "eval_batch_size": "evaluation batch (default: 32 on CPU, where small batches stay in cache; 256 on CUDA)",
     "cache_dir": "decode every image once, resized to --image-size, into a memory-mapped cache in this folder",
     "progress": "show a progress bar",
 }

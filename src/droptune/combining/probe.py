@@ -27,6 +27,7 @@ from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict
 from droptune.models.model import DropoutClassifier, build_model
 from droptune.training.checkpoint import save_weights
+from droptune.training.bench import eval_batch_size
 from droptune.training.config import TrainConfig
 from droptune.training.evaluate import autocast
 
@@ -118,7 +119,8 @@ def file_digest(path: str | os.PathLike) -> str:
 @torch.inference_mode()
 def _features(model: DropoutClassifier, images: DomainImages, keys: list, config: TrainConfig,
               device: torch.device, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = [keys[i:i + config.eval_batch_size] for i in range(0, len(keys), config.eval_batch_size)]
+    size = eval_batch_size(config, device)
+    batches = [keys[i:i + size] for i in range(0, len(keys), size)]
     features, labels = [], []
     for x, y in make_loader(images, batches, workers, pin_memory=device.type == "cuda"):
         x = x.to(device, non_blocking=True)

@@ -15,7 +15,7 @@ from droptune.data.splits import split_domain
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict
 from droptune.models.model import DropoutClassifier, build_model
-from droptune.training.bench import Bench, holdout_splits
+from droptune.training.bench import Bench, eval_batch_size, holdout_splits
 from droptune.training.config import TrainConfig
 from droptune.training.run_dir import RunDir
 
@@ -108,5 +108,5 @@ class Split:
         augment = config.augment if config.augment is not None else self.dataset.augment_by_default
         images = DomainImages(self.dataset, config.image_size, augment)
         train = [(d, self.domains[d].train) for d in range(len(self.domains)) if d != self.test]
-        return Bench(images, self.eval_splits, self.dataset.domains[self.test], config.eval_batch_size,
+        return Bench(images, self.eval_splits, self.dataset.domains[self.test], eval_batch_size(config, self.device),
                      self.workers, self.device, config.amp, config.channels_last, train, config.batch_size)

@@ -16,6 +16,7 @@ from droptune.combining.averaging import recompute_bn
 from droptune.data.domains import MultiDomainDataset
 from droptune.data.loaders import DomainBalancedBatches, DomainImages, EvalSplit, eval_batches, make_loader
 from droptune.data.splits import DomainSplit, stable_seed
+from droptune.training.config import TrainConfig
 from droptune.training.evaluate import Evaluation, evaluate, summarize
 
 
@@ -36,6 +37,14 @@ def holdout_splits(dataset: MultiDomainDataset, splits: Sequence[DomainSplit], t
         result.append(EvalSplit(names[test], part, [(test, int(i), None) for i in indices]))
     return result
 
+
+
+def eval_batch_size(config: TrainConfig, device: torch.device) -> int:
+    """The config's, else what suits the device: large batches keep a GPU busy, small ones stay in a CPU's
+    cache (Lite0 at 112 px on 2 cores: 420 images/s at 32, 360 at 64, 260 at 128)."""
+    if config.eval_batch_size is not None:
+        return config.eval_batch_size
+    return 256 if device.type == "cuda" else 32
 
 class Bench:
     """Scores models on a split's evaluation sets; re-estimates BatchNorm statistics on its training part."""

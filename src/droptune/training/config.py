@@ -19,7 +19,8 @@ from droptune.errors import DroptuneError
 AMP_MODES = ("none", "bf16", "fp16")
 SELECTIONS = ("training_domain", "oracle")
 # Fields that change where or how fast a run executes, never its numbers.
-RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "progress")
+# Where and how fast a run goes, not its numbers: left out of `identity()`, free to change on resume.
+RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "eval_batch_size", "progress")
 
 
 @dataclass
@@ -46,7 +47,7 @@ class TrainConfig:
     clean_holdout: bool = True
     holdout_fraction: float = 0.2
     eval_every: int = 300
-    eval_batch_size: int = 128
+    eval_batch_size: int | None = None
     selection: str = "training_domain"
     seed: int = 0
     trial_seed: int = 0
@@ -83,7 +84,7 @@ class TrainConfig:
             ("image_size", self.image_size >= 16, "at least 16 pixels"),
             ("holdout_fraction", 0 < self.holdout_fraction < 1, "between 0 and 1"),
             ("eval_every", self.eval_every > 0, "a positive integer"),
-            ("eval_batch_size", self.eval_batch_size > 0, "a positive integer"),
+            ("eval_batch_size", self.eval_batch_size is None or self.eval_batch_size > 0, "a positive integer"),
             ("selection", self.selection in SELECTIONS, f"one of {', '.join(SELECTIONS)}"),
             ("amp", self.amp in AMP_MODES, f"one of {', '.join(AMP_MODES)}"),
             ("lr_milestones", self.lr_milestones is None or all(0 < m < self.steps for m in self.lr_milestones),

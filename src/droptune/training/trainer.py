@@ -24,7 +24,7 @@ from droptune.data.loaders import DomainBalancedBatches, DomainImages, make_load
 from droptune.data.splits import split_domain, stable_seed
 from droptune.errors import DroptuneError
 from droptune.models.model import build_model
-from droptune.training.bench import Bench, holdout_splits
+from droptune.training.bench import Bench, eval_batch_size, holdout_splits
 from droptune.training.checkpoint import rng_state, save_json, save_torch, save_weights, set_rng_state
 from droptune.training.config import TrainConfig
 from droptune.training.evaluate import autocast
@@ -92,7 +92,8 @@ class Trainer:
         augment = config.augment if config.augment is not None else self.dataset.augment_by_default
         self.images = DomainImages(self.dataset, config.image_size, augment)
         self.eval_splits = holdout_splits(self.dataset, self.splits, self.test, config.clean_holdout, config.seed)
-        self.bench = Bench(self.images, self.eval_splits, domains[self.test], config.eval_batch_size, self.workers,
+        self.bench = Bench(self.images, self.eval_splits, domains[self.test], eval_batch_size(config, self.device),
+                           self.workers,
                            self.device, config.amp, self.channels_last,
                            [(d, self.splits[d].train) for d in self.train_domains], config.batch_size)
         self.along = AlongRun(config, self.model, self.run)
