@@ -12,6 +12,7 @@ means, with the domains' standard errors combined as independent: sqrt(Σ se²) 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,6 @@ def write_document(root: Path, document: Path, collection: Collection, tables: s
                    figures: list[tuple[str, Path]], notes: Path | None) -> None:
     """One Markdown page: `notes` (the reader's context and discussion), the tables, the figures, what the
     runs cost, the sweep file, and every run folder left out."""
-    import os
-
     runs = collection.runs
     base = runs[runs["variant"].isna()] if not runs.empty else runs
     spec = root / "sweep.yaml"
