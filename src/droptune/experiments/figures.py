@@ -72,7 +72,7 @@ def plot_cloud(runs: pd.DataFrame, dataset: str, domains: list[str], methods: li
              title=f"{dataset}: one hyper-parameter setting per test domain\n"
                    f"({shown:,} combinations per method{sampled}; large markers: means)")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, markerscale=2)
+    axes.legend(fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the points
     return save(figure, stem), note
 
 
