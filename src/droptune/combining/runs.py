@@ -105,8 +105,7 @@ class Split:
     def bench(self, run: Run, model: DropoutClassifier) -> Bench:
         """Scoring with the run's own image size (its model normalizes), on the shared evaluation splits."""
         config = run.config
-        augment = config.augment if config.augment is not None else self.dataset.augment_by_default
-        images = DomainImages(self.dataset, config.image_size, augment)
+        images = DomainImages(self.dataset, config.image_size, config.augment)
         train = [(d, self.domains[d].train) for d in range(len(self.domains)) if d != self.test]
         return Bench(images, self.eval_splits, self.dataset.domains[self.test], eval_batch_size(config, self.device),
                      self.workers, self.device, config.amp, config.channels_last, train, config.batch_size)

@@ -25,23 +25,23 @@ Key = tuple[int, int, int | None]  # (domain, image index, augmentation seed or 
 class DomainImages(Dataset):
     """Reads and transforms images addressed by (domain, index, seed) keys into uint8 tensors.
 
-    A key with a seed gets DomainBed's training augmentation (or none, with `augment=False`), seeded;
-    a key without one the evaluation transform, which resizes the whole image to `size`, so the
-    image is read already shrunk towards that size.
+    A key with a seed gets DomainBed's training augmentation (none with `augment=False`; by default
+    the dataset's choice), seeded; a key without one the evaluation transform, which resizes the
+    whole image to `size`, so the image is read already shrunk towards that size.
     """
 
-    def __init__(self, dataset: MultiDomainDataset, size: int, augment: bool = True):
+    def __init__(self, dataset: MultiDomainDataset, size: int, augment: bool | None = None):
         self.dataset = dataset
-        self.train_transform = train_transform(size, augment)
+        self.train_transform = train_transform(size, dataset.augment_by_default if augment is None else augment)
         self.eval_transform = eval_transform(size)
-        self.eval_size = size
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: Key):
         domain, index, seed = key
-        image = self.dataset.read(domain, index, self.eval_size if seed is None else None)
+        image = self.dataset.read(domain, index, self.size if seed is None else None)
         if seed is None:
             x = self.eval_transform(image)
         else:

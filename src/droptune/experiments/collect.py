@@ -19,7 +19,9 @@ import pandas as pd
 import yaml
 
 from droptune.experiments.combos import COMBINED, GROUP_FILE, LABELS
+from droptune.errors import DroptuneError
 from droptune.training.config import RUNTIME_FIELDS
+from droptune.training.run_dir import RunDir
 
 SELECTIONS = ("training_domain", "oracle")
 VALIDATION = {"training_domain": "iid", "oracle": "ood_out"}  # what each selection maximizes
@@ -112,16 +114,14 @@ def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[s
 
 def read_curve(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's evaluations from metrics.jsonl: training-domain accuracy and loss at each step."""
-    records = []
-    for line in (path / "metrics.jsonl").read_text().splitlines() if (path / "metrics.jsonl").exists() else []:
-        try:
-            record = json.loads(line)
-            records.append({"dataset": row["dataset"], "method": row["run_method"], "test_domain": row["test_domain"],
-                            "run": row["run"], "step": int(record["step"]), "iid": float(record["iid"]),
-                            "loss": float(record["loss"])})
-        except (ValueError, KeyError, TypeError) as error:
-            raise Unusable(f"metrics.jsonl lacks or mangles {error}") from None
-    return records
+    try:
+        return [{"dataset": row["dataset"], "method": row["run_method"], "test_domain": row["test_domain"],
+                 "run": row["run"], "step": int(record["step"]), "iid": float(record["iid"]),
+                 "loss": float(record["loss"])} for record in RunDir(path).read_metrics()]
+    except DroptuneError as error:
+        raise Unusable(str(error)) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise Unusable(f"metrics.jsonl lacks or mangles {error}") from None
 
 
 def read_combination(path: Path) -> dict[str, Any]:

@@ -89,8 +89,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
 
-        augment = config.augment if config.augment is not None else self.dataset.augment_by_default
-        self.images = DomainImages(self.dataset, config.image_size, augment)
+        self.images = DomainImages(self.dataset, config.image_size, config.augment)
         self.eval_splits = holdout_splits(self.dataset, self.splits, self.test, config.clean_holdout, config.seed)
         self.bench = Bench(self.images, self.eval_splits, domains[self.test], eval_batch_size(config, self.device),
                            self.workers,
