@@ -67,10 +67,10 @@ def plot_cloud(runs: pd.DataFrame, dataset: str, domains: list[str], methods: li
                      linewidths=1.2, zorder=3)
     shown = max(totals, default=0)
     sampled = f", {max_points:,} sampled of {shown:,}" if shown > max_points else ""
-    note = f"{dataset}: up to {shown:,} combinations per method{sampled}"
+    combinations = f"{shown:,} combination{'s' if shown != 1 else ''} per method{sampled}"
+    note = f"{dataset}: up to {combinations}"
     axes.set(xlabel="i.i.d. accuracy (%)", ylabel="o.o.d. accuracy (%)",
-             title=f"{dataset}: one hyper-parameter setting per test domain\n"
-                   f"({shown:,} combinations per method{sampled}; large markers: means)")
+             title=f"{dataset}: one hyper-parameter setting per test domain\n({combinations}; large markers: means)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the points
     return save(figure, stem), note
