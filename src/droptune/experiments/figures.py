@@ -62,9 +62,9 @@ def plot_cloud(runs: pd.DataFrame, dataset: str, domains: list[str], methods: li
         label = method if len(used) == len(domains) else f"{method} ({len(used)}/{len(domains)} domains)"
         color, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
         axes.scatter(100 * points[:, 0], 100 * points[:, 1], s=8, alpha=0.35, color=color, marker=marker,
-                     linewidths=0, label=label)
+                     linewidths=0)
         axes.scatter(100 * mean[0], 100 * mean[1], s=160, color=color, marker=marker, edgecolors="black",
-                     linewidths=1.2, zorder=3)
+                     linewidths=1.2, zorder=3, label=label)  # the legend shows the marker readers look for
     shown = max(totals, default=0)
     sampled = f", {max_points:,} sampled of {shown:,}" if shown > max_points else ""
     combinations = f"{shown:,} combination{'s' if shown != 1 else ''} per method{sampled}"
@@ -72,7 +72,7 @@ def plot_cloud(runs: pd.DataFrame, dataset: str, domains: list[str], methods: li
     axes.set(xlabel="i.i.d. accuracy (%)", ylabel="o.o.d. accuracy (%)",
              title=f"{dataset}: one hyper-parameter setting per test domain\n({combinations}; large markers: means)")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the points
+    axes.legend(fontsize=7, markerscale=0.5, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the points
     return save(figure, stem), note
 
 
