@@ -10,7 +10,7 @@ from droptune.errors import DroptuneError
 from droptune.training.config import RUNTIME_FIELDS, TrainConfig, base_type, coerce, field_types, read_yaml
 
 HELP = {
-    "dataset": "registered dataset name (PACS, VLCS, OfficeHome, TerraIncognita, DomainNet, RotatedDigits) "
+    "dataset": "registered dataset name (PACS, VLCS, OfficeHome, TerraIncognita, DomainNet, Office31, OfficeCaltech10, RotatedDigits) "
                "or a folder laid out as <domain>/<class>/<image>",
     "data_dir": "folder that holds the datasets (default: $DROPTUNE_DATA_DIR)",
     "test_domain": "held-out domain, by name or index",

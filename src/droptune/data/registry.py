@@ -58,6 +58,16 @@ register(DatasetSpec(
     {"clipart": 48129, "infograph": 51605, "painting": 72266, "quickdraw": 172500,
      "real": 172947, "sketch": 69128},
 ))
+# Counts are the originals' (Saenko et al., 2010; Gong et al., 2012); Caltech's "backpack" is named
+# back_pack so that the ten class names agree across domains.
+register(DatasetSpec(
+    "Office31", "Office31", ("amazon", "dslr", "webcam"), 31,
+    {"amazon": 2817, "dslr": 498, "webcam": 795},
+))
+register(DatasetSpec(
+    "OfficeCaltech10", "OfficeCaltech10", ("amazon", "caltech", "dslr", "webcam"), 10,
+    {"amazon": 958, "caltech": 1123, "dslr": 157, "webcam": 295},
+))
 register(DatasetSpec(
     "RotatedDigits", "", ("0", "15", "30", "45", "60", "75"), 10,
     augment=False, builtin=True,
