@@ -294,6 +294,32 @@ def test_office_home_from_a_folder_of_archives(monkeypatch, tmp_path):
                                                         "Product", "Real World"]
 
 
+def test_office31_lifts_the_images_folders_of_the_authors_archive(monkeypatch, tmp_path):
+    domains, classes = ("amazon", "dslr", "webcam"), ("back_pack", "bike")
+    shrink(monkeypatch, "Office31", classes)
+    files = {name.replace("/back_pack/", "/images/back_pack/").replace("/bike/", "/images/bike/"): data
+             for name, data in tree("", domains, classes).items()}
+    archive = tmp_path / "domain_adaptation_images.tar.gz"
+    archive.write_bytes(tar_gz_bytes(files))
+
+    target = dl.download("Office31", tmp_path / "data", [str(archive)])
+
+    assert target == tmp_path / "data" / "Office31"
+    assert sorted(p.name for p in target.iterdir()) == [dl.MARKER, *domains]
+    assert ImageFolderDomains(target, DATASETS["Office31"]).classes == list(classes)
+
+
+def test_office31_without_its_images_folders_is_refused(monkeypatch, tmp_path):
+    domains, classes = ("amazon", "dslr", "webcam"), ("back_pack", "bike")
+    shrink(monkeypatch, "Office31", classes)
+    archive = tmp_path / "flat.tar.gz"
+    archive.write_bytes(tar_gz_bytes(tree("", domains, classes)))
+
+    with pytest.raises(DroptuneError, match=r"no amazon/images/ folder"):
+        dl.download("Office31", tmp_path / "data", [str(archive)])
+    assert not (tmp_path / "data" / "Office31" / dl.MARKER).exists()
+
+
 def test_terra_incognita_is_built_from_images_and_annotations(server, monkeypatch, tmp_path):
     images = {f"eccv_18_all_images_sm/img{n}.jpg": png(n) for n in range(12)}
     rows = [  # (image, location, classes): DomainBed keeps locations 38, 46, 100, 43 and ten classes

@@ -55,6 +55,20 @@ def test_real_pacs_verifies_with_its_known_counts(capsys):
     assert "OK: layout, class folders and counts check out; every image decodes" in out
 
 
+@pytest.mark.parametrize("name, classes, counts", [
+    ("OfficeCaltech10", 10, {"amazon": 958, "caltech": 1123, "dslr": 157, "webcam": 295}),
+    ("Office31", 31, {"amazon": 2817, "dslr": 498, "webcam": 795}),
+])  # ../shared/data/README.md
+def test_the_office_benchmarks_verify_by_name_with_their_official_counts(name, classes, counts, capsys):
+    if not (SHARED_DATA / name).is_dir():
+        pytest.skip(f"the real {name} is not at {SHARED_DATA / name}")
+    assert main(["data", "verify", name, "--data-dir", str(SHARED_DATA), "--no-decode"]) == 0
+
+    rows = table_rows(capsys.readouterr().out)
+    assert {domain: rows[domain][:3] for domain in counts} == {
+        domain: [str(classes), f"{count:,}", f"{count:,}"] for domain, count in counts.items()}
+
+
 @needs_pacs
 def test_real_pacs_by_name_and_info():
     root, spec = resolve("PACS", SHARED_DATA)

@@ -59,12 +59,12 @@ def add_data_commands(commands) -> None:
     data_dir_help = "folder that holds the datasets (default: $DROPTUNE_DATA_DIR, else ./data)"
 
     download = jobs.add_parser(
-        "download", help="download, check and lay out PACS, VLCS, OfficeHome, TerraIncognita or DomainNet",
+        "download", help="download, check and lay out PACS, VLCS, OfficeHome, TerraIncognita, DomainNet or Office31",
         description="Download a DomainBed benchmark into DATA_DIR/<folder> in the layout droptune reads. "
                     "Interrupted downloads resume when the command is run again; a completion marker is "
                     "written only when every domain holds the expected number of images.",
         epilog=_sources_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    download.add_argument("name", metavar="NAME", help="PACS, VLCS, OfficeHome, TerraIncognita or DomainNet")
+    download.add_argument("name", metavar="NAME", help="PACS, VLCS, OfficeHome, TerraIncognita, DomainNet or Office31")
     download.add_argument("--data-dir", type=Path, help=data_dir_help)
     download.add_argument("--source", action="append", default=[], metavar="[KEY=]URL_OR_PATH",
                           help="replace a file's usual source by a mirror URL or a local copy; a folder is "

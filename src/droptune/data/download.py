@@ -181,6 +181,20 @@ def _assemble_terra_incognita(staging: Path, spec: DatasetSpec, files: dict[str,
     return root
 
 
+def _assemble_office31(staging: Path, spec: DatasetSpec, files: dict[str, Path]) -> Path:
+    """The authors' archive keeps each domain's class folders in `<domain>/images/`: lift them one level."""
+    found = find_domains_root(staging, spec)
+    root = staging / spec.folder
+    for domain in spec.domains:
+        images = found / domain / "images"
+        if not images.is_dir():
+            raise DroptuneError(f"{files['images']} has no {domain}/images/ folder: expected the authors' "
+                                "domain_adaptation_images.tar.gz")
+        root.mkdir(exist_ok=True)
+        images.rename(root / domain)
+    return root
+
+
 def _drive(file_id: str, **extra: str) -> str:
     return "https://drive.google.com/uc?" + urllib.parse.urlencode({"id": file_id, **extra})
 
@@ -201,6 +215,11 @@ RECIPES: dict[str, Recipe] = {r.dataset: r for r in (
         _drive("1uY0pj7oFsjMxRwaD3Sxy0jgel0fsYXLC"),
         _drive("0B81rNlvomiwed0V1YUxQdC1uOTg", resourcekey="0-2SNWq0CDAuWOBRRBL7ZZsw"),  # the authors' copy
     )),), _assemble_folders),
+    # The authors' file (Saenko et al., 2010, linked from their project page); they publish no checksum,
+    # so the image counts are the check. Office-Caltech-10 has no stable public source: see the README.
+    Recipe("Office31", (Resource("images", "domain_adaptation_images.tar.gz", (
+        _drive("0B4IapRTv9pJ1WGZVd1VDMmhwdlE"),
+    )),), _assemble_office31),
     Recipe("TerraIncognita", (
         Resource("images", f"{TERRA_IMAGES_FOLDER}.tar.gz", (
             f"https://storage.googleapis.com/public-datasets-lila/{LILA}/{TERRA_IMAGES_FOLDER}.tar.gz",
