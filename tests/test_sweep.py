@@ -305,3 +305,18 @@ def test_ray_launcher_on_a_local_ray_instance(image_folder, tmp_path, monkeypatc
         assert summary.states == {DONE: 2}
     finally:
         ray.shutdown()
+
+
+def test_the_evidence_presets_expand_to_what_their_pages_report(tmp_path):
+    sizes = {"officecaltech10-cpu": 4 * 4 * 2, "office31-cpu": 3 * 4 * 2, "pacs-long-cpu": 2 * 2 * 3,
+             "pacs-head-cpu": 2 * 5 * 2}
+    jobs = {name: load_spec(name, {"data_dir": "/data"}).jobs(tmp_path) for name in sizes}
+    assert {name: len(found) for name, found in jobs.items()} == sizes
+    assert {j.config.dataset for j in jobs["officecaltech10-cpu"] + jobs["office31-cpu"]} == {
+        "OfficeCaltech10", "Office31"}
+    shared = {j.id for j in jobs["pacs-long-cpu"]} & {j.id for j in jobs["pacs-head-cpu"]}
+    assert {(j.config.test_domain, j.config.dropout, j.config.seed, j.config.head_init)
+            for j in jobs["pacs-head-cpu"] if j.id in shared} == {("art_painting", 0.9, s, "probe") for s in (0, 1)}
+    random_head = [j for j in jobs["pacs-head-cpu"] if "random head" in j.method]
+    assert len(random_head) == 12 and {j.config.head_init for j in random_head} == {None}
+    assert {j.config.head_lr_mult for j in random_head} == {1.0, 10.0}

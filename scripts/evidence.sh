@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The evidence sweeps behind docs/results (Office-Caltech-10, Office-31, PACS at convergence), one after the
+# other. Resumable: run it again and finished jobs are skipped, interrupted ones resume from last.pt.
+# The sweeps run from a frozen copy of src/ at one commit, so that work on the code does not change a job's
+# identity (its folder name) half-way through a sweep; pass another commit only to start the sweeps afresh.
+#   bash scripts/evidence.sh [COMMIT]
+#   env: SWEEPS (default /work/sweeps), DATA (default ../shared/data), WORKERS (default 2), PYTHON (.venv's)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+commit=${1:-FROZEN_COMMIT}
+sweeps=$(realpath -m "${SWEEPS:-/work/sweeps}")
+data=$(realpath "${DATA:-../shared/data}")
+python=${PYTHON:-$repo/.venv/bin/python}
+frozen=$sweeps/.code/$commit
+if [ ! -d "$frozen/src" ]; then
+  mkdir -p "$frozen"
+  git archive "$commit" src | tar -x -C "$frozen"
+fi
+cd "$(dirname "$sweeps")"   # the presets' cache_dir, sweeps/.image-cache, is relative to here
+run() {  # preset, output folder
+  echo "== $(date -u +%FT%TZ) $1 -> $sweeps/$2"
+  PYTHONPATH=$frozen/src "$python" -m droptune.cli.main sweep "$1" --data-dir "$data" --output "$sweeps/$2" \
+    --workers "${WORKERS:-2}"
+}
+run officecaltech10-cpu officecaltech10-cpu
+run office31-cpu office31-cpu
+run pacs-long-cpu pacs-long-cpu
+run pacs-head-cpu pacs-long-cpu   # shares two runs with pacs-long-cpu
