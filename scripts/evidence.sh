@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-commit=${1:-FROZEN_COMMIT}
+commit=${1:-1db655b969b475396e58d36fecf6aea37db4df49}   # the commit the sweeps started from
 sweeps=$(realpath -m "${SWEEPS:-/work/sweeps}")
 data=$(realpath "${DATA:-../shared/data}")
 python=${PYTHON:-$repo/.venv/bin/python}
