@@ -204,3 +204,18 @@ def test_dropout_curve_groups_methods_that_differ_only_in_p(tmp_path):
     fake_sweep(tmp_path)
     runs = collect(tmp_path).runs
     assert dropout_families(runs) == [("", ["dropout 0", "dropout 0.9"])]
+
+
+def test_report_shows_the_effective_number_of_features_only_when_runs_have_it(tmp_path, capsys):
+    fake_sweep(tmp_path)
+    assert main(["report", str(tmp_path)]) == 0
+    assert "effective number of features" not in capsys.readouterr().out
+    for i, path in enumerate(sorted((tmp_path / "runs").glob("dropout_0.9-sketch-*"))):
+        (path / "feature_usage.json").write_text(json.dumps({"participation_ratio": 100.0 + 10 * i}))
+    (tmp_path / "runs" / "dropout_0-art_painting-0.001-0" / "feature_usage.json").write_text("not json")
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "effective number of features" in out
+    assert "| dropout 0.9 | – | 125 (n=6) |" in out and "| dropout 0 | – | – |" in out
+    runs = collect(tmp_path).runs
+    assert runs["effective_features"].notna().sum() == 6

@@ -107,6 +107,10 @@ def test_presets_expand(tmp_path, monkeypatch):
     assert {j.config.dropout for j in cpu} == {0.0, 0.5, 0.9, 0.95} and len(cpu) == 4 * 2 * 4
     assert {j.config.head_init for j in cpu} == {"probe"} and {j.config.trial_seed for j in cpu} == {0}
     assert load_spec("cpu").combine == ["ensemble", "uniform_soup", "greedy_soup"]
+    scratch = load_spec("scratch").jobs(tmp_path)
+    assert {(j.config.weights, j.config.dropout) for j in scratch} == {
+        (w, p) for w in ("none", "default") for p in (0.0, 0.9)}
+    assert len(scratch) == 8 and not any(j.config.freeze_bn for j in scratch)
 
 
 def test_finished_sweep_runs_nothing_again(image_folder, tmp_path):

@@ -19,6 +19,8 @@ HELP = {
                "IMAGENET1K_V1, or a weights file",
     "dropout": "dropout rate on the penultimate features (the method: 0.9; plain fine-tuning: 0)",
     "freeze_bn": "keep BatchNorm running statistics at their pre-trained values",
+    "linearized": "fine-tune the first-order Taylor model of the network around its pre-trained weights "
+                  "(about twice the cost of a step; needs frozen BatchNorm)",
     "head_lr_mult": "learning-rate multiplier for the linear head",
     "steps": "SGD steps",
     "lr_milestones": "steps at which the lr is multiplied by --lr-gamma (default: half-way)",

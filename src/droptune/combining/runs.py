@@ -14,6 +14,7 @@ from droptune.data.loaders import DomainImages
 from droptune.data.splits import split_domain
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict
+from droptune.models.linearized import LinearizedClassifier
 from droptune.models.model import DropoutClassifier, build_model
 from droptune.training.bench import Bench, eval_batch_size, holdout_splits
 from droptune.training.config import TrainConfig
@@ -93,9 +94,13 @@ class Split:
         self.workers = workers
 
     def model(self, run: Run, weights: dict[str, torch.Tensor] | None = None) -> DropoutClassifier:
-        """The run's architecture holding its selected weights (or `weights`); the pre-trained start is not reloaded."""
+        """The run's architecture holding its selected weights (or `weights`); the pre-trained start is not
+        reloaded, except by a linearized run, whose model is a function of it."""
         config = run.config
-        model = build_model(config.backbone, len(self.dataset.classes), config.dropout, "none", config.freeze_bn)
+        model = build_model(config.backbone, len(self.dataset.classes), config.dropout,
+                            config.weights if config.linearized else "none", config.freeze_bn)
+        if config.linearized:
+            model = LinearizedClassifier(model)
         load_strict(model, weights if weights is not None else read_state_dict(run.weights), str(run.weights))
         model.to(self.device)
         if config.channels_last:

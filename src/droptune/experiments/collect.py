@@ -100,7 +100,8 @@ def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[s
                 "dropout": float(config["dropout"]), "collapsed": bool(results.get("collapsed", False)),
                 "wall_time_s": results.get("wall_time_s"), "train_images_per_s": results.get("train_images_per_s"),
                 **{f"config.{k}": _scalar(v) for k, v in config.items()}}
-        rows = [{**base, "method": method, "variant": None, **_selected(results["selections"])}]
+        rows = [{**base, "method": method, "variant": None, **_selected(results["selections"]),
+                 "effective_features": _effective_features(path)}]
         for name, variant in (results.get("variants") or {}).items():
             if variant is not None:
                 rows.append({**base, "method": f"{method} + {name}", "variant": name,
@@ -168,6 +169,14 @@ def _why_unfinished(path: Path) -> str:
             step = "?"
         return f"interrupted (last evaluation at step {step}); running the sweep again resumes it"
     return "not started"
+
+
+def _effective_features(path: Path) -> float:
+    """The participation ratio of the run's selected head (`droptune analyze features`); NaN when it has none."""
+    try:
+        return float(json.loads(RunDir(path).feature_usage.read_text())["participation_ratio"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("nan")
 
 
 def _selected(selections: dict) -> dict[str, float]:

@@ -109,6 +109,20 @@ def _cell(value: Any, most: int, latex: bool) -> str:
     return text + (f" (n={value.n:g})" if value.n < most else "")
 
 
+def feature_table(runs: pd.DataFrame, dataset: str, domains: list[str],
+                  methods: list[str]) -> tuple[list[str], list[list[str]]] | None:
+    """Methods × test domains: the mean effective number of features of the runs that have it; None if none has."""
+    if runs.empty or "effective_features" not in runs:
+        return None
+    have = runs[(runs["dataset"] == dataset) & runs["variant"].isna() & runs["effective_features"].notna()]
+    if have.empty:
+        return None
+    means = have.groupby(["method", "test_domain"])["effective_features"].agg(["mean", "size"])
+    rows = [[method] + [f"{means.loc[(method, d), 'mean']:.0f} (n={means.loc[(method, d), 'size']})"
+                        if (method, d) in means.index else MISSING for d in domains] for method in methods]
+    return ["method"] + domains, rows
+
+
 def markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -139,6 +153,10 @@ def write_tables(collection: Collection, selection: str, output: Path) -> tuple[
             md += [f"\n### {title}\n", markdown(header, rows)]
             header, rows = table(summary, dataset, metric, domains[dataset], methods[dataset], latex=True)
             tex += [f"% {dataset}: {title}; selection: {name}", latex(header, rows), ""]
+        features = feature_table(collection.runs, dataset, domains[dataset], methods[dataset])
+        if features:
+            md += ["\n### effective number of features (participation ratio, `droptune analyze features`)\n",
+                   markdown(*features)]
     md.append(f"\nCells: mean ± standard error over replicates (trial seed, seed), in %; {MISSING}: no finished "
               "run; no ±: a single replicate; (n=k): fewer replicates than elsewhere in the table. average: the mean over test domains, shown only when every "
               "domain has a finished run.")

@@ -51,9 +51,10 @@ class DropoutClassifier(nn.Module):
         uint8 images (what droptune's transforms give) are normalized with the backbone's mean and
         std first; float input is taken as already normalized.
         """
-        if x.dtype == torch.uint8:
-            x = (x.float() - self.input_mean) / self.input_std
-        return self.backbone(x)
+        return self.backbone(self.normalize(x))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.input_mean) / self.input_std if x.dtype == torch.uint8 else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -21,6 +21,8 @@ SELECTIONS = ("training_domain", "oracle")
 # Fields that change where or how fast a run executes, never its numbers.
 # Where and how fast a run goes, not its numbers: left out of `identity()`, free to change on resume.
 RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "eval_batch_size", "progress")
+# Fields added after run folders existed: left out of `identity()` at these defaults, so older runs keep theirs.
+LATER_FIELDS = {"linearized": False}
 
 
 @dataclass
@@ -34,6 +36,7 @@ class TrainConfig:
     weights: str = "default"
     dropout: float = 0.9
     freeze_bn: bool = True
+    linearized: bool = False
     lr: float = 1e-3
     head_lr_mult: float = 1.0
     weight_decay: float = 1e-4
@@ -98,6 +101,8 @@ class TrainConfig:
              f"a step between 0 and {self.steps - 1}"),
             ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1, "0 < decay < 1"),
             ("bn_steps", self.bn_steps > 0, "a positive integer"),
+            ("linearized", not self.linearized or self.freeze_bn, "false when freeze_bn is false (the first-order "
+             "model needs frozen BatchNorm statistics)"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -113,7 +118,8 @@ class TrainConfig:
 
     def identity(self) -> str:
         """A stable hash of everything that determines the run's numbers."""
-        numeric = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        numeric = {k: v for k, v in self.to_dict().items()
+                   if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
         return hashlib.sha256(json.dumps(numeric, sort_keys=True).encode()).hexdigest()[:12]
 
     def default_run_name(self) -> str:

@@ -6,6 +6,7 @@
     best.safetensors  weights at the selected step
     swa.safetensors   (and ema, swad) selected weights of the along-run averages, when configured
     head_start.safetensors  the head probed before training (head_init: probe)
+    feature_usage.json  which features the head uses (`droptune analyze features`), read by `droptune report`
     last.pt           resumable state (model, optimizer, scheduler, step, RNG), replaced atomically
 """
 
@@ -41,6 +42,10 @@ class RunDir:
     @property
     def head_start(self) -> Path:
         return self.path / "head_start.safetensors"
+
+    @property
+    def feature_usage(self) -> Path:
+        return self.path / "feature_usage.json"
 
     @property
     def last(self) -> Path:

@@ -23,6 +23,7 @@ from droptune.data.domains import ImageFolderDomains, open_dataset
 from droptune.data.loaders import DomainBalancedBatches, DomainImages, make_loader
 from droptune.data.splits import split_domain, stable_seed
 from droptune.errors import DroptuneError
+from droptune.models.linearized import LinearizedClassifier
 from droptune.models.model import build_model
 from droptune.training.bench import Bench, eval_batch_size, holdout_splits
 from droptune.training.checkpoint import rng_state, save_json, save_torch, save_weights, set_rng_state
@@ -84,6 +85,8 @@ class Trainer:
         self.workers = config.workers if config.workers is not None else default_workers(
             self.device, self.dataset.decodes_files)
         self.head_start = init_head(self.model, config, self.dataset, self.device, self.workers, self.run.head_start)
+        if config.linearized:
+            self.model = LinearizedClassifier(self.model)
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config)

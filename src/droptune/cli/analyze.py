@@ -1,0 +1,116 @@
+"""`droptune analyze`: why it works — feature usage, the linearized model, interpolation — on finished run folders."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _subjects(args: argparse.Namespace, paths: list[Path]):
+    from droptune.analysis.subject import Subject
+    from droptune.combining.runs import read_runs
+    from droptune.training.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    return [Subject(run, device, args.workers, args.max_images, args.data_dir) for run in read_runs(paths)]
+
+
+def _features(args: argparse.Namespace) -> int:
+    from droptune.analysis import features
+    from droptune.analysis.subject import write_json
+
+    usages = []
+    print(f"{'run':<44} {'p':>5} {'PR':>6} {'exp(H)':>7} {'i.i.d.':>7} {'o.o.d.':>7}")
+    for subject in _subjects(args, args.runs):
+        usage = features.feature_usage(subject)
+        write_json(usage, subject.run.folder.feature_usage)
+        usages.append(usage)
+        print(f"{usage['run'][:44]:<44} {usage['dropout']:>5g} {usage['participation_ratio']:>6.0f} "
+              f"{usage['entropy']:>7.0f} {100 * usage['iid']:>7.1f} {100 * usage['ood']:>7.1f}")
+    write_json({"runs": usages}, args.output / "features.json")
+    files = features.plot(usages, args.output / "features")
+    print(f"\nPR: participation ratio of the features' contributions (of {usages[0]['num_features']}); "
+          f"exp(H): exponential of their entropy.\n{args.output / 'features.json'}, {files[0]}; "
+          "each run folder: feature_usage.json")
+    return 0
+
+
+def _linearity(args: argparse.Namespace) -> int:
+    from droptune.analysis import linearity
+    from droptune.analysis.subject import write_json
+
+    results = []
+    print(f"{'run':<40} {'model':<11} {'i.i.d.':>7} {'o.o.d.':>7}  agreement i.i.d./o.o.d.  ‖Δθ‖/‖θ₀‖")
+    for subject in _subjects(args, args.runs):
+        result = linearity.linearity(subject)
+        results.append(result)
+        for name in ("pretrained", "first_order", "network"):
+            extra = (f"  {100 * result['agreement_iid']:>6.1f} / {100 * result['agreement_ood']:<6.1f}"
+                     f"         {result['relative_change']['all']:.4f}") if name == "network" else ""
+            print(f"{result['run'][:40]:<40} {name:<11} {100 * result[name]['iid']:>7.1f} "
+                  f"{100 * result[name]['ood']:>7.1f}{extra}")
+    write_json({"runs": results}, args.output / "linearity.json")
+    files = linearity.plot(results, args.output / "linearity")
+    print(f"\n{args.output / 'linearity.json'}, {files[0]}")
+    return 0
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    from droptune.analysis import interpolation
+    from droptune.analysis.subject import write_json
+    from droptune.combining.runs import require_same
+
+    subjects = _subjects(args, args.runs)
+    alphas = interpolation.alpha_grid(args.points)
+    first = subjects[0]
+    lines = []
+    for subject in subjects:
+        start = interpolation.pretrained_state(subject)
+        lines.append({"label": f"θ₀ → {subject.run.name[:24]} (p={subject.config.dropout:g})",
+                      "start": "pretrained", "end": subject.run.name,
+                      "points": interpolation.line(subject, start, subject.weights(), alphas)})
+    if len(subjects) == 2:
+        require_same([s.run for s in subjects], {
+            "backbone": lambda run: run.config.backbone, "pre-trained weights": lambda run: run.config.weights,
+            "image size": lambda run: run.config.image_size}, "interpolate between these runs")
+        second = subjects[1]
+        lines.append({"label": f"p={first.config.dropout:g} → p={second.config.dropout:g}",
+                      "start": first.run.name, "end": second.run.name,
+                      "points": interpolation.line(first, first.weights(), second.weights(), alphas)})
+    for drawn in lines:
+        print(f"\n{drawn['label']}\n{'alpha':>6} {'i.i.d.':>7} {'o.o.d.':>7}")
+        for point in drawn["points"]:
+            print(f"{point['alpha']:>6.2f} {100 * point['iid']:>7.1f} {100 * point['ood']:>7.1f}")
+    write_json({"runs": [s.describe() for s in subjects], "lines": lines}, args.output / "interpolation.json")
+    files = interpolation.plot(lines, args.output / "interpolation")
+    print(f"\n{args.output / 'interpolation.json'}, {files[0]}")
+    return 0
+
+
+def add_analyze_commands(commands) -> None:
+    analyze = commands.add_parser(
+        "analyze", help="why it works: feature usage, the linearized model, weight interpolation",
+        description="The paper's analyses on finished run folders; each writes JSON and a figure (PNG, PDF) "
+                    "into --output. docs/results/analysis.md explains them.")
+    kinds = analyze.add_subparsers(dest="analysis", required=True)
+    helps = {
+        "features": ("per-feature contributions of each run's head, the effective number of features, and "
+                     "accuracy with only the top k features kept", _features),
+        "linearity": ("each run's network against its first-order Taylor model around the pre-trained weights",
+                      _linearity),
+        "interpolate": ("accuracy along the line from the pre-trained backbone to each run; with two runs, "
+                        "also from the first to the second", _interpolate),
+    }
+    for name, (text, run) in helps.items():
+        parser = kinds.add_parser(name, help=text, description=text)
+        parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                            help="completed run folders of one split")
+        parser.add_argument("--output", type=Path, required=True, help="folder for the JSON and the figure")
+        parser.add_argument("--max-images", type=int, help="score at most this many images per evaluation set "
+                            "(a seeded subset; default: all)")
+        parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        parser.add_argument("--workers", type=int, default=0, help="data-loader processes")
+        parser.add_argument("--data-dir", help="where the runs' dataset is, if not where they were trained")
+        if name == "interpolate":
+            parser.add_argument("--points", type=int, default=11, help="values of α from 0 to 1")
+        parser.set_defaults(run=run)
