@@ -66,16 +66,19 @@ def plot(results: list[dict], stem: Path) -> list[Path]:
     layers, bars = figure.subplots(1, 2)
     width = 0.8 / max(1, len(results))
     for i, result in enumerate(results):
-        change = {n: v for n, v in result["relative_change"].items() if n != "all" and n.endswith("weight")}
+        change = [(n, v) for n, v in result["relative_change"].items() if n != "all"]
         label = f"{result['run'][:28]} (p={result['dropout']:g}{', linearized' if result['linearized'] else ''})"
-        layers.plot(range(len(change)), list(change.values()), ".", color=f"C{i}", ms=4,
-                    label=f"{label}: all {result['relative_change']['all']:.3f}")
+        for kind, marker in (("weight", "."), ("bias", "x")):
+            points = [(j, v) for j, (n, v) in enumerate(change) if n.endswith(kind)]
+            layers.plot([j for j, _ in points], [v for _, v in points], marker, color=f"C{i}", ms=4, ls="",
+                        label=f"{label}: {kind}s" + (f" (all: {result['relative_change']['all']:.4f})"
+                                                     if kind == "weight" else ""))
         for j, name in enumerate(("pretrained", "first_order", "network")):
             for k, which in enumerate(("iid", "ood")):
                 x = 3 * k + j + i * width
                 bars.bar(x, 100 * result[name][which], width, color=f"C{i}", alpha=0.45 + 0.25 * j,
                          label=label if j == 0 and k == 0 else None)
-    layers.set(yscale="log", xlabel="weight tensor (input → output)", ylabel="‖θ − θ₀‖ / ‖θ₀‖",
+    layers.set(yscale="log", xlabel="parameter tensor (input → output; BatchNorm's affine ones included)", ylabel="‖θ − θ₀‖ / ‖θ₀‖",
                title="relative change of each weight tensor")
     layers.legend(fontsize=7)
     bars.set_xticks([3 * k + j + 0.4 - width / 2 for k in range(2) for j in range(3)],
