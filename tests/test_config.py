@@ -73,6 +73,9 @@ def test_save_load_round_trip_and_identity(tmp_path):
 
 def test_resume_allows_only_runtime_changes(tmp_path):
     TrainConfig(steps=20).save(tmp_path / "config.yaml")
+    with pytest.raises(DroptuneError, match="cannot resume .*: it holds no checkpoint \\(last.pt\\)"):
+        resumed_config(tmp_path, parse([]))
+    (tmp_path / "last.pt").write_bytes(b"")
     config = resumed_config(tmp_path, parse(["--workers", "2"]))
     assert config.workers == 2 and config.output_dir == str(tmp_path)
     with pytest.raises(DroptuneError, match="cannot change lr when resuming"):

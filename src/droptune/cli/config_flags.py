@@ -8,6 +8,7 @@ from pathlib import Path
 
 from droptune.errors import DroptuneError
 from droptune.training.config import RUNTIME_FIELDS, TrainConfig, base_type, coerce, field_types, read_yaml
+from droptune.training.run_dir import RunDir
 
 HELP = {
     "dataset": "registered dataset name (PACS, VLCS, OfficeHome, TerraIncognita, DomainNet, Office31, OfficeCaltech10, RotatedDigits) "
@@ -87,7 +88,12 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Trai
     if args.config is not None:
         layers.update(read_yaml(args.config))
     layers.update(flag_values(args))
-    return TrainConfig(**coerce(layers, "command line"))
+    try:
+        return TrainConfig(**coerce(layers, "command line"))
+    except DroptuneError as error:
+        if args.config is None:
+            raise
+        raise DroptuneError(f"{error} (config: {args.config} and the command line)") from None
 
 
 def resumed_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
@@ -95,6 +101,11 @@ def resumed_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
     config_file = Path(run_dir) / "config.yaml"
     if not config_file.exists():
         raise DroptuneError(f"cannot resume {run_dir}: no config.yaml there (is it a droptune run folder?)")
+    run = RunDir(Path(run_dir))
+    if not run.last.exists() and run.read_results() is None:
+        raise DroptuneError(f"cannot resume {run_dir}: it holds no checkpoint (last.pt), so the run stopped before "
+                            f"its first evaluation; start it again from step 0 with `droptune train --config "
+                            f"{config_file} --output-dir {run_dir}`")
     config = TrainConfig.load(config_file)
     changed = {k: v for k, v in flag_values(args).items() if getattr(config, k) != v}
     fixed = sorted(set(changed) - set(RUNTIME_FIELDS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -81,8 +82,7 @@ def one_line(error: BaseException) -> str:
     """The user-facing line of an error, also when a loader worker wrapped it in a traceback."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     last = lines[-1] if lines else type(error).__name__
-    prefix = f"{DroptuneError.__module__}.{DroptuneError.__name__}: "
-    return last.removeprefix(prefix) if "Traceback" in str(error) else " ".join(lines)
+    return re.sub(r"^droptune(\.\w+)+: ", "", last) if "Traceback" in str(error) else " ".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from droptune.data.images import read_rgb
 from droptune.data.registry import DatasetSpec, get_spec, unknown_dataset
 from droptune.errors import DroptuneError
 
@@ -85,6 +86,9 @@ class ImageFolderDomains(MultiDomainDataset):
         self.domains = _list_dirs(self.root)
         if not self.domains:
             raise DroptuneError(f"no domain folders in {self.root}: expected <domain>/<class>/<image>")
+        if len(self.domains) < 2:
+            raise DroptuneError(f"{self.root} holds a single domain folder ({self.domains[0]}): leave-one-domain-out "
+                                "needs at least 2, one to train on and one held out")
         if spec is not None and set(self.domains) != set(spec.domains):
             missing = sorted(set(spec.domains) - set(self.domains))
             extra = sorted(set(self.domains) - set(spec.domains))
@@ -110,8 +114,12 @@ class ImageFolderDomains(MultiDomainDataset):
             paths, labels = [], []
             for label, cls in enumerate(self.classes):
                 folder = self.root / domain / cls
-                files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+                files = sorted(p for p in folder.rglob("*")
+                               if (p.is_file() or p.is_symlink() and not p.is_dir()) and not p.name.startswith("."))
                 images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+                broken = [p for p in images if not p.exists()]
+                if broken:
+                    raise DroptuneError(f"{broken[0]} is a broken or looping symbolic link: expected an image file")
                 skipped += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
                 if not images:
                     raise DroptuneError(f"empty class folder: {folder} has no images")
@@ -132,14 +140,7 @@ class ImageFolderDomains(MultiDomainDataset):
         return str(self.path(domain, index))
 
     def read(self, domain: int, index: int, shrink_to: int | None = None) -> Image.Image:
-        path = self.path(domain, index)
-        try:
-            with Image.open(path) as image:
-                if shrink_to is not None:
-                    image.draft("RGB", (shrink_to, shrink_to))
-                return image.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise DroptuneError(f"cannot read image {path}: {error}") from None
+        return read_rgb(self.path(domain, index), shrink_to)
 
 
 def open_dataset(name: str, data_dir: str | os.PathLike | None = None) -> MultiDomainDataset:

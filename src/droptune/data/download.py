@@ -596,7 +596,11 @@ def download(name: str, data_dir: str | os.PathLike, sources: Sequence[str] = ()
                             f"to download again, or check it with `droptune data verify {target}`")
     overrides = parse_sources(recipe, sources)
     downloads = data_dir / DOWNLOADS / spec.folder
-    downloads.mkdir(parents=True, exist_ok=True)
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DroptuneError(f"cannot write into --data-dir {data_dir}: {error.strerror or error} "
+                            f"({error.filename}); choose a folder you can write to") from None
     files, origins = {}, {}
     for resource in recipe.resources:
         files[resource.key], origins[resource.key] = obtain(resource, overrides.get(resource.key), downloads)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from PIL import Image
 from tqdm import tqdm
 
 from droptune.data.domains import IMAGE_EXTENSIONS
+from droptune.data.images import UnreadableImage, read_rgb
 from droptune.data.registry import DatasetSpec, get_spec, unknown_dataset
 from droptune.errors import DroptuneError
 
@@ -83,7 +83,8 @@ def scan(root: str | os.PathLike) -> Layout:
         ignored += sorted(p for p in folder.iterdir() if p.is_file() and _visible(p))
         images[domain] = {}
         for cls in classes[domain]:
-            files = sorted(p for p in (folder / cls).rglob("*") if p.is_file() and _visible(p))
+            files = sorted(p for p in (folder / cls).rglob("*")
+                           if (p.is_file() or p.is_symlink() and not p.is_dir()) and _visible(p))
             images[domain][cls] = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
             ignored += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
     return Layout(root, domains, classes, images, ignored)
@@ -92,10 +93,9 @@ def scan(root: str | os.PathLike) -> Layout:
 def decode_error(path: Path) -> str | None:
     """Why the image at `path` cannot be decoded, or None when it decodes fully."""
     try:
-        with Image.open(path) as image:
-            image.load()
-    except Exception as error:  # any failure of the decoder, whatever its type, means a bad file
-        return str(error) or type(error).__name__
+        read_rgb(path)
+    except UnreadableImage as error:
+        return error.reason
     return None
 
 

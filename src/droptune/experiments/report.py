@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from droptune.data.registry import get_spec
+from droptune.errors import DroptuneError
 from droptune.experiments.collect import Collection
 from droptune.experiments.combos import COMBINED
 
@@ -180,6 +181,9 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
     from droptune.experiments.figures import plot_cloud, plot_curves, plot_dropout_curve
 
     collection = collect(root)
+    if collection.runs.empty and collection.skipped.empty:
+        raise DroptuneError(f"{root} holds no runs: expected a sweep folder (SWEEP_DIR/runs/<job>/) or a folder of "
+                            "run folders (each with config.yaml), as droptune sweep and droptune train write them")
     output.mkdir(parents=True, exist_ok=True)
     collection.runs.to_csv(output / "runs.csv", index=False)
     collection.skipped.to_csv(output / "skipped.csv", index=False)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from droptune.data.domains import open_dataset
 from droptune.data.registry import get_spec
@@ -22,7 +21,7 @@ from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.experiments.combos import check_methods
 from droptune.experiments.jobs import Job
-from droptune.training.config import TrainConfig, coerce, coerce_value
+from droptune.training.config import TrainConfig, coerce, coerce_value, load_yaml_file
 
 PRESETS = Path(__file__).resolve().parent / "presets"
 # Set by the sweep for each job; a base or a method may not set them.
@@ -147,10 +146,7 @@ def load_spec(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
     if not path.is_file():
         presets = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
         raise DroptuneError(f"sweep file not found: {name_or_path} (expected a YAML file or a preset: {presets})")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise DroptuneError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
+    data = load_yaml_file(path, "sweep file")
     if not isinstance(data, dict):
         raise DroptuneError(f"{path} must hold a mapping of sweep keys, got {type(data).__name__}")
     data = {"name": path.stem, **data}

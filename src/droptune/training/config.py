@@ -143,15 +143,25 @@ class TrainConfig:
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """The config fields set in a YAML file, checked against TrainConfig's fields and types."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise DroptuneError(f"config file not found: {path}") from None
-    except yaml.YAMLError as error:
-        raise DroptuneError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
+    data = load_yaml_file(path, "config file")
     if not isinstance(data, dict):
         raise DroptuneError(f"{path} must hold a mapping of config fields, got {type(data).__name__}")
     return coerce(data, str(path))
+
+
+def load_yaml_file(path: str | os.PathLike, what: str) -> Any:
+    """The YAML document in a text file; a missing, unreadable, binary or malformed file is a one-line error."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise DroptuneError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError as error:
+        raise DroptuneError(f"{path} is not a text file (byte {error.start} is not UTF-8): "
+                            f"expected a YAML {what}") from None
+    except OSError as error:
+        raise DroptuneError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise DroptuneError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
 
 
 def field_types() -> dict[str, Any]:
