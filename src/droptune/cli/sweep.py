@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from droptune.errors import DroptuneError
+
+if TYPE_CHECKING:
+    from droptune.experiments.jobs import Job
+    from droptune.experiments.sweep import SweepSpec
 
 PREVIEW = 20  # run folders listed on the console per kind of problem; skipped.csv lists them all
 
@@ -52,10 +56,9 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from droptune.experiments.jobs import FAILED, read_error, state
-    from droptune.experiments.launchers import make_launcher
-    from droptune.experiments.runner import run_sweep
+    from droptune.experiments.jobs import state
     from droptune.experiments.sweep import load_spec
+    from droptune.training.run_dir import exclusive
 
     spec = load_spec(args.spec, spec_overrides(args))
     output = args.output or Path("sweeps") / spec.name
@@ -71,7 +74,17 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     if args.max_retries < 0:
         raise DroptuneError(f"invalid --max-retries {args.max_retries}: expected 0 or more")
-    output.mkdir(parents=True, exist_ok=True)
+    with exclusive(output, "sweep folder"):
+        return _run(args, spec, output, jobs)
+
+
+def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job]) -> int:
+    """The sweep's jobs, then its combinations, while this process holds the sweep folder."""
+    from droptune.experiments.jobs import FAILED, read_error, state
+    from droptune.experiments.launchers import make_launcher
+    from droptune.experiments.runner import run_sweep
+    from droptune.training.run_dir import RunDir
+
     (output / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     options = {
         "local": {"workers": args.workers},
@@ -81,18 +94,19 @@ def _sweep(args: argparse.Namespace) -> int:
         "ray": {"address": args.ray_address, "cpus_per_job": args.ray_cpus, "gpus_per_job": args.ray_gpus},
     }[args.launcher]
     summary = run_sweep(jobs, make_launcher(args.launcher, output, **options), args.max_retries)
+    failed_combinations = []
     if spec.combine:
         from droptune.experiments.combos import combine_sweep
 
-        combine_sweep(jobs, output, spec.combine)
+        failed_combinations = combine_sweep(jobs, output, spec.combine)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
     print(f"\n{len(jobs)} jobs ({counts}); {summary.executions} run(s) started now. Tables and figures: "
           f"droptune report {output}")
-    failed = [job for job in jobs if state(job.run) == FAILED]
-    for job in failed[:PREVIEW]:
-        error = read_error(job.run) or {}
-        print(f"  failed: {job.run.path}: {error.get('message', '?')}")
-    return 0 if summary.complete else 1
+    failed = [job.run for job in jobs if state(job.run) == FAILED] + [RunDir(p) for p in failed_combinations]
+    for run in failed[:PREVIEW]:
+        error = read_error(run) or {}
+        print(f"  failed: {run.path}: {error.get('message', '?')}")
+    return 0 if summary.complete and not failed_combinations else 1
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 from droptune.errors import DroptuneError
 from droptune.training.checkpoint import save_json
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.training.run_dir import FolderBusy, RunDir
 
 DONE, DIVERGED, FAILED, INTERRUPTED, PENDING = "done", "diverged", "failed", "interrupted", "pending"
 FINAL = (DONE, DIVERGED)  # rerunning these would give the same numbers
@@ -110,6 +110,8 @@ def execute(job: Job) -> str:
     prepare(job)
     try:
         train(job.config, resume=True)
+    except FolderBusy as busy:  # another process trains it: not this job's failure, nothing to record
+        print(f"droptune: {busy}", file=sys.stderr)
     except Exception as error:  # noqa: BLE001 - one job's failure must not stop the sweep
         record_error(job.run, f"{type(error).__name__}: {error}", traceback.format_exc())
     return state(job.run)

@@ -8,15 +8,68 @@
     head_start.safetensors  the head probed before training (head_init: probe)
     feature_usage.json  which features the head uses (`droptune analyze features`), read by `droptune report`
     last.pt           resumable state (model, optimizer, scheduler, step, RNG), replaced atomically
+    .lock             locked by the process that trains the run, for as long as it runs
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from droptune.errors import DroptuneError
+
+LOCK = ".lock"
+_held: set[int] = set()  # descriptors of the locks this process holds
+
+
+class FolderBusy(DroptuneError):
+    """Another process (or another writer in this one) holds the folder's lock."""
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` while the block runs; a second writer gets FolderBusy.
+
+    flock(2) on `folder`/.lock: the kernel releases it when the process ends, however it ends (kill -9
+    included), so a stale lock never blocks a resume. Processes forked while it is held (loader workers)
+    close their copy, so the lock goes with the process that took it. A folder this call created is
+    removed again if nothing but the lock was written to it (a run that failed to start).
+    """
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise FolderBusy(f"{what} {folder} is in use by another droptune process (pid {holder}): wait for it "
+                         "to end, or use another folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held.add(fd)
+    try:
+        yield
+    finally:
+        if created and os.listdir(folder) == [LOCK]:
+            (folder / LOCK).unlink()
+            folder.rmdir()
+        _held.discard(fd)
+        os.close(fd)
+
+
+def _forget_locks_in_child() -> None:
+    for fd in _held:
+        os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 @dataclass(frozen=True)
@@ -51,6 +104,10 @@ class RunDir:
     def last(self) -> Path:
         return self.path / "last.pt"
 
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """The run folder's lock: one writer at a time, for the writer's whole life."""
+        return exclusive(self.path, "run folder")
+
     def baseline(self, name: str) -> Path:
         """Selected weights of an along-run weight average ("swa", "ema", "swad")."""
         return self.path / f"{name}.safetensors"
@@ -64,13 +121,20 @@ class RunDir:
         if not self.metrics.exists():
             return []
         records = []
-        for number, line in enumerate(self.metrics.read_text().splitlines(), 1):
+        try:
+            lines = self.metrics.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise DroptuneError(f"{self.metrics} is not a text file: expected one JSON record per line") from None
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 raise DroptuneError(f"{self.metrics} line {number} is not valid JSON") from None
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise DroptuneError(f"{self.metrics} line {number} is not an evaluation record (no step)")
+            records.append(record)
         return [r for r in records if up_to_step is None or r["step"] <= up_to_step]
 
     def rewrite_metrics(self, records: list[dict]) -> None:
@@ -81,6 +145,9 @@ class RunDir:
         if not self.results.exists():
             return None
         try:
-            return json.loads(self.results.read_text())
-        except json.JSONDecodeError:
+            results = json.loads(self.results.read_text(encoding="utf-8"))
+        except ValueError:
             raise DroptuneError(f"{self.results} is not valid JSON") from None
+        if not isinstance(results, dict):
+            raise DroptuneError(f"{self.results} holds {type(results).__name__}, expected a JSON object")
+        return results

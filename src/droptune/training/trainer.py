@@ -280,7 +280,12 @@ class Trainer:
 
 
 def is_collapsed(best_iid: float, final_loss: float, majority_rate: float, num_classes: int) -> bool:
-    """Stuck at predicting the majority class: validation accuracy never left its rate, loss stayed near ln C."""
+    """Stuck at predicting the majority class: validation accuracy never left its rate, loss stayed near ln C.
+
+    Undecidable, hence False, when the majority rate leaves no room above it (held-out images of one class).
+    """
+    if majority_rate + COLLAPSE_MARGIN >= 1:
+        return False
     return best_iid <= majority_rate + COLLAPSE_MARGIN and final_loss >= 0.9 * math.log(num_classes)
 
 
@@ -290,18 +295,28 @@ def train(config: TrainConfig, resume: bool = False, until: int | None = None) -
     `until` stops early with a checkpoint, as an interruption would; returns None then.
     """
     run = RunDir(config.run_dir())
+    done = _finished(run, resume)
+    if done is not None:
+        return done
+    with run.hold():
+        done = _finished(run, resume)  # again: another process may have finished it before we held the lock
+        if done is not None:
+            return done
+        trainer = Trainer(config)
+        if resume and run.last.exists():
+            trainer.restore()
+        else:
+            config.save(run.config)
+            run.metrics.unlink(missing_ok=True)
+        return trainer.fit(until)
+
+
+def _finished(run: RunDir, resume: bool) -> dict | None:
+    """The results of a completed run to resume; an error when a new run would overwrite one."""
     if resume:
         done = run.read_results()
-        if done is not None and done.get("status") == "completed":
-            return done
-    elif run.results.exists() or run.last.exists():
+        return done if done is not None and done.get("status") == "completed" else None
+    if run.results.exists() or run.last.exists():
         raise DroptuneError(f"run folder {run.path} already holds a run: resume it with --resume {run.path} "
                             "or choose another --output-dir")
-    trainer = Trainer(config)
-    if resume and run.last.exists():
-        trainer.restore()
-    else:
-        run.path.mkdir(parents=True, exist_ok=True)
-        config.save(run.config)
-        run.metrics.unlink(missing_ok=True)
-    return trainer.fit(until)
+    return None
