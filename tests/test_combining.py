@@ -1,5 +1,6 @@
 """Ensembles, weight averages, SWAD and soups: the math on tiny tensors, and combining tiny runs."""
 
+import functools
 import json
 import shutil
 
@@ -13,6 +14,7 @@ from droptune.cli.main import main
 from droptune.combining.averaging import WeightAverage, recompute_bn
 from droptune.combining.combine import combine
 from droptune.combining.ensemble import OutputEnsemble
+from droptune.combining import probe
 from droptune.combining.probe import linear_probe
 from droptune.combining.swad import LossValley
 from droptune.errors import DroptuneError
@@ -355,3 +357,62 @@ def test_cli_combine_prints_a_table_and_errors_in_one_line(trained, tmp_path, ca
     assert main(["combine", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("droptune: error: ") and "no config.yaml" in err and "\n" not in err
+
+
+def test_probe_head_start_is_shared_over_the_papers_lr_and_weight_decay_grid(image_folder, pretrained_file, tmp_path,
+                                                                            monkeypatch):
+    """The probe depends on the split, backbone, weights, dropout and image size, never on lr, weight decay or
+    seed: every run of the paper's grid starts from one head, and their weights can be averaged."""
+    monkeypatch.setattr(probe, "linear_probe", functools.partial(probe.linear_probe, steps=20))
+
+    def config(lr, wd, seed=0):
+        return toy_config(image_folder, tmp_path, weights=str(pretrained_file), head_init="probe", lr=lr,
+                          weight_decay=wd, seed=seed, steps=4, eval_every=4,
+                          output_dir=str(tmp_path / f"lr{lr}-wd{wd}-s{seed}"))
+
+    trainers = [Trainer(config(lr, wd)) for lr in (1e-3, 5e-4) for wd in (1e-4, 5e-5, 1e-5)]
+    first = trainers[0]
+    for trainer in trainers:
+        assert trainer.head_start == first.head_start
+        assert torch.equal(trainer.model.head.fc.weight, first.model.head.fc.weight)
+    runs = [config(1e-3, 1e-4, seed=0), config(5e-4, 1e-5, seed=1)]
+    for run in runs:
+        train(run)
+    soup = combine([r.output_dir for r in runs], ["uniform_soup"], tmp_path / "soup", device="cpu", workers=0)
+    assert soup["uniform_soup"]["members"] == [r.run_dir().name for r in runs]
+
+
+def test_a_group_that_cannot_be_combined_is_recorded_and_the_others_go_on(trained, tmp_path):
+    from droptune.experiments.collect import collect
+    from droptune.experiments.combos import combine_sweep
+    from droptune.experiments.jobs import Job
+
+    folder, run = trained
+    config = toy_config(folder, tmp_path, head_seed=0)
+    jobs = []
+    for method in ("shared head", "own heads"):
+        for seed in (0, 1):
+            copy = derive(run, tmp_path / "runs" / f"{method}-{seed}".replace(" ", "_"), 0.5 + seed / 10)
+            if method == "own heads":
+                results = json.loads((copy / "results.json").read_text())
+                (copy / "results.json").write_text(json.dumps({**results, "head_start": f"run seed {seed}"}))
+            jobs.append(Job(config.replace(seed=seed, output_dir=str(copy)), method))
+    sweep = tmp_path / "sweep"
+    stale = sweep / "combined" / "toy-c-trial0-own_heads" / "uniform_soup"
+    stale.mkdir(parents=True)
+    (stale / "results.json").write_text(json.dumps({"runs": [{"run": "an earlier member"}]}))
+    log = []
+    failed = combine_sweep(jobs, sweep, ["ensemble", "uniform_soup"], device="cpu", workers=0, log=log.append)
+
+    assert failed == [stale]
+    assert not (stale / "results.json").exists(), "nothing stale or half-written is left as if finished"
+    error = json.loads((stale / "error.json").read_text())
+    assert "head initialization" in error["message"] and error["attempts"] == 1
+    assert any("cannot combine toy-c-trial0-own_heads by uniform_soup" in line for line in log)
+    for done in ("toy-c-trial0-own_heads/ensemble", "toy-c-trial0-shared_head/ensemble",
+                 "toy-c-trial0-shared_head/uniform_soup"):
+        assert (sweep / "combined" / done / "results.json").is_file()
+    assert combine_sweep(jobs, sweep, ["ensemble", "uniform_soup"], device="cpu", workers=0, log=log.append) == [stale]
+    assert json.loads((stale / "error.json").read_text())["attempts"] == 2, "a failed combination is tried again"
+    skipped = collect(sweep).skipped
+    assert skipped["reason"].tolist() == [f"failed after 2 attempt(s): {error['message']}"]

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from droptune.combining.ensemble import OutputEnsemble
 from droptune.combining.runs import Run, Split, read_runs
-from droptune.combining.soups import greedy_soup, uniform_soup
+from droptune.combining.soups import check_averageable, greedy_soup, uniform_soup
 from droptune.errors import DroptuneError
 from droptune.training.checkpoint import save_json, save_weights
 from droptune.training.evaluate import accuracy_of
 from droptune.training.trainer import default_workers, resolve_device
 
-METHODS = ("ensemble", "uniform_soup", "greedy_soup")
+SOUPS = {"uniform_soup": uniform_soup, "greedy_soup": greedy_soup}
+METHODS = ("ensemble", *SOUPS)
 
 
 def output_ensemble(runs: Sequence[Run], split: Split, outputs: str = "probs") -> tuple[dict, None]:
@@ -43,6 +44,8 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
     if unknown:
         raise DroptuneError(f"unknown combination method {unknown[0]!r}: expected one of {', '.join(METHODS)}")
     runs = read_runs(paths)
+    if any(method in SOUPS for method in methods):
+        check_averageable(runs)  # before anything is written
     first = runs[0]
     torch_device = resolve_device(device)
     split = Split(first.config, torch_device, workers if workers is not None else default_workers(torch_device),
@@ -53,7 +56,7 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
         if method == "ensemble":
             scores, weights = output_ensemble(runs, split, outputs)
         else:
-            scores, weights = {"uniform_soup": uniform_soup, "greedy_soup": greedy_soup}[method](runs, split)
+            scores, weights = SOUPS[method](runs, split)
         folder = Path(output) / method
         results = {
             "status": "completed",

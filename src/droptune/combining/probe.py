@@ -37,8 +37,11 @@ PROBE_BATCH = 256
 # What a probe must share with the runs that start from it (the last two keep its images out of their held-out sets).
 PROBE_KEYS = ("dataset", "test_domain", "classes", "backbone", "weights", "trial_seed", "holdout_fraction")
 PROBE = "probe"  # head_init value: probe the run's own split before training
-PROBE_SETTINGS = ("image_size", "dropout", "weight_decay", "freeze_bn")
-PROBE_SEED = 0  # not the run seed: runs that differ only in seed must share their start
+# The run settings a probe depends on. Not lr, weight_decay or the run seed: the runs of a sweep's grid
+# differ in those and must share their start to be averaged.
+PROBE_SETTINGS = ("image_size", "dropout", "freeze_bn")
+PROBE_SEED = 0
+PROBE_WEIGHT_DECAY = 1e-4  # the paper's default, whatever the run's
 
 
 def init_head(model: DropoutClassifier, config: TrainConfig, dataset: MultiDomainDataset, device: torch.device,
@@ -108,7 +111,7 @@ def read_head(path: str | os.PathLike, expected: dict) -> dict[str, torch.Tensor
 def probe_key(config: TrainConfig, dataset: MultiDomainDataset) -> str:
     """What an on-the-fly probe is a function of, hashed: equal keys, equal head starts."""
     settings = {**probe_metadata(config, dataset), **{k: getattr(config, k) for k in PROBE_SETTINGS},
-                "steps": PROBE_STEPS, "lr": PROBE_LR, "seed": PROBE_SEED}
+                "steps": PROBE_STEPS, "lr": PROBE_LR, "weight_decay": PROBE_WEIGHT_DECAY, "seed": PROBE_SEED}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -160,7 +163,7 @@ def linear_probe(config: TrainConfig, device: torch.device, workers: int, steps:
                 for d in train_domains]
 
     head = model.head.train()
-    optimizer = torch.optim.Adam(head.fc.parameters(), lr=lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(head.fc.parameters(), lr=lr, weight_decay=PROBE_WEIGHT_DECAY)
     generator = torch.Generator(device=device).manual_seed(stable_seed("probe", config.seed))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(stable_seed("probe-dropout", config.seed))

@@ -60,11 +60,11 @@ def collect(root: Path) -> Collection:
         except Unusable as reason:
             skipped.append({"path": str(path), "reason": str(reason), "dataset": _dataset_name(config),
                             "method": method, "test_domain": None if config is None else config.get("test_domain")})
-    for path in sorted(Path(root).glob(f"{COMBINED}/*/*/results.json")):
+    for path in sorted(p for p in Path(root).glob(f"{COMBINED}/*/*") if p.is_dir()):
         try:
-            rows.append(read_combination(path.parent))
+            rows.append(read_combination(path))
         except Unusable as reason:
-            skipped.append({"path": str(path.parent), "reason": str(reason), "dataset": None, "method": None,
+            skipped.append({"path": str(path), "reason": str(reason), "dataset": None, "method": None,
                             "test_domain": None})
     runs = label_hparams(pd.DataFrame(rows))
     return Collection(runs, pd.DataFrame(skipped, columns=["path", "reason", "dataset", "method", "test_domain"]),

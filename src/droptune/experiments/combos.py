@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from droptune.combining.combine import METHODS, combine
 from droptune.errors import DroptuneError
-from droptune.experiments.jobs import DONE, FINAL, Job, state
+from droptune.experiments.jobs import DONE, FINAL, Job, error_file, record_error, state
 from droptune.training.checkpoint import save_json
+from droptune.training.run_dir import RunDir
 
 COMBINED = "combined"
 GROUP_FILE = "group.json"
@@ -52,10 +54,14 @@ def groups(jobs: Sequence[Job]) -> list[Group]:
 
 
 def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], device: str = "auto",
-                  workers: int | None = None, log: Callable[[str], None] = print) -> int:
-    """Combine every group whose jobs have all ended and which has 2 or more finished runs; returns how many
-    combinations were computed now."""
-    computed = 0
+                  workers: int | None = None, log: Callable[[str], None] = print) -> list[Path]:
+    """Combine every group whose jobs have all ended and which has 2 or more finished runs.
+
+    A combination that fails (soups of runs with different head starts, say) is recorded like a failed
+    job, in its folder's error.json with no results.json left beside it, and the others go on; the next
+    invocation tries it again. Returns the folders of the combinations that failed.
+    """
+    failed = []
     for group in groups(jobs):
         states = [state(job.run) for job in group.jobs]
         done = [job for job, s in zip(group.jobs, states) if s == DONE]
@@ -68,9 +74,20 @@ def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], 
             continue
         log(f"combining {len(done)} runs of {group.name}: {', '.join(todo)}")
         save_json({**group.describe(), "combined": members}, folder / GROUP_FILE)
-        combine([job.run.path for job in sorted(done, key=lambda j: j.id)], todo, folder, device, workers)
-        computed += len(todo)
-    return computed
+        paths = [job.run.path for job in sorted(done, key=lambda j: j.id)]
+        for method in todo:
+            outcome = RunDir(folder / method)
+            try:
+                combine(paths, [method], folder, device, workers)
+            except Exception as error:  # noqa: BLE001 - one group's failure must not stop the others
+                for stale in (outcome.results, outcome.path / "soup.safetensors"):
+                    stale.unlink(missing_ok=True)
+                record_error(outcome, f"{type(error).__name__}: {error}", traceback.format_exc())
+                log(f"cannot combine {group.name} by {method}: {error}")
+                failed.append(outcome.path)
+            else:
+                error_file(outcome).unlink(missing_ok=True)
+    return failed
 
 
 def _members(results: Path) -> list[str] | None:
