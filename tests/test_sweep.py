@@ -96,10 +96,26 @@ def test_presets_expand(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPTUNE_DATA_DIR", "/env/data")
     paper = load_spec("paper").jobs(tmp_path)
     assert {j.config.data_dir for j in paper} == {"/env/data"}
-    assert len(paper) == 4 * 4 * 6 * 3 * 4
-    assert {j.config.backbone for j in paper} == {"resnet50"}
+    assert len(paper) == 4 * 4 * 6 * 3 * 5
+    assert {j.config.backbone for j in paper} == {"resnet50"} and {j.config.weights for j in paper} == {"IMAGENET1K_V2"}
     assert {(j.config.lr, j.config.weight_decay) for j in paper} == {
         (lr, wd) for lr in (1e-3, 5e-4) for wd in (1e-4, 5e-5, 1e-5)}
+    # the official script's protocol: one split for the 3 seeds, fp32, the random head of the run's seed, and
+    # along every run the logit ensemble and the weight average from step 300
+    assert {j.config.trial_seed for j in paper} == {0} and {j.config.seed for j in paper} == {0, 1, 2}
+    assert {(j.config.amp, j.config.head_init, j.config.head_seed) for j in paper} == {("none", None, None)}
+    assert {(j.config.ensemble_start, j.config.ensemble_outputs, j.config.average_start) for j in paper} == {
+        (300, "logits", 300)}
+    assert {(j.config.steps, j.config.milestones[0], j.config.eval_every, j.config.batch_size) for j in paper} == {
+        (10000, 5000, 300, 32)}
+    assert {(j.method, j.config.dropout, j.config.head_lr_mult) for j in paper} == {
+        ("dropout 0", 0.0, 1.0), ("dropout 0.5", 0.5, 1.0), ("dropout 0.9", 0.9, 1.0), ("dropout 0.95", 0.95, 1.0),
+        ("dropout 0.9 head 10x", 0.9, 10.0)}
+    assert load_spec("paper").combine == ["ensemble"]
+    soups = load_spec("paper-soups").jobs(tmp_path)
+    assert len(soups) == 4 * 4 * 6 * 3 * 2 and {j.config.head_init for j in soups} == {"probe"}
+    assert {j.id for j in soups} <= {j.id for j in load_spec("paper", {"base": {"head_init": "probe"}}).jobs(tmp_path)}
+    assert load_spec("paper-soups").combine == ["ensemble", "uniform_soup", "greedy_soup"]
     cpu = load_spec("cpu", {"data_dir": "/data"}).jobs(tmp_path)
     assert {j.config.dataset for j in cpu} == {"PACS"} and {j.config.data_dir for j in cpu} == {"/data"}
     assert {j.config.test_domain for j in cpu} == {"art_painting", "cartoon", "photo", "sketch"}
