@@ -304,12 +304,12 @@ def test_slurm_options_reach_the_job_array(tmp_path, monkeypatch):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     launcher = SlurmLauncher(folder=tmp_path / "slurm", partition="gpu", account="lab", time_min=720,
-                             gpus_per_job=2, cpus_per_job=10, mem_gb=64, array_parallelism=32)
+                             gpus_per_job=2, cpus_per_job=10, mem_gb=64, array_parallelism=32, signal_delay_s=300)
     parameters = launcher.executor()._executor.parameters
     assert {k: parameters[k] for k in ("partition", "account", "time", "gpus_per_node", "cpus_per_task",
-                                       "array_parallelism", "mem")} == {
+                                       "array_parallelism", "mem", "signal_delay_s")} == {
         "partition": "gpu", "account": "lab", "time": 720, "gpus_per_node": 2, "cpus_per_task": 10,
-        "array_parallelism": 32, "mem": "64GB"}
+        "array_parallelism": 32, "mem": "64GB", "signal_delay_s": 300}
 
 
 def test_ray_launcher_on_a_local_ray_instance(image_folder, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from droptune.cli.combine import add_combine_commands
 from droptune.cli.data import add_data_commands
 from droptune.cli.sweep import add_sweep_commands
 from droptune.errors import DroptuneError
+from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except Interrupted as error:
+        print(f"droptune: {error}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     except DroptuneError as error:
         print(f"droptune: error: {one_line(error)}", file=sys.stderr)
         return 2

@@ -90,7 +90,8 @@ def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job
         "local": {"workers": args.workers},
         "slurm": {"partition": args.slurm_partition, "account": args.slurm_account, "time_min": args.slurm_time,
                   "gpus_per_job": args.slurm_gpus, "cpus_per_job": args.slurm_cpus, "mem_gb": args.slurm_mem_gb,
-                  "array_parallelism": args.slurm_array_parallelism, "cluster": args.slurm_cluster},
+                  "array_parallelism": args.slurm_array_parallelism, "signal_delay_s": args.slurm_signal_delay,
+                  "cluster": args.slurm_cluster},
         "ray": {"address": args.ray_address, "cpus_per_job": args.ray_cpus, "gpus_per_job": args.ray_gpus},
     }[args.launcher]
     summary = run_sweep(jobs, make_launcher(args.launcher, output, **options), args.max_retries)
@@ -165,6 +166,9 @@ def add_sweep_commands(commands) -> None:
     slurm.add_argument("--slurm-cpus", type=int, help="CPUs per job (default: 8)")
     slurm.add_argument("--slurm-mem-gb", type=int, help="memory per job")
     slurm.add_argument("--slurm-array-parallelism", type=int, help="jobs running at once (default: 256)")
+    slurm.add_argument("--slurm-signal-delay", type=int, metavar="SECONDS",
+                       help="Slurm signals a job (USR2) this long before its time limit; the run saves and the "
+                            "task is requeued (default: 120)")
     slurm.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"),
                        help="submitit's executor: slurm, or local/debug to try the array without Slurm")
     ray = sweep.add_argument_group("--launcher ray")

@@ -8,6 +8,7 @@ uninterrupted one would, with any number of loader workers.
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -116,6 +117,13 @@ class EvalSplit:
     keys: list[Key]
 
 
+def ignore_stop_signals(_worker_id: int) -> None:
+    """Loader workers leave SIGTERM/SIGINT to the main process: a terminal's Ctrl-C or Slurm's SIGTERM reaches
+    every process of the job, and a worker that died of it would abort the step the trainer is finishing."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def make_loader(images: DomainImages, batches, workers: int, pin_memory: bool = False) -> DataLoader:
     """A loader that leaves the global RNG alone (its own generator), so dropout masks survive a resume."""
     return DataLoader(
@@ -126,6 +134,7 @@ def make_loader(images: DomainImages, batches, workers: int, pin_memory: bool = 
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator(),
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )
 
 

@@ -167,7 +167,9 @@ def _why_unfinished(path: Path) -> str:
             step = json.loads((path / "metrics.jsonl").read_text().splitlines()[-1])["step"]
         except (OSError, ValueError, KeyError, IndexError):
             step = "?"
-        return f"interrupted (last evaluation at step {step}); running the sweep again resumes it"
+        stopped = RunDir(path).read_interrupted()
+        how = f"stopped by {stopped['signal']} at step {stopped['step']}, " if stopped else ""
+        return f"interrupted ({how}last evaluation at step {step}); running the sweep again resumes it"
     return "not started"
 
 

@@ -6,7 +6,8 @@ invocation agree on it:
     job.json     the job (method, hyper-parameters, config); written before it first runs
     results.json the run finished (DONE, or DIVERGED when its status says so)
     error.json   its last attempt raised or its worker died: message, traceback, attempts (FAILED)
-    last.pt      it was interrupted after a checkpoint and resumes from there (INTERRUPTED)
+    last.pt      it was interrupted after a checkpoint and resumes from there (INTERRUPTED; interrupted.json
+                 too when a signal stopped it)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from droptune.errors import DroptuneError
 from droptune.training.checkpoint import save_json
 from droptune.training.config import TrainConfig
+from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted
 from droptune.training.run_dir import FolderBusy, RunDir
 
 DONE, DIVERGED, FAILED, INTERRUPTED, PENDING = "done", "diverged", "failed", "interrupted", "pending"
@@ -104,17 +106,40 @@ def record_error(run: RunDir, message: str, trace: str = "") -> None:
 
 
 def execute(job: Job) -> str:
-    """Run or resume the job; a failure is recorded in its folder, never raised. Returns its new state."""
+    """Run or resume the job; a failure is recorded in its folder, never raised. Returns its new state.
+
+    A stop signal is not a failure: `Interrupted` is raised, with the job's state saved for a resume.
+    """
     from droptune.training.trainer import train
 
     prepare(job)
     try:
         train(job.config, resume=True)
+    except Interrupted:
+        raise
     except FolderBusy as busy:  # another process trains it: not this job's failure, nothing to record
         print(f"droptune: {busy}", file=sys.stderr)
     except Exception as error:  # noqa: BLE001 - one job's failure must not stop the sweep
         record_error(job.run, f"{type(error).__name__}: {error}", traceback.format_exc())
     return state(job.run)
+
+
+class RequeuedExecute:
+    """`execute` for submitit: a task stopped by Slurm's signal before its time limit (or by a preemption)
+    saves its run, then hands the signal back to submitit, which calls `checkpoint` and requeues the task;
+    the requeued task resumes the run from last.pt. Submitit recognizes it by its `checkpoint` method."""
+
+    def __call__(self, job: Job) -> str:
+        try:
+            return execute(job)
+        except Interrupted as stopped:
+            signal.raise_signal(stopped.signum)  # submitit's handler again: it requeues on its own signal
+            return state(job.run)
+
+    def checkpoint(self, job: Job) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, job)
 
 
 def die_with_parent() -> None:
@@ -127,7 +152,11 @@ def die_with_parent() -> None:
 def main(argv: list[str]) -> int:
     """`python -m droptune.experiments.jobs RUN_DIR`: how the local launcher runs a job in its own process."""
     die_with_parent()
-    return 0 if execute(Job.read(argv[0])) in FINAL else RECORDED
+    try:
+        return 0 if execute(Job.read(argv[0])) in FINAL else RECORDED
+    except Interrupted as stopped:
+        print(f"droptune: {stopped}", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from droptune.errors import DroptuneError
-from droptune.experiments.jobs import RECORDED, Job, execute
+from droptune.experiments.jobs import RECORDED, Job, RequeuedExecute, execute
+from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted, StopRequest, signal_name
 
 LAUNCHERS = ("local", "slurm", "ray")
 
@@ -74,8 +76,19 @@ class LocalLauncher:
         for slot in range(workers):
             slots.put(slot)
 
+        running: dict[int, subprocess.Popen] = {}
+        lock = threading.Lock()
+
+        def forward(signum: int) -> None:
+            with lock:
+                for process in running.values():
+                    process.send_signal(signum)
+
         def run_one(job: Job) -> None:
             slot = slots.get()
+            if stop.received is not None:
+                slots.put(slot)
+                return
             env = dict(os.environ)
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
@@ -87,19 +100,27 @@ class LocalLauncher:
             try:
                 events.started(job)
                 log = job.run.path / "log.txt"
-                with log.open("a") as out:
-                    code = subprocess.run([sys.executable, "-m", "droptune.experiments.jobs", str(job.run.path)],
-                                          stdout=out, stderr=subprocess.STDOUT, env=env, check=False).returncode
-                events.ended(job, None if code in (0, RECORDED) else f"worker exited with status {code}; see {log}")
+                with log.open("a") as out, lock:
+                    process = subprocess.Popen([sys.executable, "-m", "droptune.experiments.jobs", str(job.run.path)],
+                                               stdout=out, stderr=subprocess.STDOUT, env=env)
+                    running[process.pid] = process
+                    if stop.received is not None:  # the signal came while this job was starting
+                        process.send_signal(stop.received)
+                code = process.wait()
+                with lock:
+                    del running[process.pid]
+                events.ended(job, None if code in (0, RECORDED, INTERRUPTED_EXIT)
+                             else f"worker exited with status {code}; see {log}")
             finally:
                 slots.put(slot)
 
-        pool = ThreadPoolExecutor(workers)
-        try:
+        # A stop signal goes on to the running workers, which save their runs; no further job starts.
+        with StopRequest(then=forward) as stop, ThreadPoolExecutor(workers) as pool:
             for future in [pool.submit(run_one, job) for job in jobs]:
                 future.result()
-        finally:
-            pool.shutdown(cancel_futures=True)
+        if stop.received is not None:
+            raise Interrupted(f"sweep stopped by {signal_name(stop.received)}: its running jobs saved their state; "
+                              "run the same command again to continue", stop.received)
 
 
 @dataclass
@@ -114,6 +135,9 @@ class SlurmLauncher:
     cpus_per_job: int = 8
     mem_gb: int | None = None
     array_parallelism: int = 256
+    # Time to finish a step and write last.pt between Slurm's USR2 and the time limit; a ResNet-50 checkpoint
+    # on a shared filesystem can take a minute.
+    signal_delay_s: int = 120
     cluster: str = "slurm"  # submitit's "local" or "debug" run the same code without Slurm (tests)
     poll_s: float = 10.0
 
@@ -130,11 +154,12 @@ class SlurmLauncher:
         executor.update_parameters(name="droptune", timeout_min=self.time_min, gpus_per_node=self.gpus_per_job,
                                    cpus_per_task=self.cpus_per_job, tasks_per_node=1, nodes=1,
                                    slurm_array_parallelism=self.array_parallelism,
+                                   slurm_signal_delay_s=self.signal_delay_s,
                                    **{k: v for k, v in optional.items() if v is not None})
         return executor
 
     def run(self, jobs: Sequence[Job], events: Events) -> None:
-        submitted = dict(zip(self.executor().map_array(execute, jobs), jobs))
+        submitted = dict(zip(self.executor().map_array(RequeuedExecute(), jobs), jobs))
         for job in jobs:
             events.started(job)
         while submitted:

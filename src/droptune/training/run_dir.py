@@ -9,6 +9,7 @@
     feature_usage.json  which features the head uses (`droptune analyze features`), read by `droptune report`
     last.pt           resumable state (model, optimizer, scheduler, step, RNG), replaced atomically
     .lock             locked by the process that trains the run, for as long as it runs
+    interrupted.json  the run stopped on a signal after saving last.pt (signal, step); gone once it resumes
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +109,21 @@ class RunDir:
     def hold(self) -> contextlib.AbstractContextManager[None]:
         """The run folder's lock: one writer at a time, for the writer's whole life."""
         return exclusive(self.path, "run folder")
+
+    @property
+    def interrupted(self) -> Path:
+        return self.path / "interrupted.json"
+
+    def mark_interrupted(self, signal_name: str, step: int) -> None:
+        self.interrupted.write_text(json.dumps({"signal": signal_name, "step": step,
+                                                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+
+    def read_interrupted(self) -> dict | None:
+        """The signal and step of the interruption, None when the run was not stopped by one."""
+        try:
+            return json.loads(self.interrupted.read_text())
+        except (OSError, ValueError):
+            return None
 
     def baseline(self, name: str) -> Path:
         """Selected weights of an along-run weight average ("swa", "ema", "swad")."""

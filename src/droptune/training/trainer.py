@@ -29,6 +29,7 @@ from droptune.training.bench import Bench, eval_batch_size, holdout_splits
 from droptune.training.checkpoint import rng_state, save_json, save_torch, save_weights, set_rng_state
 from droptune.training.config import TrainConfig
 from droptune.training.evaluate import autocast
+from droptune.training.interrupt import Interrupted, StopRequest, signal_name
 from droptune.training.optim import make_optimizer, make_scheduler
 from droptune.training.run_dir import RunDir
 from droptune.training.selection import is_better, select, selections
@@ -121,32 +122,40 @@ class Trainer:
                    desc=self.run.path.name, dynamic_ncols=True)
         self.model.train()
         period_start, period_images = time.perf_counter(), 0
-        for x, y in loader:
-            loss = self._train_step(x, y)
-            self.step += 1
-            self.along.after_step(self.model, self.step)
-            self.loss_sum += loss.detach().float()
-            self.loss_count += 1
-            period_images += len(y)
-            bar.update(1)
-            if self.step % CHECK_EVERY == 0 or self.step == end:
-                self._check_finite()
-                seconds = time.perf_counter() - period_start
-                bar.set_postfix(loss=f"{self.loss_sum.item() / self.loss_count:.3f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.2g}",
-                                img_s=f"{period_images / seconds:.0f}")
-            if self.step % config.eval_every == 0 or self.step == config.steps:
-                seconds = time.perf_counter() - period_start
-                self.elapsed += seconds
-                self._evaluate(period_images / seconds)
-                self._save_checkpoint()
-                period_start, period_images = time.perf_counter(), 0
-        bar.close()
-        if self.step < config.steps:
+        with StopRequest() as stop:
+            for x, y in loader:
+                loss = self._train_step(x, y)
+                self.step += 1
+                self.along.after_step(self.model, self.step)
+                self.loss_sum += loss.detach().float()
+                self.loss_count += 1
+                period_images += len(y)
+                bar.update(1)
+                if self.step % CHECK_EVERY == 0 or self.step == end:
+                    self._check_finite()
+                    seconds = time.perf_counter() - period_start
+                    bar.set_postfix(loss=f"{self.loss_sum.item() / self.loss_count:.3f}",
+                                    lr=f"{self.optimizer.param_groups[0]['lr']:.2g}",
+                                    img_s=f"{period_images / seconds:.0f}")
+                if self.step % config.eval_every == 0 or self.step == config.steps:
+                    seconds = time.perf_counter() - period_start
+                    self.elapsed += seconds
+                    self._evaluate(period_images / seconds)
+                    self._save_checkpoint()
+                    period_start, period_images = time.perf_counter(), 0
+                if stop.received is not None:
+                    break
+            bar.close()
+            if self.step == config.steps:
+                return self._finish("completed")
             self.elapsed += time.perf_counter() - period_start
             self._save_checkpoint()
-            return None
-        return self._finish("completed")
+            if stop.received is None:
+                return None
+            self.run.mark_interrupted(signal_name(stop.received), self.step)
+        raise Interrupted(f"run {self.run.path} stopped by {signal_name(stop.received)} at step {self.step} of "
+                          f"{config.steps}, its state saved: continue it with `droptune train --resume "
+                          f"{self.run.path}`", stop.received)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -305,6 +314,7 @@ def train(config: TrainConfig, resume: bool = False, until: int | None = None) -
         trainer = Trainer(config)
         if resume and run.last.exists():
             trainer.restore()
+            run.interrupted.unlink(missing_ok=True)
         else:
             config.save(run.config)
             run.metrics.unlink(missing_ok=True)
