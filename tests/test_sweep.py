@@ -269,12 +269,16 @@ def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pr
 def test_local_launcher_gives_each_worker_one_gpu(monkeypatch, image_folder, tmp_path):
     seen = []
 
-    def fake_run(command, env, **kwargs):
-        seen.append(env["CUDA_VISIBLE_DEVICES"])
-        return type("Done", (), {"returncode": 0})()
+    class FakeWorker:
+        def __init__(self, command, env, **kwargs):
+            seen.append(env["CUDA_VISIBLE_DEVICES"])
+            self.pid = len(seen)
+
+        def wait(self):
+            return 0
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
-    monkeypatch.setattr("droptune.experiments.launchers.subprocess.run", fake_run)
+    monkeypatch.setattr("droptune.experiments.launchers.subprocess.Popen", FakeWorker)
     jobs = tiny_spec(image_folder, seeds=[0, 1]).jobs(tmp_path)
     for job in jobs:
         job.run.path.mkdir(parents=True)
