@@ -125,7 +125,7 @@ def test_whole_batch_is_close_to_the_per_image_pil_path():
             per_image.append(train_transform(SIZE)(Image.fromarray(images[b].permute(1, 2, 0).numpy())))
     difference = (out.int() - torch.stack(per_image).int()).abs().float()
     # PIL's colour kernels round differently from torchvision's tensor kernels (hue most): levels, not structure.
-    assert difference.mean() < 2.0 and np.percentile(difference.numpy(), 99) < 12
+    assert difference.mean() < 1.0 and np.percentile(difference.numpy(), 99) <= 6
 
 
 def test_batch_must_be_uint8_rgb():

@@ -55,11 +55,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_workers(device: torch.device, decodes_files: bool = True) -> int:
-    """Loader processes: none for decoded data; on a CPU-only machine leave a core to the model."""
-    if not decodes_files:
-        return 0
+    """Loader processes. On CUDA always some, decoded data too: the main process must keep launching the
+    card's kernels. On a CPU none for decoded data, else half the cores (the model needs the rest)."""
     cpus = len(os.sched_getaffinity(0))
-    return min(8, cpus) if device.type == "cuda" else max(1, cpus // 2)
+    if device.type == "cuda":
+        return min(8, cpus)
+    return max(1, cpus // 2) if decodes_files else 0
 
 
 def uses_device_augment(choice: str, device: torch.device) -> bool:
