@@ -1,11 +1,23 @@
 """Training and evaluation throughput: droptune's pipeline, the model-only limit, and a DomainBed-style reference.
 
-Prints images/s, peak memory and the ratios full/limit and full/reference for one backbone,
-image size, batch and device. Each measurement runs in its own process so peak memory is its own.
+Prints images/s, peak memory (GPU: torch.cuda.max_memory_allocated) and the ratios full/limit and
+full/reference for one backbone, image size, batch and device. Each measurement runs in its own
+process so peak memory is its own. `--json FILE` also writes the figures as JSON.
 
     python benchmarks/throughput.py --data-dir ../shared/data --image-size 112 --batch-size 16
     python benchmarks/throughput.py --backbone resnet50 --weights none --image-size 224 --batch-size 32 \\
         --device cuda --amp bf16
+
+Two measurements of the data path alone, no model:
+
+    python benchmarks/throughput.py --loader-only --loader-workers 0 1 2 --cache-dir /tmp/cache --repeat 3
+    python benchmarks/throughput.py --augment-speed --image-size 224 --repeat 3
+
+`--loader-only`: training images/s that the loader delivers, per worker count, reading files and
+(with --cache-dir) the decoded cache, with per-image augmentation and with the reading half of batch
+augmentation (image resized, parameters drawn). `--augment-speed`: images/s of the augmentation
+itself on decoded images, per image (PIL, as training does; uint8 tensors) and as whole batches
+(`augment_batch`), on --device.
 
 The reference is written the way the paper's code and DomainBed work: torchvision `ImageFolder`
 per domain with PIL transforms per image, one infinite loader per training domain, fp32, NCHW,
@@ -16,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -62,7 +75,8 @@ def droptune_trainer(args):
                          batch_size=args.batch_size, device=args.device, amp=args.amp, workers=args.workers,
                          compile=args.compile, channels_last=not args.no_channels_last,
                          steps=args.steps + args.warmup + 1, progress=False, output_dir="/tmp/droptune-bench",
-                         cache_dir=args.cache_dir, eval_batch_size=args.eval_batch_size)
+                         cache_dir=args.cache_dir, eval_batch_size=args.eval_batch_size,
+                         device_augment=args.device_augment)
     return Trainer(config)
 
 
@@ -73,7 +87,7 @@ def measure_full(args) -> dict:
     trainer = droptune_trainer(args)
     batches = DomainBalancedBatches([(d, trainer.splits[d].train) for d in trainer.train_domains],
                                     args.batch_size, 0, 0, args.steps + args.warmup)
-    loader = iter(make_loader(trainer.images, batches, trainer.workers, trainer.device.type == "cuda"))
+    loader = iter(make_loader(trainer.train_images, batches, trainer.workers, trainer.device.type == "cuda"))
     trainer.model.train()
     per_step = timed(lambda: trainer._train_step(*next(loader)), args.steps, args.warmup, trainer.device)
     images = args.batch_size * len(trainer.train_domains)
@@ -82,20 +96,26 @@ def measure_full(args) -> dict:
     seconds = time.perf_counter() - start
     eval_images = sum(len(split.keys) for split in trainer.bench.iid_splits)
     return {"train_images_per_s": images / per_step, "eval_images_per_s": eval_images / seconds,
-            "workers": trainer.workers, "peak_memory_mb": peak_memory_mb(trainer.device)}
+            "workers": trainer.workers, "device_augment": trainer.augment_on_device,
+            "peak_memory_mb": peak_memory_mb(trainer.device)}
 
 
 def measure_limit(args) -> dict:
     """The same model, batch and precision on random tensors already on the device: no data pipeline."""
+    from droptune.training.bench import eval_batch_size
+
     trainer = droptune_trainer(args)
+    trainer.augment_on_device = False
     images = args.batch_size * len(trainer.train_domains)
-    x = torch.randint(0, 256, (images, 3, args.image_size, args.image_size), dtype=torch.uint8)  # as loaders give
-    y = torch.randint(0, len(trainer.dataset.classes), (images,))
+    shape = (3, args.image_size, args.image_size)
+    x = torch.randint(0, 256, (images, *shape), dtype=torch.uint8, device=trainer.device)  # as loaders give
+    y = torch.randint(0, len(trainer.dataset.classes), (images,), device=trainer.device)
     trainer.model.train()
     per_step = timed(lambda: trainer._train_step(x, y), args.steps, args.warmup, trainer.device)
     model = trainer.forward
     model.eval()
-    batch = x[: min(len(x), 256)].to(trainer.device)
+    batch = torch.randint(0, 256, (eval_batch_size(trainer.config, trainer.device), *shape), dtype=torch.uint8,
+                          device=trainer.device)
     if trainer.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
 
@@ -173,6 +193,96 @@ def measure_reference(args) -> dict:
             "workers_per_domain": workers, "peak_memory_mb": peak_memory_mb(device)}
 
 
+def loader_images(args, cache: bool, batch_augment: bool):
+    """The training images of `args`' split as the loader reads them, and their batch sampler."""
+    from droptune.data.cache import CachedDomains
+    from droptune.data.domains import open_dataset
+    from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, DomainImages
+    from droptune.data.splits import split_domain
+
+    dataset = open_dataset(args.dataset, args.data_dir)
+    if cache:
+        dataset = CachedDomains(dataset, args.image_size, args.cache_dir)
+    test = dataset.domain_index(args.test_domain)
+    domains = [(d, split_domain(len(dataset.labels(d)), name, 0).train)
+               for d, name in enumerate(dataset.domains) if d != test]
+    images = BatchAugmentImages(dataset, args.image_size) if batch_augment else DomainImages(
+        dataset, args.image_size, True)
+    return images, DomainBalancedBatches(domains, args.batch_size, 0, 0, 10**9)
+
+
+def measure_loader(args, workers: int, cache: bool, batch_augment: bool) -> float:
+    """Training images/s of the loader alone: read, decode and augment (or draw parameters), no model."""
+    from droptune.data.loaders import make_loader
+
+    images, batches = loader_images(args, cache, batch_augment)
+    loader = iter(make_loader(images, batches, workers))
+    for _ in range(args.warmup + 2 * workers):  # workers start and fill their prefetch queues
+        next(loader)
+    start = time.perf_counter()
+    count = sum(len(next(loader)[1]) for _ in range(args.steps))
+    return count / (time.perf_counter() - start)
+
+
+def loader_only(args) -> dict:
+    """`measure_loader` for each worker count, source and augmentation; rounds interleave them, medians kept."""
+    sources = [False, True] if args.cache_dir else [False]
+    variants = [(w, c, b) for c in sources for b in (False, True) for w in args.loader_workers]
+    if args.cache_dir:
+        loader_images(args, True, False)  # builds the cache once, outside the timings
+    runs: dict[tuple, list[float]] = {v: [] for v in variants}
+    for _ in range(args.repeat):
+        for variant in variants:
+            runs[variant].append(measure_loader(args, *variant))
+    rows = [{"workers": w, "source": "cache" if c else "files", "augment": "batch" if b else "per-image",
+             "images_per_s": statistics.median(runs[(w, c, b)]), "rounds": runs[(w, c, b)]} for w, c, b in variants]
+    for row in rows:
+        print(f"loader {row['source']:<5} {row['augment']:<9} augmentation, {row['workers']} worker(s): "
+              f"{row['images_per_s']:8.1f} img/s  (median of {args.repeat})", flush=True)
+    return {"loader": rows}
+
+
+def augment_speed(args) -> dict:
+    """Images/s of the augmentation alone on decoded size×size images: per image (PIL, tensor) and whole batches."""
+    from PIL import Image
+
+    from droptune.data.batch_augment import augment_batch, sample_params
+    from droptune.data.loaders import seeded
+    from droptune.data.transforms import train_transform
+
+    count, size = args.batch_size * 3, args.image_size
+    device = torch.device("cpu" if args.device == "auto" else args.device)
+    images = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8)
+    pils = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images]
+    transform = train_transform(size)
+    params = []
+    for seed in range(count):
+        with seeded(seed):
+            params.append(sample_params(size, size))
+    params = torch.stack(params)
+    on_device = images.to(device)
+
+    def per_image(inputs):
+        def run():
+            for seed, image in enumerate(inputs):
+                with seeded(seed):
+                    transform(image)
+        return run
+
+    variants = {"per-image PIL": per_image(pils), "per-image tensor": per_image(list(images)),
+                "batch": lambda: augment_batch(on_device, params, size)}
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeat):
+        for name, run in variants.items():
+            runs[name].append(count / timed(run, max(1, args.steps // 4), 1, device))
+    rows = [{"path": name, "device": str(device) if name == "batch" else "cpu",
+             "images_per_s": statistics.median(r), "rounds": r} for name, r in runs.items()]
+    for row in rows:
+        print(f"augmentation {row['path']:<16} on {row['device']}: {row['images_per_s']:8.1f} img/s "
+              f"({count} images of {size} px; median of {args.repeat})", flush=True)
+    return {"augment": rows, "threads": torch.get_num_threads()}
+
+
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="PACS")
@@ -191,21 +301,34 @@ def parse(argv=None):
     parser.add_argument("--eval-batch-size", type=int, help="droptune's (default: its choice per device; the reference uses 64)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device-augment", default="auto", choices=("auto", "on", "off"),
+                        help="droptune's: augment whole batches on the device (auto: on CUDA)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the three measurements; medians are reported")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--loader-only", action="store_true", help="measure the training loader alone (no model)")
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 1, 2], help="with --loader-only")
+    parser.add_argument("--augment-speed", action="store_true",
+                        help="measure the augmentation alone: per image vs whole batches")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="measurements to make")
     parser.add_argument("--only", choices=MODES, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse(argv)
+    if args.loader_only or args.augment_speed:
+        figures = loader_only(args) if args.loader_only else augment_speed(args)
+        write_json(args, {**figures, **context(args)})
+        return
     if args.only:
         print(json.dumps({"full": measure_full, "limit": measure_limit, "reference": measure_reference}[args.only](args)))
         return
     argv = sys.argv[1:] if argv is None else argv
-    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    modes = [mode for mode in MODES if mode in args.modes]
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     # Rounds interleave the modes, so a machine whose speed drifts (shared cores) biases no mode.
     for round_ in range(args.repeat):
-        for mode in MODES:
+        for mode in modes:
             out = subprocess.run([sys.executable, __file__, *argv, "--only", mode], capture_output=True, text=True)
             if out.returncode != 0:
                 sys.exit(f"{mode} failed:\n{out.stderr}")
@@ -213,19 +336,40 @@ def main(argv=None) -> None:
             runs[mode].append(r)
             print(f"{mode:<10} train {r['train_images_per_s']:8.1f} img/s   eval {r['eval_images_per_s']:8.1f} img/s   "
                   f"peak memory {r['peak_memory_mb']:8.0f} MB   (round {round_ + 1})", flush=True)
-    full, limit, ref = ({key: statistics.median(r[key] for r in runs[mode]) for key in
-                         ("train_images_per_s", "eval_images_per_s", "peak_memory_mb")} for mode in MODES)
+    medians = {mode: {key: statistics.median(r[key] for r in runs[mode]) for key in
+                      ("train_images_per_s", "eval_images_per_s", "peak_memory_mb")} for mode in modes}
     print(f"\n{args.backbone}, {args.image_size} px, {args.batch_size} images × training domains, "
-          f"device {args.device}, amp {args.amp}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"medians of {args.repeat} round(s)")
-    for mode, r in zip(MODES, (full, limit, ref)):
+          f"device {args.device}, amp {args.amp}, compile {args.compile}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; medians of {args.repeat} round(s)")
+    for mode, r in medians.items():
         print(f"{mode:<10} train {r['train_images_per_s']:8.1f} img/s   eval {r['eval_images_per_s']:8.1f} img/s   "
               f"peak memory {r['peak_memory_mb']:8.0f} MB")
-    print(f"train: full/limit {full['train_images_per_s'] / limit['train_images_per_s']:.2f}   "
-          f"full/reference {full['train_images_per_s'] / ref['train_images_per_s']:.2f}")
-    print(f"eval:  full/limit {full['eval_images_per_s'] / limit['eval_images_per_s']:.2f}   "
-          f"full/reference {full['eval_images_per_s'] / ref['eval_images_per_s']:.2f}")
-    print(f"peak memory: full/reference {full['peak_memory_mb'] / ref['peak_memory_mb']:.2f}")
+    ratios = {}
+    if "full" in medians:
+        for other in ("limit", "reference"):
+            if other in medians:
+                for key in ("train_images_per_s", "eval_images_per_s", "peak_memory_mb"):
+                    ratios[f"{key.split('_')[0]}_full_{other}"] = medians["full"][key] / medians[other][key]
+    for name, ratio in ratios.items():
+        print(f"{name.replace('_', ' ', 1).replace('_', '/')}: {ratio:.2f}")
+    write_json(args, {**context(args), "rounds": args.repeat, **medians, "runs": runs, "ratios": ratios})
+
+
+def context(args) -> dict:
+    """What a figure needs beside it: the setting, the software and the machine."""
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    card = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else None
+    return {"backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
+            "batch_size": args.batch_size, "device": device, "card": card, "amp": args.amp, "compile": args.compile,
+            "channels_last": not args.no_channels_last, "cache": bool(args.cache_dir),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": len(os.sched_getaffinity(0)),
+            "load_average": os.getloadavg()[0], "command": " ".join(sys.argv)}
+
+
+def write_json(args, figures: dict) -> None:
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
 
 
 if __name__ == "__main__":

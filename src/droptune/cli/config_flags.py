@@ -28,6 +28,8 @@ HELP = {
     "batch_size": "images per training domain per step",
     "image_size": "side of the square input images in pixels",
     "augment": "DomainBed's training augmentation (default: on, off for RotatedDigits)",
+    "device_augment": "augment whole training batches on the device (auto: on CUDA) instead of each image in "
+                      "the loader; same parameters per seed, drawn for the image resized to --image-size",
     "clean_holdout": "evaluate training-domain validation images without augmentation "
                      "(--no-clean-holdout reproduces DomainBed, which augments them)",
     "holdout_fraction": "fraction of each domain held out for validation",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from droptune.data.batch_augment import sample_params
 from droptune.data.domains import MultiDomainDataset
 from droptune.data.splits import stable_seed
 from droptune.data.transforms import eval_transform, train_transform
@@ -33,7 +34,8 @@ class DomainImages(Dataset):
 
     def __init__(self, dataset: MultiDomainDataset, size: int, augment: bool | None = None):
         self.dataset = dataset
-        self.train_transform = train_transform(size, dataset.augment_by_default if augment is None else augment)
+        self.augment = dataset.augment_by_default if augment is None else augment
+        self.train_transform = train_transform(size, self.augment)
         self.eval_transform = eval_transform(size)
         self.size = size
 
@@ -49,6 +51,30 @@ class DomainImages(Dataset):
             with seeded(seed):
                 x = self.train_transform(image)
         return x, int(self.dataset.labels(domain)[index])
+
+
+class BatchAugmentImages(Dataset):
+    """Training images for `batch_augment.augment_batch`: ((uint8 size×size image, parameters), label) per key.
+
+    Each image is read resized to `size`×`size` (as the evaluation transform and the decoded cache do)
+    and its augmentation parameters are drawn from its key's seed, so the loader only reads, and
+    the device augments whole batches.
+    """
+
+    def __init__(self, dataset: MultiDomainDataset, size: int):
+        self.dataset = dataset
+        self.resize = eval_transform(size)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Key):
+        domain, index, seed = key
+        x = self.resize(self.dataset.read(domain, index, self.size))
+        with seeded(seed):
+            params = sample_params(self.size, self.size)
+        return (x, params), int(self.dataset.labels(domain)[index])
 
 
 @contextlib.contextmanager

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from torchvision.transforms import v2
 
+CROP_SCALE = (0.7, 1.0)  # DomainBed's: the crop keeps 70-100% of the image's area
+CROP_RATIO = (3 / 4, 4 / 3)
+FLIP_P = 0.5
+JITTER = 0.3  # brightness, contrast, saturation and hue
+GRAYSCALE_P = 0.1
+
 
 def eval_transform(size: int):
     """Resize to size×size: no crop, no randomness (DomainBed's evaluation)."""
@@ -20,9 +26,9 @@ def train_transform(size: int, augment: bool = True):
     if not augment:
         return eval_transform(size)
     return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ColorJitter(0.3, 0.3, 0.3, 0.3),
-        v2.RandomGrayscale(),
+        v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
+        v2.RandomHorizontalFlip(FLIP_P),
+        v2.ColorJitter(JITTER, JITTER, JITTER, JITTER),
+        v2.RandomGrayscale(GRAYSCALE_P),
         v2.ToImage(),
     ])

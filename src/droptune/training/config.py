@@ -20,9 +20,11 @@ AMP_MODES = ("none", "bf16", "fp16")
 SELECTIONS = ("training_domain", "oracle")
 # Fields that change where or how fast a run executes, never its numbers.
 # Where and how fast a run goes, not its numbers: left out of `identity()`, free to change on resume.
-RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "eval_batch_size", "progress")
+# device_augment: where the augmentation is computed; a seed draws the same parameters either way.
+RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "eval_batch_size", "progress", "device_augment")
 # Fields added after run folders existed: left out of `identity()` at these defaults, so older runs keep theirs.
 LATER_FIELDS = {"linearized": False}
+DEVICE_AUGMENT = ("auto", "on", "off")
 
 
 @dataclass
@@ -47,6 +49,7 @@ class TrainConfig:
     batch_size: int = 32
     image_size: int = 224
     augment: bool | None = None
+    device_augment: str = "auto"
     clean_holdout: bool = True
     holdout_fraction: float = 0.2
     eval_every: int = 300
@@ -90,6 +93,7 @@ class TrainConfig:
             ("eval_batch_size", self.eval_batch_size is None or self.eval_batch_size > 0, "a positive integer"),
             ("selection", self.selection in SELECTIONS, f"one of {', '.join(SELECTIONS)}"),
             ("amp", self.amp in AMP_MODES, f"one of {', '.join(AMP_MODES)}"),
+            ("device_augment", self.device_augment in DEVICE_AUGMENT, f"one of {', '.join(DEVICE_AUGMENT)}"),
             ("lr_milestones", self.lr_milestones is None or all(0 < m < self.steps for m in self.lr_milestones),
              f"steps between 1 and {self.steps - 1}"),
             ("workers", self.workers is None or self.workers >= 0, "a non-negative integer"),

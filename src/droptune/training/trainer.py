@@ -18,9 +18,10 @@ from tqdm import tqdm
 
 from droptune.combining.along_run import AlongRun
 from droptune.combining.probe import init_head
+from droptune.data.batch_augment import augment_batch
 from droptune.data.cache import CachedDomains
 from droptune.data.domains import ImageFolderDomains, open_dataset
-from droptune.data.loaders import DomainBalancedBatches, DomainImages, make_loader
+from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, DomainImages, make_loader
 from droptune.data.splits import split_domain, stable_seed
 from droptune.errors import DroptuneError
 from droptune.models.linearized import LinearizedClassifier
@@ -55,11 +56,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_workers(device: torch.device, decodes_files: bool = True) -> int:
-    """Loader processes: none for decoded data; on a CPU-only machine leave a core to the model."""
-    if not decodes_files:
-        return 0
+    """Loader processes. On CUDA always some, decoded data too: the main process must keep launching the
+    card's kernels. On a CPU none for decoded data, else half the cores (the model needs the rest)."""
     cpus = len(os.sched_getaffinity(0))
-    return min(8, cpus) if device.type == "cuda" else max(1, cpus // 2)
+    if device.type == "cuda":
+        return min(8, cpus)
+    return max(1, cpus // 2) if decodes_files else 0
+
+
+def uses_device_augment(choice: str, device: torch.device) -> bool:
+    """Whether training batches are augmented on the device: `auto` does it on CUDA, where the loader
+    processes could not keep up with per-image augmentation."""
+    return choice == "on" or (choice == "auto" and device.type == "cuda")
 
 
 class Trainer:
@@ -94,6 +102,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
 
         self.images = DomainImages(self.dataset, config.image_size, config.augment)
+        self.augment_on_device = self.images.augment and uses_device_augment(config.device_augment, self.device)
+        self.train_images = (BatchAugmentImages(self.dataset, config.image_size) if self.augment_on_device
+                             else self.images)
         self.eval_splits = holdout_splits(self.dataset, self.splits, self.test, config.clean_holdout, config.seed)
         self.bench = Bench(self.images, self.eval_splits, domains[self.test], eval_batch_size(config, self.device),
                            self.workers,
@@ -117,7 +128,7 @@ class Trainer:
         end = min(until, config.steps) if until is not None else config.steps
         batches = DomainBalancedBatches([(d, self.splits[d].train) for d in self.train_domains],
                                         config.batch_size, config.seed, self.step, end)
-        loader = make_loader(self.images, batches, self.workers, pin_memory=self.device.type == "cuda")
+        loader = make_loader(self.train_images, batches, self.workers, pin_memory=self.device.type == "cuda")
         bar = tqdm(total=config.steps, initial=self.step, disable=not config.progress, unit="step",
                    desc=self.run.path.name, dynamic_ncols=True)
         self.model.train()
@@ -157,8 +168,12 @@ class Trainer:
                           f"{config.steps}, its state saved: continue it with `droptune train --resume "
                           f"{self.run.path}`", stop.received)
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
+    def _train_step(self, x, y: torch.Tensor) -> torch.Tensor:
+        if self.augment_on_device:
+            images, params = x
+            x = augment_batch(images.to(self.device, non_blocking=True), params, self.config.image_size)
+        else:
+            x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
