@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -34,8 +35,9 @@ from droptune.cli.main import main
 from droptune.data import download as dl
 from droptune.data.images import read_rgb
 from droptune.errors import DroptuneError
-from droptune.training.run_dir import FolderBusy, exclusive
-from droptune.training.trainer import is_collapsed
+from droptune.training.config import TrainConfig
+from droptune.training.run_dir import FolderBusy, RunDir, exclusive
+from droptune.training.trainer import is_collapsed, train
 
 TINY = ["--backbone", "resnet10t", "--weights", "none", "--image-size", "16", "--batch-size", "2", "--steps", "2",
         "--eval-every", "2", "--workers", "0", "--no-progress"]
@@ -292,17 +294,43 @@ def test_a_killed_holder_releases_the_lock(toy, tmp_path, capsys):
     assert main([str(a) for a in train_toy(toy, tmp_path)]) == 0
 
 
+def test_kill_9_of_a_training_run_then_resume_at_once(toy, tmp_path):
+    """The lock dies with the training process, even while its loader workers linger for a moment."""
+    folder = tmp_path / "new"
+    argv = [str(a) for a in train_toy(toy, tmp_path, "--steps", "400", "--eval-every", "2", "--workers", "1")]
+    process = subprocess.Popen([sys.executable, "-m", "droptune.cli.main", *argv], stderr=subprocess.DEVNULL)
+    try:
+        while not (folder / "last.pt").exists():
+            assert process.poll() is None, "the run ended before its first checkpoint"
+            time.sleep(0.2)
+    finally:
+        process.kill()
+        process.wait()
+    step = torch.load(folder / "last.pt", weights_only=True)["step"]
+    assert train(TrainConfig.load(folder / "config.yaml"), resume=True, until=step + 2) is None
+    assert RunDir(folder).read_metrics()[-1]["step"] == step + 2
+
+
 def test_the_lock_is_exclusive_within_a_process_and_not_inherited(tmp_path):
     with exclusive(tmp_path, "run folder"):
         with pytest.raises(FolderBusy, match=f"run folder {tmp_path} is in use"):
             with exclusive(tmp_path, "run folder"):
                 pass
+        ready, started = os.pipe()
         child = os.fork()
-        if child == 0:  # a loader worker forked while the lock is held must not keep it alive
+        if child == 0:  # a loader worker forked while the lock is held, still alive when its parent ends
+            os.write(started, b"1")
+            signal.pause()
             os._exit(0)
+        assert os.read(ready, 1) == b"1"  # the child runs (a process forked but never scheduled holds all it got)
+    try:
+        with exclusive(tmp_path, "run folder"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
-    with exclusive(tmp_path, "run folder"):
-        pass
+        os.close(ready)
+        os.close(started)
 
 
 def test_second_sweep_on_one_sweep_folder_is_refused(capsys, toy, tmp_path):

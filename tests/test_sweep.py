@@ -100,10 +100,12 @@ def test_presets_expand(tmp_path, monkeypatch):
     assert {j.config.backbone for j in paper} == {"resnet50"} and {j.config.weights for j in paper} == {"IMAGENET1K_V2"}
     assert {(j.config.lr, j.config.weight_decay) for j in paper} == {
         (lr, wd) for lr in (1e-3, 5e-4) for wd in (1e-4, 5e-5, 1e-5)}
-    # the official script's protocol: one split for the 3 seeds, fp32, the random head of the run's seed, and
+    # the official script's protocol: one split for the 3 seeds, fp32, the random head of the run's seed,
+    # validation images augmented as in DomainBed, and
     # along every run the logit ensemble and the weight average from step 300
     assert {j.config.trial_seed for j in paper} == {0} and {j.config.seed for j in paper} == {0, 1, 2}
-    assert {(j.config.amp, j.config.head_init, j.config.head_seed) for j in paper} == {("none", None, None)}
+    assert {(j.config.amp, j.config.head_init, j.config.head_seed, j.config.clean_holdout) for j in paper} == {
+        ("none", None, None, False)}
     assert {(j.config.ensemble_start, j.config.ensemble_outputs, j.config.average_start) for j in paper} == {
         (300, "logits", 300)}
     assert {(j.config.steps, j.config.milestones[0], j.config.eval_every, j.config.batch_size) for j in paper} == {
