@@ -86,3 +86,23 @@ def test_undecodable_image_gets_one_line(trained, tmp_path, capsys):
     assert main(["evaluate", str(run), "--dataset", str(broken), "--output", str(tmp_path / "e.json")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "cannot read image" in error[0] and "0.png" in error[0]
+
+
+def test_predict_lists_unreadable_files_and_goes_on(trained, tmp_path, capsys):
+    run, data = trained
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    output = tmp_path / "predictions.jsonl"
+    assert main(["predict", str(run), str(data / "a"), str(broken), "--top-k", "2", "--output", str(output)]) == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(records) == 12 and all(sorted(r["classes"]) == ["cat", "dog"] for r in records)
+    assert all(r["probabilities"][0] >= r["probabilities"][1] for r in records)
+    assert sum(records[0]["probabilities"]) == pytest.approx(1, abs=1e-5)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"droptune: skipped unreadable image {broken}")
+    csv_output = tmp_path / "predictions.csv"
+    assert main(["predict", str(run), str(data / "a" / "cat" / "0.png"), "--output", str(csv_output)]) == 0
+    header, row = csv_output.read_text().splitlines()
+    assert header == "file,class_1,probability_1"
+    first = next(r for r in records if r["file"].endswith("cat/0.png"))
+    assert row.split(",")[:2] == [first["file"], first["classes"][0]]

@@ -1,9 +1,9 @@
-"""`droptune evaluate`: use what you trained on any dataset."""
+"""`droptune evaluate` and `droptune predict`: use what you trained."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 
@@ -25,6 +25,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from droptune.errors import DroptuneError
+    from droptune.inference.loading import load_model
+    from droptune.inference.predict import image_files, predict, write_predictions
+
+    if args.output.suffix not in (".csv", ".jsonl"):
+        raise DroptuneError(f"--output must end in .csv or .jsonl, got {args.output}")
+    loaded = load_model(args.model, args.variant, args.device)
+    files = image_files(args.images)
+    records, unreadable = predict(loaded, files, args.top_k, args.batch_size)
+    write_predictions(records, args.output)
+    for path, why in unreadable:
+        print(f"droptune: skipped unreadable image {path}: {why}", file=sys.stderr)
+    print(f"{len(records)} of {len(files)} images predicted: {args.output}")
+    return 0 if records or not files else 1
+
+
 def add_use_commands(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="score a trained model on any dataset, per domain")
     evaluate.add_argument("model", type=Path, help="a run folder")
@@ -38,3 +55,13 @@ def add_use_commands(commands) -> None:
     evaluate.add_argument("--workers", type=int, default=0)
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser("predict", help="class names and probabilities for images")
+    predict.add_argument("model", type=Path, help="a run folder")
+    predict.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
+    predict.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"))
+    predict.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first")
+    predict.add_argument("--output", type=Path, default=Path("predictions.csv"), help=".csv or .jsonl")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--device", default="cpu")
+    predict.set_defaults(run=_predict)
