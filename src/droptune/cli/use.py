@@ -1,0 +1,67 @@
+"""`droptune evaluate` and `droptune predict`: use what you trained."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from droptune.data.domains import open_dataset
+    from droptune.inference.loading import load_model
+    from droptune.inference.scoring import metrics_table, score
+    from droptune.training.checkpoint import save_json
+
+    loaded = load_model(args.model, args.variant, args.device)
+    dataset = open_dataset(args.dataset, args.data_dir)
+    report = score(loaded, dataset, args.domains, args.batch_size, args.workers)
+    output = args.output or Path(args.model) / "evaluation.json"
+    save_json({"model": str(args.model), "variant": args.variant, "dataset": dataset.name, "domains": report},
+              output)
+    print(f"\n{args.model} ({args.variant}) on {dataset.name}:\n")
+    print(metrics_table(report))
+    print(f"\nPer-class accuracy and confusion matrices: {output}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from droptune.errors import DroptuneError
+    from droptune.inference.loading import load_model
+    from droptune.inference.predict import image_files, predict, write_predictions
+
+    if args.output.suffix not in (".csv", ".jsonl"):
+        raise DroptuneError(f"--output must end in .csv or .jsonl, got {args.output}")
+    loaded = load_model(args.model, args.variant, args.device)
+    files = image_files(args.images)
+    records, unreadable = predict(loaded, files, args.top_k, args.batch_size)
+    write_predictions(records, args.output)
+    for path, why in unreadable:
+        print(f"droptune: skipped unreadable image {path}: {why}", file=sys.stderr)
+    print(f"{len(records)} of {len(files)} images predicted: {args.output}")
+    return 0 if records or not files else 1
+
+
+def add_use_commands(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="score a trained model on any dataset, per domain")
+    evaluate.add_argument("model", type=Path, help="a run folder")
+    evaluate.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"),
+                          help="which of the run's models (default: the selected one)")
+    evaluate.add_argument("--dataset", required=True, help="registered dataset name or folder of domains")
+    evaluate.add_argument("--data-dir", type=Path, help="folder holding registered datasets")
+    evaluate.add_argument("--domains", nargs="+", help="domains to score (default: all)")
+    evaluate.add_argument("--output", type=Path, help="evaluation.json path (default: in the run folder)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--workers", type=int, default=0)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser("predict", help="class names and probabilities for images")
+    predict.add_argument("model", type=Path, help="a run folder")
+    predict.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
+    predict.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"))
+    predict.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first")
+    predict.add_argument("--output", type=Path, default=Path("predictions.csv"), help=".csv or .jsonl")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--device", default="cpu")
+    predict.set_defaults(run=_predict)

@@ -1,0 +1,77 @@
+"""Class probabilities for image files: batched, and an unreadable file is listed, never fatal."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from droptune.data.domains import IMAGE_EXTENSIONS
+from droptune.errors import DroptuneError
+from droptune.inference.loading import LoadedModel
+
+
+def image_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """The files given, and the images under each folder given (sorted)."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DroptuneError(f"no such image file or folder: {item}")
+    return files
+
+
+def _read(path: Path, transform) -> torch.Tensor | str:
+    try:
+        with Image.open(path) as image:
+            return transform(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        return f"{error}"
+
+
+@torch.inference_mode()
+def predict(loaded: LoadedModel, files: Sequence[Path], top_k: int = 1, batch_size: int = 32,
+            ) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """One record per readable file (its top-k classes and probabilities), and the unreadable files with why."""
+    if not 1 <= top_k <= len(loaded.classes):
+        raise DroptuneError(f"--top-k must be between 1 and {len(loaded.classes)} (the model's classes), got {top_k}")
+    device = next(loaded.model.parameters()).device
+    records, unreadable = [], []
+    for start in tqdm(range(0, len(files), batch_size), unit="batch", disable=not sys.stderr.isatty()):
+        batch, paths = [], []
+        for path in files[start:start + batch_size]:
+            x = _read(path, loaded.transform)
+            if isinstance(x, str):
+                unreadable.append((path, x))
+            else:
+                batch.append(x)
+                paths.append(path)
+        if not batch:
+            continue
+        probs = loaded.model(torch.stack(batch).to(device)).float().softmax(1).cpu()
+        values, indices = probs.topk(top_k, 1)
+        for path, p, i in zip(paths, values.tolist(), indices.tolist()):
+            records.append({"file": str(path), "classes": [loaded.classes[j] for j in i], "probabilities": p})
+    return records, unreadable
+
+
+def write_predictions(records: list[dict], output: Path) -> None:
+    """CSV (file, class_1, probability_1, ...) or JSON Lines, by the output's extension."""
+    if output.suffix == ".jsonl":
+        output.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return
+    k = len(records[0]["classes"]) if records else 1
+    with output.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file"] + [f"{name}_{n}" for n in range(1, k + 1) for name in ("class", "probability")])
+        for r in records:
+            writer.writerow([r["file"]] + [v for pair in zip(r["classes"], r["probabilities"]) for v in pair])

@@ -1,0 +1,94 @@
+"""Score a loaded model on every image of a dataset's domains: what robustness tools report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from droptune.data.domains import MultiDomainDataset
+from droptune.errors import DroptuneError
+from droptune.inference.loading import LoadedModel
+
+ECE_BINS = 15
+
+
+class _DomainImages(Dataset):
+    def __init__(self, dataset: MultiDomainDataset, domain: int, transform, size: int):
+        self.dataset, self.domain, self.transform, self.size = dataset, domain, transform, size
+
+    def __len__(self) -> int:
+        return len(self.dataset.labels(self.domain))
+
+    def __getitem__(self, index: int):
+        image = self.dataset.read(self.domain, index, self.size)
+        return self.transform(image), int(self.dataset.labels(self.domain)[index])
+
+
+def class_map(model_classes: Sequence[str], data_classes: Sequence[str]) -> list[int]:
+    """The model's class index of each dataset class, matched by name."""
+    unknown = [c for c in data_classes if c not in model_classes]
+    if unknown:
+        raise DroptuneError(f"classes of the dataset unknown to the model: {', '.join(unknown)} "
+                            f"(the model knows {', '.join(model_classes)})")
+    return [list(model_classes).index(c) for c in data_classes]
+
+
+def calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: |accuracy - confidence| averaged over equal-width confidence bins."""
+    confidence, predicted = probs.max(1)
+    hits = (predicted == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            ece += inside.float().mean().item() * abs(hits[inside].mean().item() - confidence[inside].mean().item())
+    return ece
+
+
+def domain_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> dict:
+    probs = logits.softmax(1)
+    predicted = logits.argmax(1)
+    k = len(classes)
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    per_class = {c: (confusion[i, i] / confusion[i].sum()).item() for i, c in enumerate(classes)
+                 if confusion[i].sum() > 0}
+    return {
+        "images": len(labels),
+        "accuracy": (predicted == labels).float().mean().item(),
+        "per_class_accuracy": per_class,
+        "nll": F.cross_entropy(logits, labels).item(),
+        "ece": calibration_error(probs, labels),
+        "confusion": {"classes": list(classes), "matrix": confusion.tolist()},
+    }
+
+
+@torch.inference_mode()
+def score(loaded: LoadedModel, dataset: MultiDomainDataset, domains: Sequence[str] | None = None,
+          batch_size: int = 64, workers: int = 0) -> dict:
+    """Per-domain accuracy, per-class accuracy, confusion matrix, NLL and ECE of `loaded` on `dataset`."""
+    mapping = torch.tensor(class_map(loaded.classes, dataset.classes))
+    device = next(loaded.model.parameters()).device
+    report = {}
+    for name in domains or dataset.domains:
+        domain = dataset.domain_index(name)
+        images = _DomainImages(dataset, domain, loaded.transform, loaded.config.image_size)
+        all_logits, all_labels = [], []
+        for x, y in DataLoader(images, batch_size=batch_size, num_workers=workers):
+            all_logits.append(loaded.model(x.to(device)).float().cpu())
+            all_labels.append(mapping[y])
+        report[dataset.domains[domain]] = domain_metrics(torch.cat(all_logits), torch.cat(all_labels),
+                                                         loaded.classes)
+    return report
+
+
+def metrics_table(report: dict) -> str:
+    rows = ["| domain | images | accuracy (%) | NLL | ECE (%) |", "|---|---:|---:|---:|---:|"]
+    rows += [f"| {d} | {m['images']} | {100 * m['accuracy']:.1f} | {m['nll']:.3f} | {100 * m['ece']:.1f} |"
+             for d, m in report.items()]
+    return "\n".join(rows)

@@ -1,0 +1,108 @@
+"""Using a trained run: load_model and `droptune evaluate`, end to end on a tiny run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+import droptune
+from droptune.cli.main import main
+from droptune.errors import DroptuneError
+from droptune.training.config import TrainConfig
+from droptune.training.trainer import train
+from tests.conftest import make_image_folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run (toy folder, resnet10t without pre-trained weights), shared by this module's tests."""
+    root = tmp_path_factory.mktemp("use")
+    data = make_image_folder(root / "toy")
+    config = TrainConfig(dataset=str(data), test_domain="c", backbone="resnet10t", weights="none", image_size=16,
+                         batch_size=3, steps=8, eval_every=4, lr=0.05, dropout=0.5, workers=0, progress=False,
+                         output_dir=str(root / "run"))
+    train(config)
+    return config.run_dir(), data
+
+
+def test_load_model_predicts_like_the_run(trained):
+    run, data = trained
+    loaded = droptune.load_model(run)
+    assert loaded.classes == ["cat", "dog"] and not loaded.model.training
+    image = Image.open(data / "a" / "dog" / "0.png")
+    x = loaded.transform(image)
+    assert x.dtype == torch.uint8 and x.shape == (3, 16, 16)
+    logits = loaded.model(x[None])
+    assert logits.shape == (1, 2)
+
+
+def test_evaluate_writes_metrics_per_domain(trained, tmp_path, capsys):
+    run, data = trained
+    output = tmp_path / "evaluation.json"
+    assert main(["evaluate", str(run), "--dataset", str(data), "--domains", "a", "c", "--output", str(output)]) == 0
+    report = json.loads(output.read_text())["domains"]
+    assert set(report) == {"a", "c"}
+    for metrics in report.values():
+        matrix = torch.tensor(metrics["confusion"]["matrix"])
+        assert matrix.sum() == metrics["images"] == 12
+        assert metrics["accuracy"] == pytest.approx(matrix.diag().sum().item() / 12)
+        assert 0 <= metrics["ece"] <= 1 and metrics["nll"] > 0
+        assert set(metrics["per_class_accuracy"]) == {"cat", "dog"}
+    assert "| c | 12 |" in capsys.readouterr().out
+
+
+def test_classes_matched_by_name(trained, tmp_path, capsys):
+    run, _ = trained
+    other = make_image_folder(tmp_path / "other", domains=("x",), classes=("dog", "cat"), per_class=2)
+    assert main(["evaluate", str(run), "--dataset", str(other), "--output", str(tmp_path / "e.json")]) == 0
+    wrong = make_image_folder(tmp_path / "wrong", domains=("x",), classes=("cat", "horse"), per_class=2)
+    assert main(["evaluate", str(run), "--dataset", str(wrong), "--output", str(tmp_path / "e.json")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["droptune: error: classes of the dataset unknown to the model: horse (the model knows cat, dog)"]
+
+
+def test_bad_model_folders_get_one_line(trained, tmp_path, capsys):
+    run, data = trained
+    with pytest.raises(DroptuneError, match="not a droptune run folder"):
+        droptune.load_model(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "best.safetensors").unlink()
+    assert main(["evaluate", str(copy), "--dataset", str(data)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"droptune: error: run {copy} has no selected model: best.safetensors is missing"]
+    with pytest.raises(DroptuneError, match="no swa model"):
+        droptune.load_model(run, variant="swa")
+
+
+def test_undecodable_image_gets_one_line(trained, tmp_path, capsys):
+    run, _ = trained
+    broken = make_image_folder(tmp_path / "broken", domains=("x",), per_class=2)
+    (broken / "x" / "cat" / "0.png").write_bytes(b"not an image")
+    assert main(["evaluate", str(run), "--dataset", str(broken), "--output", str(tmp_path / "e.json")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "cannot read image" in error[0] and "0.png" in error[0]
+
+
+def test_predict_lists_unreadable_files_and_goes_on(trained, tmp_path, capsys):
+    run, data = trained
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    output = tmp_path / "predictions.jsonl"
+    assert main(["predict", str(run), str(data / "a"), str(broken), "--top-k", "2", "--output", str(output)]) == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(records) == 12 and all(sorted(r["classes"]) == ["cat", "dog"] for r in records)
+    assert all(r["probabilities"][0] >= r["probabilities"][1] for r in records)
+    assert sum(records[0]["probabilities"]) == pytest.approx(1, abs=1e-5)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"droptune: skipped unreadable image {broken}")
+    csv_output = tmp_path / "predictions.csv"
+    assert main(["predict", str(run), str(data / "a" / "cat" / "0.png"), "--output", str(csv_output)]) == 0
+    header, row = csv_output.read_text().splitlines()
+    assert header == "file,class_1,probability_1"
+    first = next(r for r in records if r["file"].endswith("cat/0.png"))
+    assert row.split(",")[:2] == [first["file"], first["classes"][0]]
