@@ -1,0 +1,211 @@
+"""The leave-one-domain-out protocol, checked from the outside: run folders against numbers computed here.
+
+Each test names in its docstring the broken copy of the code ("mutant") it is there to catch.
+Runs are tiny (a generated 3-domain, 3-class dataset of 16 px images, 12 steps) and shared per module.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from droptune.combining.combine import combine
+from droptune.data.domains import open_dataset
+from droptune.data.splits import split_domain
+from droptune.models.model import build_model
+from droptune.training.config import TrainConfig
+from droptune.training.run_dir import RunDir
+from droptune.training.trainer import train
+from test_training import numbers
+
+BN_STATISTICS = ("running_mean", "running_var")
+
+
+def make_overlapping_folder(root: Path, seed: int = 0) -> Path:
+    """Domains a, b, c; classes differ in mean brightness by less than images vary, so a tiny run learns
+    some of it and no split is at 0% or 100%: a number computed from the wrong images shows."""
+    rng = np.random.default_rng(seed)
+    for d, domain in enumerate("abc"):
+        for c in range(3):
+            folder = root / domain / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(10):
+                base = 60 + 60 * c + 15 * d + rng.normal(0, 25)
+                pixels = np.clip(rng.normal(base, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def config_for(folder: Path, output: Path, **changes) -> TrainConfig:
+    base = dict(dataset=str(folder), test_domain="c", backbone="resnet10t", weights="none", image_size=16,
+                batch_size=4, steps=12, eval_every=4, lr=0.05, dropout=0.5, seed=2, workers=0, progress=False,
+                device="cpu", output_dir=str(output))
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("protocol")
+
+
+@pytest.fixture(scope="module")
+def folder(root) -> Path:
+    return make_overlapping_folder(root / "data")
+
+
+def run_of(folder: Path, root: Path, name: str, **changes) -> Path:
+    config = config_for(folder, root / name, **changes)
+    train(config)
+    return config.run_dir()
+
+
+@pytest.fixture(scope="module")
+def base_run(folder, root) -> Path:
+    return run_of(folder, root, "base")
+
+
+def metrics(run: Path) -> list[dict]:
+    return numbers(RunDir(run).read_metrics())
+
+
+def results_of(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())
+
+
+def weights_equal(a: Path, b: Path) -> bool:
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def scores_here(run: Path, folder: Path) -> dict[str, dict[str, float]]:
+    """Accuracy of the run's best.safetensors on each domain's 80% ("in") and 20% ("out") part, computed here:
+    the model evaluated image by image, the split drawn by the documented recipe (trial seed, domain name)."""
+    config = TrainConfig.load(run / "config.yaml")
+    dataset = open_dataset(str(folder))
+    model = build_model(config.backbone, len(dataset.classes), config.dropout, "none", config.freeze_bn)
+    model.load_state_dict(load_file(str(run / "best.safetensors")))
+    model.eval()
+    scores = {}
+    for d, name in enumerate(dataset.domains):
+        labels = dataset.labels(d)
+        images = torch.stack([torch.from_numpy(np.asarray(dataset.read(d, i).convert("RGB")).copy()).permute(2, 0, 1)
+                              for i in range(len(labels))])
+        with torch.no_grad():
+            hits = model(images).argmax(1).numpy() == labels
+        split = split_domain(len(labels), name, config.trial_seed, config.holdout_fraction)
+        assert len(split.holdout) == 6 and not set(split.train) & set(split.holdout)
+        scores[name] = {"in": float(hits[split.train].mean()), "out": float(hits[split.holdout].mean())}
+    return scores
+
+
+def test_training_never_reads_the_test_domain(folder, root, base_run):
+    """Mutant: training batches also draw the test domain (its 20% part, or all of it).
+
+    A dataset whose test domain holds other images must train to the same weights and losses,
+    and score the same on the training domains; only the test domain's scores may move.
+    """
+    poisoned = root / "poisoned"
+    shutil.copytree(folder, poisoned)
+    for image in sorted((poisoned / "c").rglob("*.png")):
+        pixels = np.asarray(Image.open(image))
+        Image.fromarray(255 - pixels).save(image)
+    run = run_of(poisoned, root, "poisoned-run")
+    base, other = metrics(base_run), metrics(run)
+    assert [r["loss"] for r in other] == [r["loss"] for r in base]
+    assert [(r["iid"], r["acc"]["a"], r["acc"]["b"]) for r in other] == [
+        (r["iid"], r["acc"]["a"], r["acc"]["b"]) for r in base]
+    assert weights_equal(base_run / "best.safetensors", run / "best.safetensors")
+    assert [r["acc"]["c"] for r in other] != [r["acc"]["c"] for r in base], "the test domain is evaluated"
+    assert results_of(run)["train_domains"] == ["a", "b"]
+
+
+def test_iid_is_the_training_domains_holdout_and_ood_the_test_domains_80_percent(folder, base_run):
+    """Mutants: i.i.d. averages in the test domain, or uses the training domains' 80% part; o.o.d. reads the
+    test domain's 20% part (or all of it); the split is not the documented (trial seed, domain) one."""
+    results = results_of(base_run)
+    here = scores_here(base_run, folder)
+    assert {(d, part): v for d, parts in results["acc"].items() for part, v in parts.items()} == pytest.approx(
+        {("a", "out"): here["a"]["out"], ("b", "out"): here["b"]["out"], ("c", "in"): here["c"]["in"],
+         ("c", "out"): here["c"]["out"]})
+    assert results["iid"] == pytest.approx((here["a"]["out"] + here["b"]["out"]) / 2)
+    assert results["ood"] == pytest.approx(here["c"]["in"])
+    assert results["selections"]["training_domain"]["ood_out"] == pytest.approx(here["c"]["out"])
+    assert len({here["c"]["in"], here["c"]["out"], here["a"]["out"], here["b"]["out"]}) > 2, \
+        "the fixture must tell the splits apart"
+
+
+def test_oracle_selection_inside_a_run(folder, root, base_run):
+    """Mutant: `--selection oracle` is ignored by the run (it keeps the training-domain checkpoint).
+
+    Selection changes which checkpoint is kept, never the training: the same metrics, the step with the
+    best test-domain 20% accuracy, and best.safetensors scored here gives that accuracy.
+    """
+    run = run_of(folder, root, "oracle", selection="oracle")
+    records = metrics(run)
+    assert records == metrics(base_run)
+    by_oracle = max(records, key=lambda r: (r["ood_out"], -r["step"]))
+    by_iid = max(records, key=lambda r: (r["iid"], -r["step"]))
+    assert by_oracle["step"] != by_iid["step"], "the fixture must make the two selections differ"
+    results = results_of(run)
+    assert (results["step"], results["iid"], results["ood"]) == (by_oracle["step"], by_oracle["iid"],
+                                                                  by_oracle["ood"])
+    assert results["selections"] == results_of(base_run)["selections"]
+    assert scores_here(run, folder)["c"]["out"] == pytest.approx(by_oracle["ood_out"])
+
+
+def test_augmented_holdout_changes_only_the_training_domains_scores(folder, root, base_run):
+    """Mutants: `--no-clean-holdout` is ignored; it also augments the test domain; it changes training."""
+    run = run_of(folder, root, "dirty", clean_holdout=False)
+    base, dirty = metrics(base_run), metrics(run)
+    assert [r["loss"] for r in dirty] == [r["loss"] for r in base]
+    assert [r["acc"]["c"] for r in dirty] == [r["acc"]["c"] for r in base]
+    assert [(r["acc"]["a"], r["acc"]["b"]) for r in dirty] != [(r["acc"]["a"], r["acc"]["b"]) for r in base]
+
+
+def test_eval_batch_size_and_loader_workers_leave_the_numbers_unchanged(folder, root, base_run):
+    """Mutants: evaluation batches that mix splits or drop a split's last partial batch; loader workers that
+    draw other batches or augmentations."""
+    run = run_of(folder, root, "loaders", eval_batch_size=5, workers=1)
+    assert metrics(run) == metrics(base_run)
+    assert weights_equal(base_run / "best.safetensors", run / "best.safetensors")
+
+
+def bn_split(path: Path) -> tuple[dict, dict]:
+    weights = load_file(str(path))
+    statistics = {k: v for k, v in weights.items() if k.endswith(BN_STATISTICS)}
+    return statistics, {k: v for k, v in weights.items() if k not in statistics and "num_batches" not in k}
+
+
+def test_unfrozen_batchnorm_statistics_are_re_estimated_for_averages(image_folder, tmp_path):
+    """Mutant: Bench.recompute_bn (BatchNorm re-estimation for weight averages, `--no-freeze-bn`) is a no-op.
+
+    The same SWA weights get other BatchNorm statistics from 1 and from 2 re-estimation batches (`bn_steps`);
+    averaged statistics would not depend on it. Reset statistics (mean 0, variance 1) would not be estimates.
+    """
+    swa = {}
+    for bn_steps in (1, 2):
+        config = config_for(image_folder, tmp_path / f"bn{bn_steps}", freeze_bn=False, steps=4, eval_every=4,
+                            average_start=3, bn_steps=bn_steps)
+        train(config)
+        swa[bn_steps] = bn_split(config.run_dir() / "swa.safetensors")
+    (stats_1, weights_1), (stats_2, weights_2) = swa[1], swa[2]
+    assert stats_1 and all(torch.equal(weights_1[k], weights_2[k]) for k in weights_1)
+    assert all(not torch.equal(stats_1[k], stats_2[k]) for k in stats_1)
+    means = [v for k, v in stats_1.items() if k.endswith("running_mean")]
+    assert all(v.abs().max() > 0 for v in means)
+
+
+def test_unfrozen_batchnorm_statistics_are_re_estimated_for_soups(image_folder, tmp_path):
+    """Mutant: soups skip BatchNorm re-estimation (`--no-freeze-bn` runs), keeping the averaged statistics."""
+    config = config_for(image_folder, tmp_path / "run", freeze_bn=False, steps=4, eval_every=4, bn_steps=2)
+    train(config)
+    combine([config.run_dir()], ["uniform_soup"], tmp_path / "out", device="cpu", workers=0)
+    live_stats, live_weights = bn_split(config.run_dir() / "best.safetensors")
+    soup_stats, soup_weights = bn_split(tmp_path / "out" / "uniform_soup" / "soup.safetensors")
+    assert all(torch.equal(live_weights[k], soup_weights[k]) for k in live_weights)
+    assert live_stats and all(not torch.equal(live_stats[k], soup_stats[k]) for k in live_stats)
