@@ -95,11 +95,13 @@ def test_slurm_options_reach_the_launcher_through_the_command_line(spec_file, tm
     monkeypatch.setenv("PATH", str(bin_dir))
     with pytest.raises(Recorded):
         main(argv + ["--slurm-partition", "gpu", "--slurm-account", "lab", "--slurm-time", "90", "--slurm-gpus", "2",
-                     "--slurm-cpus", "6", "--slurm-mem-gb", "40", "--slurm-array-parallelism", "5"])
+                     "--slurm-cpus", "6", "--slurm-mem-gb", "40", "--slurm-array-parallelism", "5",
+                     "--slurm-signal-delay", "30"])
     launcher, = seen
     assert {k: v for k, v in asdict(launcher).items() if k != "poll_s"} == {
         "folder": tmp_path / "sweep" / "slurm", "partition": "gpu", "account": "lab", "time_min": 90,
-        "gpus_per_job": 2, "cpus_per_job": 6, "mem_gb": 40, "array_parallelism": 5, "cluster": "slurm"}
+        "gpus_per_job": 2, "cpus_per_job": 6, "mem_gb": 40, "array_parallelism": 5, "signal_delay_s": 30,
+        "cluster": "slurm"}
 
 
 def test_ray_options_reach_the_launcher_through_the_command_line(spec_file, tmp_path, monkeypatch):
@@ -123,8 +125,14 @@ def test_a_missing_cluster_package_is_one_line(spec_file, tmp_path, monkeypatch,
 
 def test_a_local_worker_that_dies_is_recorded_with_its_status(image_folder, tmp_path, monkeypatch):
     """Mutant: the local launcher takes any exit status for a recorded outcome, so a killed worker leaves no trace."""
-    monkeypatch.setattr("droptune.experiments.launchers.subprocess.run",
-                        lambda *args, **kwargs: type("Done", (), {"returncode": -9})())
+    class Killed:
+        def __init__(self, command, **kwargs):
+            self.pid = 1
+
+        def wait(self):
+            return -9
+
+    monkeypatch.setattr("droptune.experiments.launchers.subprocess.Popen", Killed)
     job, = tiny_spec(image_folder, methods=[{"name": "m"}]).jobs(tmp_path)
     summary = run_sweep([job], LocalLauncher(), max_retries=0, progress=False)
     assert summary.states == {FAILED: 1}
