@@ -113,3 +113,55 @@ def test_rejects_a_size_that_is_not_positive(dataset, tmp_path):
     with pytest.raises(DroptuneError, match="cache image size must be a positive number of pixels, got 0"):
         CachedDomains(dataset, 0, tmp_path / "cache")
     assert not Path(tmp_path / "cache").exists()
+
+
+def same_pixels_as_the_files(cached: CachedDomains, dataset: ImageFolderDomains) -> bool:
+    return all(np.array_equal(np.asarray(cached.read(d, i)), resized(dataset, d, i, 8))
+               for d in range(len(dataset.domains)) for i in range(len(dataset.labels(d))))
+
+
+def test_a_file_touched_alone_rebuilds_the_cache(dataset, tmp_path):
+    """Mutant: the fingerprint ignores modification times (same bytes, same size, a new time)."""
+    old = CachedDomains(dataset, 8, tmp_path / "cache")
+    touched = dataset.path(1, 2)
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+
+    new = CachedDomains(ImageFolderDomains(dataset.root), 8, tmp_path / "cache")
+
+    assert new.path != old.path and not old.path.exists()
+
+
+def test_a_file_of_another_size_with_its_old_time_rebuilds_the_cache(dataset, tmp_path):
+    """Mutant: the fingerprint ignores file sizes (a file rewritten within the file system's time resolution)."""
+    old = CachedDomains(dataset, 8, tmp_path / "cache")
+    changed = dataset.path(0, 4)
+    stat = changed.stat()
+    Image.new("RGB", (40, 30), (0, 255, 0)).save(changed)
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert changed.stat().st_size != stat.st_size and changed.stat().st_mtime_ns == stat.st_mtime_ns
+
+    new = CachedDomains(ImageFolderDomains(dataset.root), 8, tmp_path / "cache")
+
+    assert new.path != old.path
+    assert np.all(np.asarray(new.read(0, 4)) == (0, 255, 0))
+
+
+def test_added_and_removed_images_rebuild_the_cache(dataset, tmp_path):
+    """Mutant: a cache of the folder is reused after images were added or removed (the fingerprint leaves the file
+    list out, and an array of another length is accepted)."""
+    first = CachedDomains(dataset, 8, tmp_path / "cache")
+    Image.new("RGB", (12, 12), (0, 0, 255)).save(dataset.root / "night" / "cat" / "9.png")
+    grown = ImageFolderDomains(dataset.root)
+
+    added = CachedDomains(grown, 8, tmp_path / "cache")
+
+    assert added.path != first.path and len(added) == 11
+    assert same_pixels_as_the_files(added, grown)
+    (dataset.root / "day" / "dog" / "0.png").unlink()
+    shrunk = ImageFolderDomains(dataset.root)
+
+    removed = CachedDomains(shrunk, 8, tmp_path / "cache")
+
+    assert removed.path not in (first.path, added.path) and len(removed) == 10
+    assert same_pixels_as_the_files(removed, shrunk)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [removed.path.name]

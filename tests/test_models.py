@@ -23,15 +23,21 @@ def test_dropout_is_the_only_thing_between_features_and_linear():
     assert torch.allclose(model(x), model.head.fc(model.features(x)))
 
 
-def test_inverted_dropout_scales_in_training_and_is_identity_in_eval():
-    model = DropoutClassifier(tiny_backbone(), 8, 3, dropout=0.75)
-    features = torch.ones(1000, 8)
-    model.train()
-    dropped = model.head.dropout(features)
-    assert set(dropped.unique().tolist()) <= {0.0, 4.0}
-    assert abs((dropped == 0).float().mean().item() - 0.75) < 0.03
-    model.eval()
-    assert torch.equal(model.head.dropout(features), features)
+def test_training_drops_the_pooled_features_at_rate_p_and_scoring_keeps_them_all():
+    """Mutants: dropout on another tensor than the pooled features (the input, the logits); a rate other than p;
+    dropout off in training (e.g. frozen BatchNorm's `train()` putting the whole model in eval mode) or on in eval."""
+    x = torch.randn(6, 3, 12, 12)
+    for freeze_bn in (True, False):
+        model = DropoutClassifier(tiny_backbone(), 8, 3, dropout=0.75, freeze_bn=freeze_bn).train()
+        torch.manual_seed(1)
+        trained = model(x)
+        features = model.features(x)
+        torch.manual_seed(1)
+        mask = torch.nn.functional.dropout(torch.ones_like(features), 0.75)
+        assert torch.allclose(trained, model.head.fc(features * mask), atol=1e-6)
+        assert set(mask.unique().tolist()) == {0.0, 4.0}
+        model.eval()
+        assert torch.allclose(model(x), model.head.fc(model.features(x)), atol=1e-6)
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])

@@ -77,30 +77,47 @@ def results_of(run: Path) -> dict:
     return json.loads((run / "results.json").read_text())
 
 
+def flat(acc: dict) -> dict[tuple[str, str], float]:
+    return {(domain, part): value for domain, parts in acc.items() for part, value in parts.items()}
+
+
 def weights_equal(a: Path, b: Path) -> bool:
     x, y = load_file(str(a)), load_file(str(b))
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def scores_here(run: Path, folder: Path) -> dict[str, dict[str, float]]:
-    """Accuracy of the run's best.safetensors on each domain's 80% ("in") and 20% ("out") part, computed here:
-    the model evaluated image by image, the split drawn by the documented recipe (trial seed, domain name)."""
-    config = TrainConfig.load(run / "config.yaml")
+def outputs_here(state: dict, config: TrainConfig, folder: Path) -> dict[str, tuple[torch.Tensor, np.ndarray, object]]:
+    """Per domain: the logits of every image under the weights `state`, computed here (image by image, no loader),
+    the labels, and the split drawn by the documented recipe (trial seed, domain name)."""
     dataset = open_dataset(str(folder))
     model = build_model(config.backbone, len(dataset.classes), config.dropout, "none", config.freeze_bn)
-    model.load_state_dict(load_file(str(run / "best.safetensors")))
+    model.load_state_dict(state)
     model.eval()
-    scores = {}
+    outputs = {}
     for d, name in enumerate(dataset.domains):
         labels = dataset.labels(d)
         images = torch.stack([torch.from_numpy(np.asarray(dataset.read(d, i).convert("RGB")).copy()).permute(2, 0, 1)
                               for i in range(len(labels))])
         with torch.no_grad():
-            hits = model(images).argmax(1).numpy() == labels
+            logits = model(images)
         split = split_domain(len(labels), name, config.trial_seed, config.holdout_fraction)
         assert len(split.holdout) == 6 and not set(split.train) & set(split.holdout)
+        outputs[name] = (logits, labels, split)
+    return outputs
+
+
+def accuracy_here(outputs: dict[str, tuple[torch.Tensor, np.ndarray, object]]) -> dict[str, dict[str, float]]:
+    scores = {}
+    for name, (logits, labels, split) in outputs.items():
+        hits = logits.argmax(1).numpy() == labels
         scores[name] = {"in": float(hits[split.train].mean()), "out": float(hits[split.holdout].mean())}
     return scores
+
+
+def scores_here(run: Path, folder: Path) -> dict[str, dict[str, float]]:
+    """Accuracy of the run's best.safetensors on each domain's 80% ("in") and 20% ("out") part, computed here."""
+    return accuracy_here(outputs_here(load_file(str(run / "best.safetensors")), TrainConfig.load(run / "config.yaml"),
+                                      folder))
 
 
 def test_training_never_reads_the_test_domain(folder, root, base_run):
@@ -129,7 +146,7 @@ def test_iid_is_the_training_domains_holdout_and_ood_the_test_domains_80_percent
     test domain's 20% part (or all of it); the split is not the documented (trial seed, domain) one."""
     results = results_of(base_run)
     here = scores_here(base_run, folder)
-    assert {(d, part): v for d, parts in results["acc"].items() for part, v in parts.items()} == pytest.approx(
+    assert flat(results["acc"]) == pytest.approx(
         {("a", "out"): here["a"]["out"], ("b", "out"): here["b"]["out"], ("c", "in"): here["c"]["in"],
          ("c", "out"): here["c"]["out"]})
     assert results["iid"] == pytest.approx((here["a"]["out"] + here["b"]["out"]) / 2)
@@ -155,7 +172,10 @@ def test_oracle_selection_inside_a_run(folder, root, base_run):
     assert (results["step"], results["iid"], results["ood"]) == (by_oracle["step"], by_oracle["iid"],
                                                                   by_oracle["ood"])
     assert results["selections"] == results_of(base_run)["selections"]
-    assert scores_here(run, folder)["c"]["out"] == pytest.approx(by_oracle["ood_out"])
+    assert not weights_equal(run / "best.safetensors", base_run / "best.safetensors"), "another checkpoint is kept"
+    here = scores_here(run, folder)
+    assert {key: here[key[0]][key[1]] for key in flat(by_oracle["acc"])} == pytest.approx(flat(by_oracle["acc"])), \
+        "best.safetensors is the oracle's checkpoint"
 
 
 def test_augmented_holdout_changes_only_the_training_domains_scores(folder, root, base_run):
@@ -173,6 +193,35 @@ def test_eval_batch_size_and_loader_workers_leave_the_numbers_unchanged(folder, 
     run = run_of(folder, root, "loaders", eval_batch_size=5, workers=1)
     assert metrics(run) == metrics(base_run)
     assert weights_equal(base_run / "best.safetensors", run / "best.safetensors")
+
+
+def test_checkpoint_ensemble_of_logits_averages_the_logits_of_the_checkpoints(folder, root):
+    """Mutant: `--ensemble-outputs logits` ignored in a run (the mean softmax is used), or the ensemble summing
+    the outputs of other checkpoints than those evaluated so far.
+
+    The run is stopped after each evaluation (as an interruption would) to read its weights from last.pt;
+    the ensemble's accuracy at each evaluation must be that of the mean logits of the checkpoints so far.
+    """
+    config = config_for(folder, root / "logits", ensemble_start=4, ensemble_outputs="logits", steps=16, lr=0.5)
+    states = []
+    for until in (4, 8, 12, 16):
+        train(config, resume=until > 4, until=until)
+        states.append(torch.load(config.run_dir() / "last.pt", weights_only=True)["model"])
+    outputs = [outputs_here(state, config, folder) for state in states]
+    records = metrics(config.run_dir())
+    assert [r["step"] for r in records] == [4, 8, 12, 16]
+    told_apart = False
+    for k, record in enumerate(records, 1):
+        members = outputs[:k]
+        mean = {name: (torch.stack([o[name][0] for o in members]).mean(0), *members[0][name][1:]) for name in members[0]}
+        probs = {name: (torch.stack([o[name][0].softmax(1) for o in members]).mean(0), *members[0][name][1:])
+                 for name in members[0]}
+        recorded = record["variants"]["ensemble"]
+        assert recorded["forward_passes"] == k
+        expected = {key: value for key, value in flat(accuracy_here(mean)).items() if key in flat(recorded["acc"])}
+        assert flat(recorded["acc"]) == pytest.approx(expected)
+        told_apart |= flat(accuracy_here(probs)) != flat(accuracy_here(mean))
+    assert told_apart, "the fixture must make mean logits and mean probabilities disagree somewhere"
 
 
 def bn_split(path: Path) -> tuple[dict, dict]:

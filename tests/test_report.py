@@ -5,6 +5,7 @@ import math
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from droptune.cli.main import main
@@ -27,9 +28,8 @@ def fake_run(root, method, dropout, domain, lr, seed, iid, ood, status="complete
     (path / "job.json").write_text(json.dumps({"id": config.identity(), "method": method, "hparams": {"lr": lr},
                                                "config": config.to_dict()}))
     config.save(path / "config.yaml")
-    record = {"step": 300, "iid": iid, "ood": ood, "ood_out": ood + 0.01}
     results = {"status": status, "dataset": "PACS", "test_domain": domain, "seed": seed, "trial_seed": seed,
-               "selections": {"training_domain": record, "oracle": record, "last": record}, "collapsed": iid < 0.5}
+               "selections": checkpoints(iid, ood), "collapsed": iid < 0.5}
     if variants is not None:
         results["variants"] = variants
     (path / "results.json").write_text(json.dumps(results))
@@ -38,9 +38,17 @@ def fake_run(root, method, dropout, domain, lr, seed, iid, ood, status="complete
     return path
 
 
+def checkpoints(iid, ood):
+    """Each selection method's checkpoint of a run: training-domain validation's at step 300 scores (iid, ood);
+    the oracle's at step 200 has a better test-domain 20% (ood + 0.06), i.i.d. accuracy iid - 0.02, o.o.d. ood + 0.05."""
+    return {"training_domain": {"step": 300, "iid": iid, "ood": ood, "ood_out": ood + 0.01},
+            "oracle": {"step": 200, "iid": iid - 0.02, "ood": ood + 0.05, "ood_out": ood + 0.06},
+            "last": {"step": 400, "iid": iid - 0.01, "ood": ood - 0.01, "ood_out": ood}}
+
+
 def ensemble(iid, ood):
     record = {"step": 300, "iid": iid + 0.01, "ood": ood + 0.02, "ood_out": ood + 0.03}
-    return {"ensemble": {**record, "selections": {"training_domain": record, "oracle": record}}, "swa": None}
+    return {"ensemble": {**record, "selections": checkpoints(iid + 0.01, ood + 0.02)}, "swa": None}
 
 
 def fake_sweep(root, complete=True):
@@ -98,11 +106,33 @@ def test_training_domain_selection_gives_known_means_and_standard_errors(tmp_pat
                                                                                       se(ood), 3))
 
 
-def test_oracle_selection_picks_by_the_test_domain(tmp_path):
+def test_oracle_selection_picks_by_the_test_domain_and_scores_the_oracles_checkpoint(tmp_path):
+    """Mutants: the oracle's rows scored at the checkpoint training-domain validation chose within each run;
+    the oracle's setting chosen by i.i.d. accuracy."""
     fake_sweep(tmp_path)
     collection = collect(tmp_path)
     summary = summarize(choose(collection.runs, "oracle"), layout(collection)[0])
-    assert cell(summary, "dropout 0.9", "sketch", "ood") == pytest.approx((0.80, se([.7, .8, .9]), 3))
+    assert cell(summary, "dropout 0.9", "sketch", "ood") == pytest.approx((0.85, se([.7, .8, .9]), 3))
+    assert cell(summary, "dropout 0.9", "sketch", "iid") == pytest.approx((np.mean([.88, .87, .91]),
+                                                                           se([.90, .89, .93]), 3))
+    assert cell(summary, "dropout 0.9 + ensemble", "art_painting", "ood") == pytest.approx((0.87, 0.0, 3))
+
+
+def test_average_column_combines_the_domains_standard_errors_as_independent():
+    """Mutant: the average's standard error is the mean of the domains' standard errors (or their root mean square).
+
+    Both domains vary here, by different amounts, so the formulas disagree.
+    """
+    rows = [("art_painting", seed, ood) for seed, ood in enumerate((0.70, 0.80, 0.90))]
+    rows += [("sketch", seed, ood) for seed, ood in enumerate((0.50, 0.52, 0.60))]
+    chosen = pd.DataFrame([{"dataset": "PACS", "method": "m", "test_domain": domain, "trial_seed": seed,
+                            "seed": seed, "hparams": "default", "iid": 0.9, "ood": ood} for domain, seed, ood in rows])
+    summary = summarize(chosen, {"PACS": ["art_painting", "sketch"]})
+    first, second = se([0.70, 0.80, 0.90]), se([0.50, 0.52, 0.60])
+    mean, error, n = cell(summary, "m", "average", "ood")
+    assert (mean, n) == (pytest.approx((0.80 + 0.54) / 2), 3)
+    assert error == pytest.approx(math.sqrt(first**2 + second**2) / 2)
+    assert abs(error - (first + second) / 2) > 0.005 and abs(error - math.sqrt((first**2 + second**2) / 2)) > 0.01
 
 
 def test_partial_sweep_marks_missing_cells_and_lists_every_skipped_run(tmp_path):
@@ -156,7 +186,7 @@ def test_report_command_writes_tables_and_figures(tmp_path, capsys):
     assert csv[0] == "dataset,method,metric,test_domain,mean,se,n,selection"
     assert any(line.startswith("PACS,dropout 0.9,ood,sketch,60.6667,6.3") for line in csv)
     assert main(["report", str(tmp_path), "--selection", "oracle"]) == 0
-    assert "| dropout 0.9 | 80.0 ± 0.0 | 80.0 ± 5.8 |" in capsys.readouterr().out
+    assert "| dropout 0.9 | 85.0 ± 0.0 | 85.0 ± 5.8 |" in capsys.readouterr().out
 
 
 def test_report_page_has_notes_tables_figures_combinations_and_the_sweep_file(tmp_path, capsys):

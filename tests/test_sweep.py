@@ -260,6 +260,13 @@ def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pr
     assert len({r["head_start"] for r in soup["runs"]}) == 1
     assert main(["sweep", str(spec_file), "--output", str(sweep_dir)]) == 0
     assert "combining" not in capsys.readouterr().out, "combinations of unchanged runs are not redone"
+    # Mutant: a combination is kept once it exists, though its group gained a run.
+    assert main(["sweep", str(spec_file), "--output", str(sweep_dir), "--seeds", "0", "1", "2"]) == 0
+    assert "combining 3 runs of" in capsys.readouterr().out
+    for method in ("ensemble", "uniform_soup", "greedy_soup"):
+        members = json.loads((group / method / "results.json").read_text())["runs"]
+        assert sorted(r["run"] for r in members) == sorted(p.name for p in (sweep_dir / "runs").iterdir())
+    assert len(json.loads((group / "group.json").read_text())["combined"]) == 3
     assert main(["report", str(sweep_dir)]) == 0
     out = capsys.readouterr().out
     for method in ("dropout 0", "dropout 0 + ensemble of runs", "dropout 0 + uniform soup", "dropout 0 + greedy soup"):

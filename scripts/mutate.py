@@ -1,0 +1,483 @@
+"""Mutation testing of the protocol's core: break the code on purpose, one change at a time, and check that a test fails.
+
+Two kinds of mutants:
+- named (`--named`): broken copies a reviewer found or feared, each written as (file, original text, broken
+  text) with the tests that must catch it; every one of them must be killed.
+- generated (the default): every small change (comparison, arithmetic, constant, boolean operator, min/max,
+  a dropped call) in the functions that compute the protocol's numbers: the splits, model selection, the
+  i.i.d./o.o.d. summary, report aggregation, soups and weight averages.
+
+A mutant is written into a private copy of src/ (the working tree is never touched) and runs only the tests
+listed for its module, in stages (fast tests first, the training runs only if those pass), each stage with
+a time limit. It is killed when a test fails or the time runs out, and survives when every test passes.
+
+    python scripts/mutate.py --named                       # the named mutants
+    python scripts/mutate.py                               # every generated mutant of every core module
+    python scripts/mutate.py --module selection --list     # the mutants of one module, without running them
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import os
+import importlib
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYTEST = ("-x", "-q", "-p", "no:cacheprovider", "-m", "not integration")
+# Imported once here, before any droptune module, so that each forked test run starts warm.
+HEAVY = ("numpy", "pandas", "torch", "torchvision", "timm", "PIL.Image", "sklearn.datasets", "matplotlib.pyplot",
+         "safetensors.torch", "yaml", "pytest")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A core module: the functions to mutate ("Class.method" or "function") and the test stages that guard them."""
+
+    path: str
+    functions: tuple[str, ...]
+    stages: tuple[tuple[str, ...], ...]
+
+
+PROTOCOL_RUNS = ("tests/test_protocol.py",)
+TARGETS = {
+    "splits": Target("src/droptune/data/splits.py", ("stable_seed", "split_domain"),
+                     (("tests/test_data.py", "-k", "split"), PROTOCOL_RUNS)),
+    "selection": Target("src/droptune/training/selection.py", ("select", "selections", "is_better",
+                                                               "variant_records"),
+                        (("tests/test_scoring.py",), PROTOCOL_RUNS)),
+    "evaluate": Target("src/droptune/training/evaluate.py", ("evaluate", "accuracy_of", "summarize", "_by_split"),
+                       (("tests/test_scoring.py",), PROTOCOL_RUNS)),
+    "bench": Target("src/droptune/training/bench.py", ("holdout_splits", "Bench.__init__", "Bench.iid",
+                                                       "Bench.iid_loss", "Bench.recompute_bn"),
+                    (PROTOCOL_RUNS,)),
+    "trainer": Target("src/droptune/training/trainer.py", ("Trainer.__init__", "Trainer._evaluate",
+                                                           "Trainer._finish"),
+                      (PROTOCOL_RUNS, ("tests/test_training.py",))),
+    "report": Target("src/droptune/experiments/report.py", ("choose", "mean_se", "summarize", "_averages"),
+                     (("tests/test_report.py",),)),
+    "collect": Target("src/droptune/experiments/collect.py", ("read_run", "read_combination", "_selected"),
+                      (("tests/test_report.py",),)),
+    "soups": Target("src/droptune/combining/soups.py", ("_recompute_bn", "uniform_soup", "greedy_soup"),
+                    (("tests/test_combining.py", "-k", "soup"), ("tests/test_protocol.py", "-k", "soups"))),
+    "averaging": Target("src/droptune/combining/averaging.py", ("WeightAverage.add", "WeightAverage.merge",
+                                                               "WeightAverage.load_into", "recompute_bn"),
+                        (("tests/test_combining.py", "-k", "averag or ema or batchnorm or soup"),
+                         ("tests/test_protocol.py", "-k", "batchnorm"))),
+}
+
+
+@dataclass(frozen=True)
+class Named:
+    """A hand-written mutant: `old` (which must occur exactly once in `path`) replaced by `new`."""
+
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+NAMED = (
+    Named("training batches also draw the test domain's 20%", "src/droptune/training/trainer.py",
+          "batches = DomainBalancedBatches([(d, self.splits[d].train) for d in self.train_domains],",
+          "batches = DomainBalancedBatches([(d, self.splits[d].train) for d in self.train_domains]"
+          " + [(self.test, self.splits[self.test].holdout)],",
+          ("tests/test_protocol.py::test_training_never_reads_the_test_domain",)),
+    Named("i.i.d. averages in the test domain's 20%", "src/droptune/training/trainer.py",
+          '"iid": float(np.mean([acc[names[d]]["out"] for d in self.train_domains])),',
+          '"iid": float(np.mean([acc[n]["out"] for n in names])),',
+          ("tests/test_protocol.py::test_iid_is_the_training_domains_holdout_and_ood_the_test_domains_80_percent",)),
+    Named("o.o.d. is the test domain's 20%", "src/droptune/training/trainer.py",
+          '"ood": acc[test]["in"],', '"ood": acc[test]["out"],',
+          ("tests/test_protocol.py::test_iid_is_the_training_domains_holdout_and_ood_the_test_domains_80_percent",)),
+    Named("--selection oracle is ignored inside a run", "src/droptune/training/trainer.py",
+          "if is_better(record, self.best, self.config.selection):",
+          'if is_better(record, self.best, "training_domain"):',
+          ("tests/test_protocol.py::test_oracle_selection_inside_a_run",)),
+    Named("--no-clean-holdout is ignored", "src/droptune/training/bench.py",
+          "None if clean else stable_seed(", "None if True else stable_seed(",
+          ("tests/test_protocol.py::test_augmented_holdout_changes_only_the_training_domains_scores",)),
+    Named("evaluation drops each split's last partial batch", "src/droptune/data/loaders.py",
+          "for start in range(0, len(split.keys), batch_size):",
+          "for start in range(0, len(split.keys) - batch_size + 1, batch_size):",
+          ("tests/test_protocol.py::test_eval_batch_size_and_loader_workers_leave_the_numbers_unchanged",)),
+    Named("Bench.recompute_bn is a no-op", "src/droptune/training/bench.py",
+          "        recompute_bn(model, loader, self.device, self.channels_last)",
+          "        pass",
+          ("tests/test_protocol.py::test_unfrozen_batchnorm_statistics_are_re_estimated_for_averages",
+           "tests/test_protocol.py::test_unfrozen_batchnorm_statistics_are_re_estimated_for_soups")),
+    Named("soups keep the averaged BatchNorm statistics", "src/droptune/combining/soups.py",
+          "    if not all(run.config.freeze_bn for run in runs):", "    if False:",
+          ("tests/test_protocol.py::test_unfrozen_batchnorm_statistics_are_re_estimated_for_soups",)),
+    Named("the report's oracle rows scored at the training-domain checkpoint", "src/droptune/experiments/collect.py",
+          'row[f"{selection}.ood"] = chosen.get("ood", float("nan"))',
+          'row[f"{selection}.ood"] = selections["training_domain"].get("ood", float("nan"))',
+          ("tests/test_report.py",)),
+    Named("the average column's standard error is the mean of the domains' errors",
+          "src/droptune/experiments/report.py",
+          'se = math.sqrt((group["se"] ** 2).sum()) / len(group)', 'se = group["se"].mean()',
+          ("tests/test_report.py",)),
+    Named("the cache fingerprint ignores modification times", "src/droptune/data/cache.py",
+          r"{stat.st_size}\t{stat.st_mtime_ns}\n", r"{stat.st_size}\n",
+          ("tests/test_data_cache.py",)),
+    Named("the cache fingerprint ignores file sizes", "src/droptune/data/cache.py",
+          r"{stat.st_size}\t{stat.st_mtime_ns}\n", r"{stat.st_mtime_ns}\n",
+          ("tests/test_data_cache.py",)),
+    Named("the cache fingerprint covers the first image only", "src/droptune/data/cache.py",
+          "        for domain, index in self._keys:\n            path = self.dataset.path(domain, index)",
+          "        for domain, index in self._keys[:1]:\n            path = self.dataset.path(domain, index)",
+          ("tests/test_data_cache.py",)),
+    Named("the cache reads an image without its domain's offset", "src/droptune/data/cache.py",
+          "self._array[self._offsets[domain] + index]", "self._array[index]",
+          ("tests/test_cache_training.py",)),
+    Named("the split is seeded without the domain", "src/droptune/data/splits.py",
+          'stable_seed("split", trial_seed, domain)', 'stable_seed("split", trial_seed)',
+          ("tests/test_scoring.py",)),
+    Named("selection ties go to the latest step", "src/droptune/training/selection.py",
+          '(r[key], -r["step"])', '(r[key], r["step"])',
+          ("tests/test_scoring.py",)),
+    Named("evaluation scores the model in training mode (dropout on)", "src/droptune/training/evaluate.py",
+          "    model.eval()\n", "",
+          ("tests/test_scoring.py",)),
+    Named("frozen BatchNorm's train() also turns dropout off", "src/droptune/models/model.py",
+          "                if isinstance(module, _BatchNorm):\n                    module.eval()",
+          "                if True:\n                    module.eval()",
+          ("tests/test_models.py::test_training_drops_the_pooled_features_at_rate_p_and_scoring_keeps_them_all",)),
+    Named("the head's dropout rate is not p", "src/droptune/models/model.py",
+          "dropout=nn.Dropout(dropout),", "dropout=nn.Dropout(dropout / 2),",
+          ("tests/test_models.py::test_training_drops_the_pooled_features_at_rate_p_and_scoring_keeps_them_all",)),
+    Named("--amp bf16 is ignored", "src/droptune/training/evaluate.py",
+          'if amp == "none":', "if True:",
+          ("tests/test_precision.py::test_bf16_autocast_stays_within_a_stated_tolerance_of_fp32",)),
+    Named("channels_last is ignored", "src/droptune/training/trainer.py",
+          "        if self.channels_last:\n            self.model.to(memory_format=torch.channels_last)",
+          "        if False:\n            self.model.to(memory_format=torch.channels_last)",
+          ("tests/test_precision.py::test_channels_last_gives_the_numbers_of_the_default_layout",)),
+    Named("a greedy-soup candidate that improves the soup is listed but not averaged in",
+          "src/droptune/combining/soups.py", "        if added:\n            soup.add(state)\n",
+          "        if added:\n", ("tests/test_combining.py", "-k", "greedy")),
+    Named("the greedy soup's bar stays at the first run's accuracy", "src/droptune/combining/soups.py",
+          "            soup.add(state)\n            best = iid\n", "            soup.add(state)\n",
+          ("tests/test_combining.py", "-k", "greedy")),
+    Named("droptune compare swaps its i.i.d. and o.o.d. columns", "src/droptune/experiments/compare.py",
+          """cells += [f"{100 * r['iid']:.1f}{flag}", f"{100 * r['ood']:.1f}"]""",
+          """cells += [f"{100 * r['ood']:.1f}{flag}", f"{100 * r['iid']:.1f}"]""",
+          ("tests/test_compare.py",)),
+    Named("droptune compare's average row averages i.i.d. twice", "src/droptune/experiments/compare.py",
+          'for d in domains]):.1f}" for k in ("iid", "ood")]', 'for d in domains]):.1f}" for k in ("iid", "iid")]',
+          ("tests/test_compare.py",)),
+    Named("sweep --set is ignored", "src/droptune/cli/sweep.py", "    if args.set:", "    if False:",
+          ("tests/test_sweep_cli.py::test_flags_override_the_sweep_file",)),
+    Named("sweep --trial-seeds is ignored", "src/droptune/cli/sweep.py",
+          '"trial_seeds": args.trial_seeds}', '"trial_seeds": None}',
+          ("tests/test_sweep_cli.py::test_flags_override_the_sweep_file",)),
+    Named("sweep --max-retries is ignored", "src/droptune/cli/sweep.py",
+          "**options), args.max_retries)", "**options))",
+          ("tests/test_sweep_cli.py::test_max_retries_bounds_the_attempts_of_a_failing_job",)),
+    Named("--slurm-gpus and --slurm-cpus crossed", "src/droptune/cli/sweep.py",
+          '"gpus_per_job": args.slurm_gpus, "cpus_per_job": args.slurm_cpus,',
+          '"gpus_per_job": args.slurm_cpus, "cpus_per_job": args.slurm_gpus,',
+          ("tests/test_sweep_cli.py::test_slurm_options_reach_the_launcher_through_the_command_line",)),
+    Named("--ray-gpus is dropped", "src/droptune/cli/sweep.py",
+          '"gpus_per_job": args.ray_gpus}', '"gpus_per_job": None}',
+          ("tests/test_sweep_cli.py::test_ray_options_reach_the_launcher_through_the_command_line",)),
+    Named("a local worker's exit status is never a crash", "src/droptune/experiments/launchers.py",
+          "None if code in (0, RECORDED, INTERRUPTED_EXIT)", "None if True",
+          ("tests/test_sweep_cli.py::test_a_local_worker_that_dies_is_recorded_with_its_status",)),
+    Named("a lost Slurm task is never a crash", "src/droptune/experiments/launchers.py",
+          "events.ended(job, _crash(task.result))", "events.ended(job, None)",
+          ("tests/test_sweep_cli.py::test_a_lost_slurm_task_is_recorded_with_its_error",)),
+    Named("a run's checkpoint ensemble ignores --ensemble-outputs logits", "src/droptune/combining/along_run.py",
+          "OutputEnsemble(config.ensemble_outputs) if", "OutputEnsemble() if",
+          ("tests/test_protocol.py::test_checkpoint_ensemble_of_logits_averages_the_logits_of_the_checkpoints",)),
+    Named("a sweep combination is not recomputed when its group gains a run", "src/droptune/experiments/combos.py",
+          '_members(folder / m / "results.json") != members]', '_members(folder / m / "results.json") is None]',
+          ("tests/test_sweep.py::test_sweep_combines_runs_across_seeds_once_and_reports_them",)),
+)
+
+
+# -- generated mutants -------------------------------------------------------------------------
+
+COMPARE = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+           ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+ARITHMETIC = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+              ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.RShift: ast.LShift, ast.LShift: ast.RShift}
+BOOLEAN = {ast.And: ast.Or, ast.Or: ast.And}
+NAMES = {"min": "max", "max": "min", "any": "all", "all": "any", "argmax": "argmin", "argmin": "argmax",
+         "idxmax": "idxmin", "idxmin": "idxmax"}
+KEYS = {"in": "out", "out": "in", "iid": "ood", "ood": "iid", "ood_out": "ood", "training_domain": "oracle",
+        "oracle": "training_domain", "train": "holdout", "holdout": "train"}
+QUIET = {"log", "logging", "print", "warnings"}  # calls whose removal changes no number
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str
+    path: str
+    line: int
+    function: str
+    before: str
+    after: str
+    source: str  # the whole mutated module
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}:{self.line} ({self.function}): {self.before}  ->  {self.after}"
+
+
+def _changes(node: ast.AST) -> Iterator[tuple[str, callable]]:
+    """(description, in-place change) for each way of mutating `node`."""
+    if isinstance(node, ast.Compare):
+        for i, op in enumerate(node.ops):
+            if type(op) in COMPARE:
+                yield f"op{i}", lambda n, i=i: n.ops.__setitem__(i, COMPARE[type(n.ops[i])]())
+    elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in ARITHMETIC:
+        yield "op", lambda n: setattr(n, "op", ARITHMETIC[type(n.op)]())
+    elif isinstance(node, ast.BoolOp):
+        yield "op", lambda n: setattr(n, "op", BOOLEAN[type(n.op)]())
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        yield "not", lambda n: setattr(n, "operand", ast.UnaryOp(ast.Not(), n.operand))
+    elif isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, bool):
+            yield "bool", lambda n: setattr(n, "value", not n.value)
+        elif isinstance(value, int):
+            yield "int", lambda n: setattr(n, "value", n.value + 1)
+        elif isinstance(value, float):
+            yield "float", lambda n: setattr(n, "value", n.value * 2 if n.value else 1.0)
+        elif isinstance(value, str) and value in KEYS:
+            yield "key", lambda n: setattr(n, "value", KEYS[n.value])
+    elif isinstance(node, ast.Name) and node.id in NAMES and isinstance(node.ctx, ast.Load):
+        yield "name", lambda n: setattr(n, "id", NAMES[n.id])
+    elif isinstance(node, ast.Attribute) and node.attr in NAMES:
+        yield "attr", lambda n: setattr(n, "attr", NAMES[n.attr])
+    elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and not _quiet(node.value):
+        yield "drop", lambda n: setattr(n, "value", ast.Constant(None))
+
+
+def _quiet(call: ast.Call) -> bool:
+    func = call.func
+    while isinstance(func, ast.Attribute):
+        func = func.value
+    return isinstance(func, ast.Name) and func.id in QUIET
+
+
+def _skipped(node: ast.AST) -> set[int]:
+    """ids of nodes never mutated: error messages, assertions, annotations, docstrings, f-strings."""
+    skip: set[int] = set()
+
+    def mark(tree: ast.AST | None) -> None:
+        if tree is not None:
+            skip.update(id(n) for n in ast.walk(tree))
+
+    for n in ast.walk(node):
+        if isinstance(n, (ast.Raise, ast.Assert, ast.JoinedStr)):
+            mark(n)
+        elif isinstance(n, ast.arg):
+            mark(n.annotation)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            mark(n.returns)
+            for d in n.decorator_list:
+                mark(d)
+            if n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant):
+                mark(n.body[0])
+        elif isinstance(n, ast.AnnAssign):
+            mark(n.annotation)
+    return skip
+
+
+def _functions(tree: ast.Module) -> Iterator[tuple[str, ast.AST]]:
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    yield f"{node.name}.{item.name}", item
+
+
+def generate(module: str, target: Target, root: Path = REPO) -> list[Mutant]:
+    text = (root / target.path).read_text()
+    tree = ast.parse(text)
+    order = {id(n): i for i, n in enumerate(ast.walk(tree))}
+    found = [(name, fn) for name, fn in _functions(tree) if not target.functions or name in target.functions]
+    missing = set(target.functions) - {name for name, _ in found}
+    if missing:
+        raise SystemExit(f"mutate.py: {target.path} has no function {', '.join(sorted(missing))}; update TARGETS")
+    mutants = []
+    for name, fn in found:
+        skip = _skipped(fn)
+        for node in ast.walk(fn):
+            if id(node) in skip:
+                continue
+            for _, change in _changes(node):
+                clone = copy.deepcopy(tree)
+                twin = next(n for i, n in enumerate(ast.walk(clone)) if i == order[id(node)])
+                before = ast.unparse(twin)
+                change(twin)
+                after = ast.unparse(twin)
+                mutants.append(Mutant(module, target.path, node.lineno, name, _short(before), _short(after),
+                                      ast.unparse(clone) + "\n"))
+    return mutants
+
+
+def _short(code: str, width: int = 90) -> str:
+    line = " ".join(code.split())
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+# -- running -----------------------------------------------------------------------------------
+
+class Sandbox:
+    """A private copy of src/ that one mutant at a time is written into."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="droptune-mutants-"))
+        shutil.copytree(REPO / "src", self.root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        os.environ.setdefault("MPLBACKEND", "Agg")
+        for name in HEAVY:
+            importlib.import_module(name)
+
+    def run(self, path: str, source: str, stages: tuple[tuple[str, ...], ...], timeout: float) -> tuple[str, str]:
+        """("killed" | "survived" | "timeout", the stage that decided)."""
+        file = self.root / path
+        original = file.read_text()
+        file.write_text(source)
+        try:
+            for stage in stages:
+                outcome = self._stage(stage, timeout)
+                if outcome != "passed":
+                    return outcome, " ".join(stage)
+            return "survived", ""
+        finally:
+            file.write_text(original)
+
+    def _stage(self, stage: tuple[str, ...], timeout: float) -> str:
+        """Run pytest in a fork of this process, which has imported the heavy dependencies once."""
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setsid()
+                os.environ.update(PYTHONPATH=str(self.root / "src"), PYTHONDONTWRITEBYTECODE="1")
+                sys.path.insert(0, str(self.root / "src"))
+                os.chdir(REPO)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+                import pytest
+
+                code = int(pytest.main([*PYTEST, *stage]))
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    pid = 0
+                    return "passed" if os.waitstatus_to_exitcode(status) == 0 else "killed"
+                time.sleep(0.2)
+            return "timeout"
+        finally:
+            if pid:
+                os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def run_named(sandbox: Sandbox, chosen: list[Named], timeout: float) -> int:
+    survived = stale = 0
+    for mutant in chosen:
+        text = (REPO / mutant.path).read_text()
+        if text.count(mutant.old) != 1:
+            stale += 1
+            print(f"STALE     {mutant.name}: its text occurs {text.count(mutant.old)} times in {mutant.path}")
+            continue
+        start = time.monotonic()
+        outcome, _ = sandbox.run(mutant.path, text.replace(mutant.old, mutant.new), (mutant.tests,), timeout)
+        survived += outcome == "survived"
+        print(f"{outcome.upper():<9} {mutant.name} ({time.monotonic() - start:.0f} s)", flush=True)
+    print(f"\n{len(chosen)} named mutants: {len(chosen) - survived - stale} killed, {survived} survived, "
+          f"{stale} stale")
+    return 1 if survived or stale else 0
+
+
+def run_generated(sandbox: Sandbox, mutants: list[Mutant], timeout: float, report: Path | None) -> int:
+    rows = []
+    for number, mutant in enumerate(mutants, 1):
+        start = time.monotonic()
+        outcome, stage = sandbox.run(mutant.path, mutant.source, TARGETS[mutant.module].stages, timeout)
+        rows.append({"module": mutant.module, "path": mutant.path, "line": mutant.line, "function": mutant.function,
+                     "before": mutant.before, "after": mutant.after, "outcome": outcome, "stage": stage,
+                     "seconds": round(time.monotonic() - start, 1)})
+        print(f"[{number}/{len(mutants)}] {outcome.upper():<9} {mutant.label}", flush=True)
+        if report:
+            report.write_text(json.dumps(rows, indent=1))
+    survivors = [r for r in rows if r["outcome"] == "survived"]
+    print(f"\n{len(rows)} mutants: {len(rows) - len(survivors)} killed "
+          f"({sum(r['outcome'] == 'timeout' for r in rows)} by the time limit), {len(survivors)} survived")
+    for r in survivors:
+        print(f"  survived: {r['path']}:{r['line']} ({r['function']}): {r['before']}  ->  {r['after']}")
+    return 1 if survivors else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--named", action="store_true", help="run the named mutants instead of the generated ones")
+    parser.add_argument("--module", nargs="+", choices=sorted(TARGETS), help="core modules (default: all)")
+    parser.add_argument("--only", nargs="+", type=int, metavar="N", help="run only these generated mutants (1-based)")
+    parser.add_argument("--match", nargs="+", help="with --named: only the mutants whose name contains one of these")
+    parser.add_argument("--list", action="store_true", help="list the mutants; run nothing")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per test stage (default: 300)")
+    parser.add_argument("--report", type=Path, help="write each generated mutant's outcome to this JSON file")
+    args = parser.parse_args(argv)
+
+    if args.named:
+        chosen = [m for m in NAMED if args.match is None or any(text in m.name for text in args.match)]
+        if args.list:
+            for mutant in chosen:
+                print(f"{mutant.name}: {mutant.path}: {mutant.old.strip()}  ->  {mutant.new.strip()}")
+            return 0
+        sandbox = Sandbox()
+        try:
+            return run_named(sandbox, chosen, args.timeout)
+        finally:
+            sandbox.close()
+
+    mutants = [m for name in (args.module or sorted(TARGETS)) for m in generate(name, TARGETS[name])]
+    numbered = list(enumerate(mutants, 1))
+    if args.only:
+        numbered = [(i, m) for i, m in numbered if i in set(args.only)]
+    if args.list:
+        for i, mutant in numbered:
+            print(f"{i:4} {mutant.label}")
+        print(f"\n{len(numbered)} mutants")
+        return 0
+    sandbox = Sandbox()
+    try:
+        return run_generated(sandbox, [m for _, m in numbered], args.timeout, args.report)
+    finally:
+        sandbox.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The protocol's pure functions against hand-computed numbers: the split, model selection, the scores of a split.
+
+Each test names in its docstring the broken copy of the code ("mutant") it is there to catch;
+`python scripts/mutate.py --module splits selection evaluate` generates many more.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from droptune.data.loaders import EvalSplit
+from droptune.data.splits import split_domain, stable_seed
+from droptune.training.evaluate import accuracy_of, evaluate, summarize
+from droptune.training.selection import is_better, select, selections, variant_records
+
+
+def test_the_split_is_the_documented_one_and_never_changes():
+    """Mutants: another seed recipe (e.g. seeded without the domain, or other bits of the hash); another cut;
+    the 80% and 20% parts swapped. Finished runs are combined and reported with runs of later versions,
+    so the split of a (trial seed, domain) must never move."""
+    assert stable_seed("split", 0, "a") == 301275878254538882
+    split = split_domain(10, "a", trial_seed=0)
+    assert (split.train.tolist(), split.holdout.tolist()) == ([0, 1, 2, 3, 4, 5, 7, 8], [6, 9])
+    assert split_domain(7, "a", trial_seed=1).holdout.tolist() == [1], "20% of 7 rounds to 1"
+    assert split_domain(12, "b", trial_seed=0, holdout_fraction=0.25).holdout.tolist() == [3, 6, 8]
+
+
+RECORDS = [
+    {"step": 10, "iid": 0.50, "ood": 0.40, "ood_out": 0.30},
+    {"step": 20, "iid": 0.70, "ood": 0.35, "ood_out": 0.20},
+    {"step": 30, "iid": 0.60, "ood": 0.60, "ood_out": 0.90},
+    {"step": 40, "iid": 0.70, "ood": 0.50, "ood_out": 0.90},
+    {"step": 50, "iid": 0.65, "ood": 0.70, "ood_out": 0.10},
+]
+
+
+def test_selection_methods_pick_their_own_checkpoint_and_ties_go_to_the_earliest():
+    """Mutants: training-domain selection by o.o.d. or the lowest i.i.d.; the oracle by i.i.d. or the test domain's
+    80%; ties to the latest step; `last` not the final record; is_better (the run's running choice) disagreeing."""
+    assert select(RECORDS)["step"] == 20
+    assert select(RECORDS, "training_domain")["step"] == 20
+    assert select(RECORDS, "oracle")["step"] == 30
+    assert select(RECORDS, "last")["step"] == 50
+    assert select([], "oracle") is None
+    assert selections(RECORDS) == {
+        "training_domain": {"step": 20, "iid": 0.70, "ood": 0.35, "ood_out": 0.20},
+        "oracle": {"step": 30, "iid": 0.60, "ood": 0.60, "ood_out": 0.90},
+        "last": {"step": 50, "iid": 0.65, "ood": 0.70, "ood_out": 0.10},
+    }
+    assert selections([]) == {"training_domain": None, "oracle": None, "last": None}
+    for method, step in (("training_domain", 20), ("oracle", 30)):
+        best = None
+        for record in RECORDS:
+            if is_better(record, best, method):
+                best = record
+        assert best["step"] == step, method
+
+
+def test_variant_records_are_the_steps_that_scored_the_variant():
+    """Mutant: a variant's records taken from the evaluations that lack it, or without their step."""
+    records = [{"step": 4, "iid": 0.1}, {"step": 8, "iid": 0.2, "variants": {"swa": {"iid": 0.5, "ood": 0.4}}},
+               {"step": 12, "iid": 0.3, "variants": {"ensemble": {"iid": 0.6}, "swa": {"iid": 0.7, "ood": 0.1}}}]
+    assert variant_records(records, "swa") == [{"step": 8, "iid": 0.5, "ood": 0.4}, {"step": 12, "iid": 0.7, "ood": 0.1}]
+    assert variant_records(records, "swad") == []
+
+
+ACC = {"a": {"out": 0.9}, "b": {"out": 0.6}, "c": {"in": 0.4, "out": 0.7}}
+
+
+def test_summary_is_domainbeds():
+    """Mutants: i.i.d. over every domain or one; o.o.d. the test domain's 20%; the oracle's number its 80%."""
+    assert summarize(ACC, ["a", "b"], "c") == {"iid": pytest.approx(0.75), "ood": 0.4, "ood_out": 0.7, "acc": ACC}
+
+
+SPLITS = [EvalSplit("a", "out", [(0, i, None) for i in range(3)]),
+          EvalSplit("c", "in", [(2, i, None) for i in range(2)]),
+          EvalSplit("c", "out", [(2, i, None) for i in range(4)])]
+
+
+def test_accuracy_of_whole_set_outputs_counts_each_split_on_its_own_rows():
+    """Mutants: rows shifted between splits; accuracy by the lowest logit; divided by the wrong size."""
+    outputs = torch.tensor([[1.0, 0], [0, 1], [1, 0],  # a/out: labels 0 1 1 -> 2 of 3
+                            [0, 1], [0, 1],  # c/in: labels 1 0 -> 1 of 2
+                            [1, 0], [1, 0], [0, 1], [0, 1]])  # c/out: labels 0 0 0 0 -> 2 of 4
+    labels = torch.tensor([0, 1, 1, 1, 0, 0, 0, 0, 0])
+    assert accuracy_of(outputs, labels, SPLITS) == {"a": {"out": pytest.approx(2 / 3)},
+                                                    "c": {"in": 0.5, "out": 0.5}}
+
+
+class Logits(nn.Module):
+    """A 'model' whose input is its output, that remembers whether it was called in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.modes = []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return x
+
+
+def test_evaluate_scores_every_split_in_one_pass_and_keeps_the_outputs_in_order():
+    """Mutants: batches counted for the wrong split; accuracy or loss divided by the wrong size; the model left in
+    training mode (dropout on) while scoring, or not put back; kept outputs out of order."""
+    outputs = torch.tensor([[2.0, 0], [0, 3], [1, 0], [0, 1], [0, 2], [4, 0], [0, 1], [3, 0], [1, 2]])
+    labels = torch.tensor([0, 1, 1, 1, 0, 0, 0, 0, 0])
+    # batches of 2 that never mix splits, as eval_batches makes them: a/out 2+1, c/in 2, c/out 2+2
+    cuts, owners = [(0, 2), (2, 3), (3, 5), (5, 7), (7, 9)], [0, 0, 1, 2, 2]
+    loader = [(outputs[i:j], labels[i:j]) for i, j in cuts]
+    model = Logits().train()
+
+    evaluation = evaluate(model, loader, owners, SPLITS, torch.device("cpu"), keep_logits=True)
+
+    assert evaluation.acc == {"a": {"out": pytest.approx(2 / 3)}, "c": {"in": 0.5, "out": 0.5}}
+    losses = F.cross_entropy(outputs, labels, reduction="none").tolist()
+    assert evaluation.loss == {"a": {"out": pytest.approx(sum(losses[:3]) / 3)},
+                               "c": {"in": pytest.approx(sum(losses[3:5]) / 2),
+                                     "out": pytest.approx(sum(losses[5:]) / 4)}}
+    assert model.modes == [False] * 5 and model.training
+    assert torch.equal(evaluation.logits, outputs) and torch.equal(evaluation.labels, labels)

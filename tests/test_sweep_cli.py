@@ -1,0 +1,164 @@
+"""`droptune sweep`'s flags and launcher options through the command line, and the launchers' failure paths."""
+
+import re
+import sys
+from dataclasses import asdict
+
+import pytest
+import yaml
+
+from droptune.cli.main import main
+from droptune.experiments.jobs import FAILED, read_error, state
+from droptune.experiments.launchers import LocalLauncher, RayLauncher, SlurmLauncher
+from droptune.experiments.runner import run_sweep
+from droptune.training.config import TrainConfig
+from droptune.training.run_dir import RunDir
+from test_sweep import TINY_BASE, tiny_spec
+
+
+@pytest.fixture
+def spec_file(image_folder, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"datasets": [str(image_folder)], "test_domains": ["c"], "base": TINY_BASE,
+                                    "seeds": [0], "methods": [{"name": "dropout 0", "dropout": 0.0}]}))
+    return path
+
+
+def listed_ids(out: str) -> set[str]:
+    return set(re.findall(r"^([0-9a-f]{12}) ", out, re.MULTILINE))
+
+
+def test_flags_override_the_sweep_file(image_folder, spec_file, tmp_path, capsys):
+    """Mutants: `--grid`, `--set`, `--seeds`, `--test-domains` or `--trial-seeds` ignored, or a --grid/--set value
+    kept as a string; the jobs listed by `--dry-run` are exactly the configs asked for (their ids are config hashes)."""
+    argv = ["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--dry-run", "--grid", "lr=0.1,1e-2",
+            "--set", "steps=3", "weight_decay=0", "--seeds", "1", "2", "--test-domains", "a", "b",
+            "--trial-seeds", "7"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    expected = {TrainConfig(**{**TINY_BASE, "steps": 3, "weight_decay": 0.0, "progress": False,
+                               "dataset": str(image_folder), "test_domain": domain, "lr": lr, "dropout": 0.0,
+                               "seed": seed, "trial_seed": 7}).identity()
+                for domain in ("a", "b") for lr in (0.1, 0.01) for seed in (1, 2)}
+    assert listed_ids(out) == expected and "8 jobs" in out
+    assert not (tmp_path / "sweep").exists(), "a dry run writes nothing"
+    assert main(["sweep", str(spec_file), "--dry-run", "--grid", "lr"]) == 2
+    assert "--grid 'lr': expected NAME=VALUE" in capsys.readouterr().err
+
+
+def test_max_retries_bounds_the_attempts_of_a_failing_job(tmp_path, image_folder, capsys):
+    """Mutants: `--max-retries` ignored (the default 1 used); a negative count accepted; failures not listed."""
+    spec = tmp_path / "broken.yaml"
+    spec.write_text(yaml.safe_dump({"datasets": [str(image_folder)], "test_domains": ["c"],
+                                    "base": {**TINY_BASE, "weights": str(tmp_path / "missing.safetensors")},
+                                    "methods": [{"name": "broken"}]}))
+    argv = ["sweep", str(spec), "--output", str(tmp_path / "sweep")]
+    assert main(argv + ["--max-retries", "-1"]) == 2
+    assert "invalid --max-retries -1: expected 0 or more" in capsys.readouterr().err
+    assert main(argv + ["--max-retries", "0"]) == 1
+    out = capsys.readouterr().out
+    run = next((tmp_path / "sweep" / "runs").iterdir())
+    error = read_error(RunDir(run))
+    assert error["attempts"] == 1 and "missing.safetensors" in error["message"]
+    assert f"failed: {run}" in out and "1 failed" in out
+
+
+class Recorded(Exception):
+    """Raised by a stand-in launcher's run, after it has kept the launcher the command line built."""
+
+
+def capture(monkeypatch, launcher_class) -> list:
+    seen = []
+
+    def run(self, jobs, events):
+        seen.append(self)
+        raise Recorded
+
+    monkeypatch.setattr(launcher_class, "run", run)
+    return seen
+
+
+def test_slurm_options_reach_the_launcher_through_the_command_line(spec_file, tmp_path, monkeypatch, capsys):
+    """Mutants: a `--slurm-*` flag dropped or sent to another field between the command line and the launcher;
+    Slurm chosen on a machine without sbatch (it must say so in one line)."""
+    pytest.importorskip("submitit")
+    seen = capture(monkeypatch, SlurmLauncher)
+    argv = ["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", "slurm"]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "droptune: error: --launcher slurm needs Slurm's sbatch on this machine (run it on a login node)"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(Recorded):
+        main(argv + ["--slurm-partition", "gpu", "--slurm-account", "lab", "--slurm-time", "90", "--slurm-gpus", "2",
+                     "--slurm-cpus", "6", "--slurm-mem-gb", "40", "--slurm-array-parallelism", "5",
+                     "--slurm-signal-delay", "30"])
+    launcher, = seen
+    assert {k: v for k, v in asdict(launcher).items() if k != "poll_s"} == {
+        "folder": tmp_path / "sweep" / "slurm", "partition": "gpu", "account": "lab", "time_min": 90,
+        "gpus_per_job": 2, "cpus_per_job": 6, "mem_gb": 40, "array_parallelism": 5, "signal_delay_s": 30,
+        "cluster": "slurm"}
+
+
+def test_ray_options_reach_the_launcher_through_the_command_line(spec_file, tmp_path, monkeypatch):
+    """Mutant: a `--ray-*` flag dropped or sent to another field between the command line and the launcher."""
+    pytest.importorskip("ray")
+    seen = capture(monkeypatch, RayLauncher)
+    with pytest.raises(Recorded):
+        main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", "ray", "--ray-address",
+              "ray://head:10001", "--ray-cpus", "3", "--ray-gpus", "0.5"])
+    assert asdict(seen[0]) == {"address": "ray://head:10001", "cpus_per_job": 3.0, "gpus_per_job": 0.5}
+
+
+@pytest.mark.parametrize("launcher, package", [("slurm", "submitit"), ("ray", "ray")])
+def test_a_missing_cluster_package_is_one_line(spec_file, tmp_path, monkeypatch, capsys, launcher, package):
+    """Mutant: the cluster launchers import their package unguarded (a traceback instead of the install hint)."""
+    monkeypatch.setitem(sys.modules, package, None)
+    assert main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", launcher]) == 2
+    assert capsys.readouterr().err.strip() == (f"droptune: error: --launcher {launcher} needs the {package} package: "
+                                               "pip install 'droptune[cluster]'")
+
+
+def test_a_local_worker_that_dies_is_recorded_with_its_status(image_folder, tmp_path, monkeypatch):
+    """Mutant: the local launcher takes any exit status for a recorded outcome, so a killed worker leaves no trace."""
+    class Killed:
+        def __init__(self, command, **kwargs):
+            self.pid = 1
+
+        def wait(self):
+            return -9
+
+    monkeypatch.setattr("droptune.experiments.launchers.subprocess.Popen", Killed)
+    job, = tiny_spec(image_folder, methods=[{"name": "m"}]).jobs(tmp_path)
+    summary = run_sweep([job], LocalLauncher(), max_retries=0, progress=False)
+    assert summary.states == {FAILED: 1}
+    assert read_error(job.run)["message"] == f"worker exited with status -9; see {job.run.path / 'log.txt'}"
+
+
+def test_a_lost_slurm_task_is_recorded_with_its_error(image_folder, tmp_path, monkeypatch):
+    """Mutant: a Slurm task that died (node failure, time limit) counts as a job that recorded its own outcome."""
+    pytest.importorskip("submitit")
+
+    class Lost:
+        def done(self):
+            return True
+
+        def result(self):
+            raise RuntimeError("Job 42 (task: 0) with path /x\n  has not produced any output (state: NODE_FAIL)")
+
+    class Executor:
+        def map_array(self, function, jobs):
+            return [Lost() for _ in jobs]
+
+    monkeypatch.setattr(SlurmLauncher, "executor", lambda self: Executor())
+    job, = tiny_spec(image_folder, methods=[{"name": "m"}]).jobs(tmp_path)
+    launcher = SlurmLauncher(folder=tmp_path / "slurm", cluster="local", poll_s=0)
+    summary = run_sweep([job], launcher, max_retries=1, progress=False)
+    assert summary.states == {FAILED: 1} and summary.executions == 2
+    assert read_error(job.run) == {"message": "RuntimeError: Job 42 (task: 0) with path /x has not produced any "
+                                              "output (state: NODE_FAIL)", "traceback": "", "attempts": 2}
+    assert state(job.run) == FAILED
