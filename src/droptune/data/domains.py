@@ -86,9 +86,6 @@ class ImageFolderDomains(MultiDomainDataset):
         self.domains = _list_dirs(self.root)
         if not self.domains:
             raise DroptuneError(f"no domain folders in {self.root}: expected <domain>/<class>/<image>")
-        if len(self.domains) < 2:
-            raise DroptuneError(f"{self.root} holds a single domain folder ({self.domains[0]}): leave-one-domain-out "
-                                "needs at least 2, one to train on and one held out")
         if spec is not None and set(self.domains) != set(spec.domains):
             missing = sorted(set(spec.domains) - set(self.domains))
             extra = sorted(set(self.domains) - set(spec.domains))

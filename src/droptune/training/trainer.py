@@ -79,6 +79,9 @@ class Trainer:
         if config.cache_dir and isinstance(self.dataset, ImageFolderDomains):
             self.dataset = CachedDomains(self.dataset, config.image_size, config.cache_dir)
         domains = self.dataset.domains
+        if len(domains) < 2:  # evaluation and prediction read one-domain folders; training cannot
+            raise DroptuneError(f"{config.dataset} holds a single domain folder ({domains[0]}): leave-one-domain-out "
+                                "needs at least 2, one to train on and one held out")
         self.test = self.dataset.domain_index(config.test_domain)
         self.train_domains = [d for d in range(len(domains)) if d != self.test]
         self.splits = [split_domain(len(self.dataset.labels(d)), name, config.trial_seed, config.holdout_fraction)
