@@ -68,11 +68,11 @@ def plot(results: list[dict], stem: Path) -> list[Path]:
     for i, result in enumerate(results):
         change = [(n, v) for n, v in result["relative_change"].items() if n != "all"]
         label = f"{result['run'][:28]} (p={result['dropout']:g}{', linearized' if result['linearized'] else ''})"
-        for kind, marker in (("weight", "."), ("bias", "x")):
+        for kind, plural, marker in (("weight", "weights", "."), ("bias", "biases", "x")):
             points = [(j, v) for j, (n, v) in enumerate(change) if n.endswith(kind)]
             layers.plot([j for j, _ in points], [v for _, v in points], marker, color=f"C{i}", ms=4, ls="",
-                        label=f"{label}: {kind}s" + (f" (all: {result['relative_change']['all']:.4f})"
-                                                     if kind == "weight" else ""))
+                        label=f"{label}: {plural}" + (f" (all: {result['relative_change']['all']:.4f})"
+                                                      if kind == "weight" else ""))
         for j, name in enumerate(("pretrained", "first_order", "network")):
             for k, which in enumerate(("iid", "ood")):
                 x = 3 * k + j + i * width
