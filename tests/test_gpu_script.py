@@ -40,7 +40,7 @@ def test_without_cuda_the_script_refuses_before_measuring(tmp_path):
 def test_dry_run_measures_everything_and_writes_the_summary(tmp_path):
     """The whole script on CPU at tiny sizes, on a generated PACS-shaped folder: every step runs."""
     out = tmp_path / "out"
-    result = gpu_sh("--dry-run", out=out, timeout=900)
+    result = gpu_sh("--dry-run", out=out, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "summary.json", "summary.md"]
     summary = json.loads((out / "summary.json").read_text())
