@@ -112,22 +112,22 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.05)
 
 
-def test_sigterm_to_every_process_of_droptune_train_exits_75_and_resumes_exactly(image_folder, tmp_path, capsys):
-    """Slurm and a terminal signal the whole process group, loader workers included.
+def test_sigint_to_every_process_of_droptune_train_exits_75_and_resumes_exactly(image_folder, tmp_path, capsys):
+    """Ctrl-C signals the whole process group, loader workers included.
     Mutant guarded: loader workers that die of the signal (the step in flight fails instead of saving)."""
     run = RunDir(tmp_path / "part")
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     process = subprocess.Popen([sys.executable, "-m", "droptune.cli.main", *tiny_train_args(image_folder, run.path)],
                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     wait_for(run.metrics, process)
-    os.killpg(process.pid, signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=120)
 
     assert process.returncode == INTERRUPTED_EXIT, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("droptune: run ") and f"droptune train --resume {run.path}" in last, err
     stopped = run.read_interrupted()
-    assert stopped["signal"] == "SIGTERM" and 10 <= stopped["step"] < 60
+    assert stopped["signal"] == "SIGINT" and 10 <= stopped["step"] < 60
     assert torch.load(run.last, weights_only=True)["step"] == stopped["step"]
 
     assert main(["train", "--resume", str(run.path)]) == 0

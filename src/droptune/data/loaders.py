@@ -144,10 +144,9 @@ class EvalSplit:
 
 
 def ignore_stop_signals(_worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGINT to the main process: a terminal's Ctrl-C or Slurm's SIGTERM reaches
-    every process of the job, and a worker that died of it would abort the step the trainer is finishing."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)
+    """Loader workers leave Ctrl-C (SIGINT, sent to the whole process group) to the trainer, which finishes its
+    step and saves. SIGTERM keeps its default: multiprocessing ends leftover workers with it at exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_loader(images: DomainImages, batches, workers: int, pin_memory: bool = False) -> DataLoader:
