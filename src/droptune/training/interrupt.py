@@ -46,7 +46,7 @@ class StopRequest:
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
-            print(f"droptune: {signal.Signals(signum).name} received: saving the state of what is running, "
+            print(f"droptune: {signal_name(signum)} received: saving the state of what is running, "
                   "then stopping", file=sys.stderr, flush=True)
             if self.then is not None:
                 self.then(signum)
