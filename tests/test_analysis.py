@@ -17,7 +17,7 @@ from droptune.combining.runs import read_run
 from droptune.cli.main import main
 from droptune.errors import DroptuneError
 from droptune.experiments.collect import collect
-from droptune.experiments.report import write_tables
+from droptune.experiments.tables import write_tables
 from droptune.models.linearized import LinearizedClassifier
 from droptune.models.model import build_model
 from droptune.training.config import TrainConfig

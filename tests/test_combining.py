@@ -150,13 +150,13 @@ def test_output_ensemble_of_one_is_that_model_and_averages_probabilities():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, -1.0]])
     one = OutputEnsemble()
     one.add(logits)
-    torch.testing.assert_close(one.mean(), logits.softmax(1))
+    torch.testing.assert_close(one.total / one.count, logits.softmax(1))
     confident_wrong = torch.tensor([[-9.0, 9.0], [0.0, 1.0], [3.0, -1.0]])
     by_probs, by_logits = OutputEnsemble("probs"), OutputEnsemble("logits")
     for member in (logits, logits, confident_wrong):
         by_probs.add(member)
         by_logits.add(member)
-    assert by_probs.mean().argmax(1)[0] == 0 and by_logits.mean().argmax(1)[0] == 1
+    assert by_probs.total.argmax(1)[0] == 0 and by_logits.total.argmax(1)[0] == 1
     with pytest.raises(DroptuneError, match="disagree on the evaluation set"):
         one.add(logits[:2])
 

@@ -11,7 +11,8 @@ import pytest
 from droptune.cli.main import main
 from droptune.experiments.collect import collect
 from droptune.experiments.figures import cloud, dropout_families
-from droptune.experiments.report import choose, layout, summarize, write_report
+from droptune.experiments.report import write_report
+from droptune.experiments.tables import cell_means, choose, layout
 from droptune.training.config import TrainConfig
 
 LRS = (1e-3, 5e-4)
@@ -94,7 +95,7 @@ def test_training_domain_selection_gives_known_means_and_standard_errors(tmp_pat
     domains, methods = layout(collection)
     assert domains == {"PACS": ["art_painting", "sketch"]}
     assert methods == {"PACS": ["dropout 0", "dropout 0.9", "dropout 0.9 + ensemble"]}
-    summary = summarize(chosen, domains)
+    summary = cell_means(chosen, domains)
     ood = [0.50, 0.72, 0.60]
     assert cell(summary, "dropout 0.9", "sketch", "ood") == pytest.approx((np.mean(ood), se(ood), 3))
     assert cell(summary, "dropout 0.9", "sketch", "iid") == pytest.approx((np.mean([.92, .91, .95]),
@@ -111,7 +112,7 @@ def test_oracle_selection_picks_by_the_test_domain_and_scores_the_oracles_checkp
     the oracle's setting chosen by i.i.d. accuracy."""
     fake_sweep(tmp_path)
     collection = collect(tmp_path)
-    summary = summarize(choose(collection.runs, "oracle"), layout(collection)[0])
+    summary = cell_means(choose(collection.runs, "oracle"), layout(collection)[0])
     assert cell(summary, "dropout 0.9", "sketch", "ood") == pytest.approx((0.85, se([.7, .8, .9]), 3))
     assert cell(summary, "dropout 0.9", "sketch", "iid") == pytest.approx((np.mean([.88, .87, .91]),
                                                                            se([.90, .89, .93]), 3))
@@ -127,7 +128,7 @@ def test_average_column_combines_the_domains_standard_errors_as_independent():
     rows += [("sketch", seed, ood) for seed, ood in enumerate((0.50, 0.52, 0.60))]
     chosen = pd.DataFrame([{"dataset": "PACS", "method": "m", "test_domain": domain, "trial_seed": seed,
                             "seed": seed, "hparams": "default", "iid": 0.9, "ood": ood} for domain, seed, ood in rows])
-    summary = summarize(chosen, {"PACS": ["art_painting", "sketch"]})
+    summary = cell_means(chosen, {"PACS": ["art_painting", "sketch"]})
     first, second = se([0.70, 0.80, 0.90]), se([0.50, 0.52, 0.60])
     mean, error, n = cell(summary, "m", "average", "ood")
     assert (mean, n) == (pytest.approx((0.80 + 0.54) / 2), 3)

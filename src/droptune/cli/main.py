@@ -31,9 +31,9 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from droptune.cli.config_flags import config_from_args
     from droptune.data.domains import open_dataset
-    from droptune.experiments.compare import CPU_PRESET, DEFAULT_TEST_DOMAINS, comparison_table, run_comparison
+    from droptune.experiments.compare import COMPARE_BUDGET, DEFAULT_TEST_DOMAINS, comparison_table, run_comparison
 
-    base = config_from_args(args, base=CPU_PRESET)
+    base = config_from_args(args, base=COMPARE_BUDGET)
     dataset = open_dataset(base.dataset, base.data_dir)
     domains = args.test_domains or DEFAULT_TEST_DOMAINS.get(dataset.name, dataset.domains)
     output = Path(args.output or Path("runs") / f"compare-{Path(base.dataset).name}")

@@ -97,10 +97,6 @@ class WeightAverage:
                                 f"unexpected {extra[:3]}")
 
 
-def has_running_stats(model: nn.Module) -> bool:
-    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
-
-
 @torch.no_grad()
 def recompute_bn(model: nn.Module, batches: Iterable, device: torch.device, channels_last: bool = False) -> None:
     """Re-estimate BatchNorm running statistics of averaged weights on training batches (SWA's update_bn).

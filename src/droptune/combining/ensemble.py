@@ -35,11 +35,6 @@ class OutputEnsemble:
             self.total += values
         self.count += 1
 
-    def mean(self) -> torch.Tensor:
-        if self.total is None:
-            raise DroptuneError("an ensemble needs at least one member")
-        return self.total / self.count
-
     def state_dict(self) -> dict:
         return {"outputs": self.outputs, "count": self.count, "total": self.total}
 

@@ -34,7 +34,8 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("DROPTUNE_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
-def default_workers() -> int:
+def default_threads() -> int:
+    """Threads that decode images: PIL releases the GIL, and more than 4 gain little on a disk."""
     return min(4, os.cpu_count() or 1)
 
 
@@ -105,7 +106,7 @@ def threaded_map(function: Callable[[T], R], items: Sequence[T], workers: int | 
     Submits a block at a time, so that half a million images do not become half a million futures.
     """
     block = 1024
-    with ThreadPoolExecutor(workers or default_workers()) as pool, \
+    with ThreadPoolExecutor(workers or default_threads()) as pool, \
             tqdm(total=len(items), desc=desc, unit="img") as bar:
         for start in range(0, len(items), block):
             for result in pool.map(function, items[start:start + block]):

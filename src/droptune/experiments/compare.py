@@ -13,7 +13,7 @@ from droptune.training.trainer import train
 
 # A budget at which p = 0.9 has plateaued (by i.i.d. accuracy) on RotatedDigits on 2 CPU cores;
 # see README "The main job" for the measurements behind it.
-CPU_PRESET = {
+COMPARE_BUDGET = {
     "image_size": 32,
     "batch_size": 16,
     "steps": 600,

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from droptune.experiments.collect import CELL_FIELDS
-from droptune.experiments.report import AVERAGE
+from droptune.experiments.tables import AVERAGE
 from droptune.training.config import RUNTIME_FIELDS
 
 MAX_POINTS = 10_000

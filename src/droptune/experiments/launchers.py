@@ -56,7 +56,8 @@ def require(module: str, launcher: str) -> Any:
                             "pip install 'droptune[cluster]'") from None
 
 
-def one_line(error: BaseException) -> str:
+def crash_summary(error: BaseException) -> str:
+    """Why a worker died, as recorded in the sweep's events: the error's type and its first 500 characters."""
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text[:500]}"
 
@@ -205,7 +206,7 @@ def _crash(result: Any) -> str | None:
     try:
         result()
     except Exception as error:  # noqa: BLE001 - a lost worker, a pre-empted node, an unpicklable job
-        return one_line(error)
+        return crash_summary(error)
     return None
 
 
