@@ -85,12 +85,11 @@ def measure_full(args) -> dict:
     from droptune.data.loaders import DomainBalancedBatches, make_loader
 
     trainer = droptune_trainer(args)
-    batches = DomainBalancedBatches([(d, trainer.splits[d].train) for d in trainer.train_domains],
-                                    args.batch_size, 0, 0, args.steps + args.warmup)
+    batches = DomainBalancedBatches(trainer.protocol.train_parts(), args.batch_size, 0, 0, args.steps + args.warmup)
     loader = iter(make_loader(trainer.train_images, batches, trainer.workers, trainer.device.type == "cuda"))
     trainer.model.train()
     per_step = timed(lambda: trainer._train_step(*next(loader)), args.steps, args.warmup, trainer.device)
-    images = args.batch_size * len(trainer.train_domains)
+    images = args.batch_size * len(trainer.protocol.train_domains)
     start = time.perf_counter()
     trainer.bench.evaluate(trainer.forward, iid_only=True)
     seconds = time.perf_counter() - start
@@ -102,11 +101,11 @@ def measure_full(args) -> dict:
 
 def measure_limit(args) -> dict:
     """The same model, batch and precision on random tensors already on the device: no data pipeline."""
-    from droptune.training.bench import eval_batch_size
+    from droptune.training.device import eval_batch_size
 
     trainer = droptune_trainer(args)
     trainer.augment_on_device = False
-    images = args.batch_size * len(trainer.train_domains)
+    images = args.batch_size * len(trainer.protocol.train_domains)
     shape = (3, args.image_size, args.image_size)
     x = torch.randint(0, 256, (images, *shape), dtype=torch.uint8, device=trainer.device)  # as loaders give
     y = torch.randint(0, len(trainer.dataset.classes), (images,), device=trainer.device)

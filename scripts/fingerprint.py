@@ -40,12 +40,12 @@ CASES = {
 }
 
 
-def scrub(value):
-    """Drop timing fields, which differ between identical runs."""
+def scrub(value, ignored: frozenset = frozenset()):
+    """Drop timing fields, which differ between identical runs, and the `ignored` ones."""
     if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items() if k not in TIMING_KEYS}
+        return {k: scrub(v, ignored) for k, v in value.items() if k not in TIMING_KEYS | ignored}
     if isinstance(value, list):
-        return [scrub(v) for v in value]
+        return [scrub(v, ignored) for v in value]
     return value
 
 
@@ -66,13 +66,13 @@ def weights_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint_folder(run: Path) -> dict[str, str]:
+def fingerprint_folder(run: Path, ignored: frozenset = frozenset()) -> dict[str, str]:
     out = {}
     for path in sorted(run.iterdir()):
         if path.suffix == ".safetensors":
             out[path.name] = weights_digest(path)
         elif path.name == "results.json":
-            out[path.name] = digest(json.dumps(scrub(json.loads(path.read_text())), sort_keys=True).encode())
+            out[path.name] = digest(json.dumps(scrub(json.loads(path.read_text()), ignored), sort_keys=True).encode())
         elif path.name == "metrics.jsonl":
             rows = [scrub(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
             out[path.name] = digest(json.dumps(rows, sort_keys=True).encode())
@@ -82,7 +82,7 @@ def fingerprint_folder(run: Path) -> dict[str, str]:
     return out
 
 
-def run_case(name: str, args: list[str], data_dir: str, work: Path) -> dict[str, str]:
+def run_case(name: str, args: list[str], data_dir: str, work: Path, ignored: frozenset) -> dict[str, str]:
     out = work / name
     if "PACS" in args and not (Path(data_dir) / "PACS").is_dir():
         return {"skipped": f"no {data_dir}/PACS"}
@@ -90,7 +90,7 @@ def run_case(name: str, args: list[str], data_dir: str, work: Path) -> dict[str,
            "--output-dir", str(out), "--device", "cpu", "--no-progress"]
     print(f"[{name}] {' '.join(cmd[3:])}", flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return fingerprint_folder(out)
+    return fingerprint_folder(out, ignored)
 
 
 def main() -> int:
@@ -100,9 +100,12 @@ def main() -> int:
     group.add_argument("--compare", type=Path, help="compare with fingerprints written before")
     parser.add_argument("--data-dir", default=os.environ.get("DROPTUNE_DATA_DIR", "../shared/data"))
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=sorted(CASES))
+    parser.add_argument("--ignore-fields", nargs="+", default=[], metavar="FIELD",
+                        help="results.json fields added since the fingerprints were written (left out of its hash)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        prints = {name: run_case(name, CASES[name], args.data_dir, Path(tmp)) for name in args.cases}
+        prints = {name: run_case(name, CASES[name], args.data_dir, Path(tmp), frozenset(args.ignore_fields))
+                  for name in args.cases}
     if args.write:
         args.write.write_text(json.dumps(prints, indent=2) + "\n")
         print(f"wrote {args.write}")

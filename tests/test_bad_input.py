@@ -36,7 +36,7 @@ from droptune.data import download as dl
 from droptune.data.images import read_rgb
 from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import FolderBusy, RunDir, exclusive
+from droptune.runs.folder import FolderBusy, RunDir, exclusive
 from droptune.training.trainer import is_collapsed, train
 
 TINY = ["--backbone", "resnet10t", "--weights", "none", "--image-size", "16", "--batch-size", "2", "--steps", "2",
@@ -257,7 +257,7 @@ def test_resuming_a_finished_run_changes_nothing(capsys, finished):
 HOLD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from droptune.training.run_dir import exclusive
+    from droptune.runs.folder import exclusive
     with exclusive(Path(sys.argv[1]), "run folder"):
         print("held", flush=True)
         time.sleep(60)

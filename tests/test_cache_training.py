@@ -4,7 +4,7 @@ from safetensors.torch import load_file
 
 from conftest import make_image_folder
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from droptune.training.trainer import train
 from test_training import numbers
 

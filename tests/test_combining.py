@@ -11,14 +11,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from droptune.cli.main import main
-from droptune.combining.averaging import WeightAverage, recompute_bn
+from droptune.models.averaging import WeightAverage, recompute_bn
 from droptune.combining.combine import combine
-from droptune.combining.ensemble import OutputEnsemble
-from droptune.combining import probe
-from droptune.combining.probe import linear_probe
-from droptune.combining.swad import LossValley
+from droptune.models.ensemble import OutputEnsemble
+from droptune.training import head_start as probe
+from droptune.training.head_start import linear_probe
+from droptune.training.swad import LossValley
 from droptune.errors import DroptuneError
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from droptune.training.trainer import Trainer, train
 from conftest import make_image_folder
 from test_training import numbers, toy_config
@@ -152,7 +152,7 @@ def test_output_ensemble_of_one_is_that_model_and_averages_probabilities():
     one.add(logits)
     torch.testing.assert_close(one.total / one.count, logits.softmax(1))
     confident_wrong = torch.tensor([[-9.0, 9.0], [0.0, 1.0], [3.0, -1.0]])
-    by_probs, by_logits = OutputEnsemble("probs"), OutputEnsemble("logits")
+    by_probs, by_logits = OutputEnsemble(probabilities=True), OutputEnsemble(probabilities=False)
     for member in (logits, logits, confident_wrong):
         by_probs.add(member)
         by_logits.add(member)

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from droptune.training.trainer import train
 
 pytestmark = pytest.mark.integration

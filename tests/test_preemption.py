@@ -18,7 +18,7 @@ from droptune.experiments.jobs import DONE, INTERRUPTED, Job, RequeuedExecute, p
 from droptune.experiments.runner import run_sweep
 from droptune.experiments.sweep import load_spec
 from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from droptune.training.trainer import Trainer, train
 
 from conftest import make_image_folder
@@ -52,7 +52,7 @@ def assert_same_run(done: RunDir, reference: RunDir) -> None:
     assert numbers(done.read_metrics()) == numbers(reference.read_metrics())
     ours, theirs = done.read_results(), reference.read_results()
     for key in ("status", "step", "iid", "ood", "acc", "selections", "variants", "steps_done"):
-        assert ours[key] == theirs[key], key
+        assert getattr(ours, key) == getattr(theirs, key), key
     for path in sorted(reference.path.glob("*.safetensors")):
         a, b = load_file(str(done.path / path.name)), load_file(str(path))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), path.name

@@ -17,9 +17,10 @@ from safetensors.torch import load_file
 from droptune.combining.combine import combine
 from droptune.data.domains import open_dataset
 from droptune.data.splits import split_domain
+from droptune.errors import DroptuneError
 from droptune.models.model import build_model
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from droptune.training.trainer import train
 from test_training import numbers
 
@@ -178,13 +179,31 @@ def test_oracle_selection_inside_a_run(folder, root, base_run):
         "best.safetensors is the oracle's checkpoint"
 
 
-def test_augmented_holdout_changes_only_the_training_domains_scores(folder, root, base_run):
+@pytest.fixture(scope="module")
+def dirty_run(folder, root) -> Path:
+    return run_of(folder, root, "dirty", clean_holdout=False)
+
+
+def test_augmented_holdout_changes_only_the_training_domains_scores(base_run, dirty_run):
     """Mutants: `--no-clean-holdout` is ignored; it also augments the test domain; it changes training."""
-    run = run_of(folder, root, "dirty", clean_holdout=False)
-    base, dirty = metrics(base_run), metrics(run)
+    base, dirty = metrics(base_run), metrics(dirty_run)
     assert [r["loss"] for r in dirty] == [r["loss"] for r in base]
     assert [r["acc"]["c"] for r in dirty] == [r["acc"]["c"] for r in base]
     assert [(r["acc"]["a"], r["acc"]["b"]) for r in dirty] != [(r["acc"]["a"], r["acc"]["b"]) for r in base]
+
+
+def test_combinations_are_scored_on_their_runs_protocol(root, base_run, dirty_run):
+    """Mutants: combinations always scored on clean held-out images (a `--no-clean-holdout` run's ensemble or
+    soup of itself then differs from the run); runs with clean and augmented held-out images combined."""
+    combined = combine([dirty_run], ["ensemble", "uniform_soup", "greedy_soup"], root / "dirty-combined",
+                       device="cpu", workers=0)
+    alone = results_of(dirty_run)
+    for method, results in combined.items():
+        assert flat(results["acc"]) == pytest.approx(flat(alone["acc"])), method
+    assert combined["greedy_soup"]["greedy"][0]["iid"] == pytest.approx(alone["iid"])
+    with pytest.raises(DroptuneError, match="clean holdout"):
+        combine([base_run, dirty_run], ["ensemble"], root / "mixed", device="cpu", workers=0)
+    assert not (root / "mixed").exists()
 
 
 def test_eval_batch_size_and_loader_workers_leave_the_numbers_unchanged(folder, root, base_run):

@@ -3,6 +3,8 @@
 import json
 import math
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -250,3 +252,11 @@ def test_report_shows_the_effective_number_of_features_only_when_runs_have_it(tm
     assert "| dropout 0.9 | – | 125 (n=6) |" in out and "| dropout 0 | – | – |" in out
     runs = collect(tmp_path).runs
     assert runs["effective_features"].notna().sum() == 6
+
+
+def test_reading_run_folders_does_not_load_torch():
+    """Mutant: collect/report/figures import the training code (and torch) again, e.g. for a constant."""
+    code = ("import sys, droptune.experiments.report, droptune.experiments.collect, droptune.experiments.figures; "
+            "print(sorted(m for m in ('torch', 'droptune.training.trainer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

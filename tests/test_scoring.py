@@ -11,8 +11,11 @@ from torch import nn
 
 from droptune.data.loaders import EvalSplit
 from droptune.data.splits import split_domain, stable_seed
-from droptune.training.evaluate import accuracy_of, evaluate, summarize
+from droptune.data.domains import open_dataset
+from droptune.training.evaluate import accuracy_of, evaluate
+from droptune.training.protocol import LeaveOneDomainOut
 from droptune.training.selection import is_better, select, selections, variant_records
+from conftest import make_image_folder
 
 
 def test_the_split_is_the_documented_one_and_never_changes():
@@ -68,9 +71,26 @@ def test_variant_records_are_the_steps_that_scored_the_variant():
 ACC = {"a": {"out": 0.9}, "b": {"out": 0.6}, "c": {"in": 0.4, "out": 0.7}}
 
 
-def test_summary_is_domainbeds():
+def test_summary_is_domainbeds(tmp_path):
     """Mutants: i.i.d. over every domain or one; o.o.d. the test domain's 20%; the oracle's number its 80%."""
-    assert summarize(ACC, ["a", "b"], "c") == {"iid": pytest.approx(0.75), "ood": 0.4, "ood_out": 0.7, "acc": ACC}
+    protocol = LeaveOneDomainOut(open_dataset(str(make_image_folder(tmp_path))), "c")
+    assert protocol.summarize(ACC) == {"iid": pytest.approx(0.75), "ood": 0.4, "ood_out": 0.7, "acc": ACC}
+
+
+def test_protocol_evaluation_sets(tmp_path):
+    """Mutants: a training domain's 80% scored as i.i.d.; the test domain's parts swapped or left out; augmented
+    held-out images when clean ones were asked for (or the reverse); the test domain among the training parts."""
+    dataset = open_dataset(str(make_image_folder(tmp_path, per_class=10)))
+    clean = LeaveOneDomainOut(dataset, "b", trial_seed=3)
+    splits = {d: split_domain(20, name, 3) for d, name in enumerate(["a", "b", "c"])}
+    assert [(s.domain, s.split) for s in clean.eval_splits] == [("a", "out"), ("c", "out"), ("b", "in"), ("b", "out")]
+    assert clean.eval_splits[0].keys == [(0, int(i), None) for i in splits[0].holdout]
+    assert clean.eval_splits[2].keys == [(1, int(i), None) for i in splits[1].train]
+    assert clean.eval_splits[3].keys == [(1, int(i), None) for i in splits[1].holdout]
+    assert [(d, list(i)) for d, i in clean.train_parts()] == [(0, list(splits[0].train)), (2, list(splits[2].train))]
+    augmented = LeaveOneDomainOut(dataset, "b", trial_seed=3, clean_holdout=False)
+    assert all(seed is not None for _, _, seed in augmented.eval_splits[0].keys)
+    assert all(seed is None for split in augmented.eval_splits[2:] for _, _, seed in split.keys)
 
 
 SPLITS = [EvalSplit("a", "out", [(0, i, None) for i in range(3)]),

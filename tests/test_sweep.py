@@ -16,7 +16,7 @@ from droptune.experiments.launchers import LocalLauncher, RayLauncher, SlurmLaun
 from droptune.experiments.runner import run_sweep
 from droptune.experiments.sweep import load_spec, parse_spec
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from droptune.training.trainer import train
 
 TINY_BASE = {"backbone": "resnet10t", "weights": "none", "image_size": 16, "batch_size": 3, "steps": 4,
@@ -305,7 +305,7 @@ def test_submitit_launcher_with_its_local_executor(image_folder, tmp_path):
                              cpus_per_job=1, partition="gpu", poll_s=0.5)
     summary = run_sweep(jobs, launcher, max_retries=0, progress=False)
     assert summary.states == {DONE: 2}
-    assert all(j.run.read_results()["status"] == "completed" for j in jobs)
+    assert all(j.run.read_results().status == "completed" for j in jobs)
 
 
 def test_slurm_options_reach_the_job_array(tmp_path, monkeypatch):

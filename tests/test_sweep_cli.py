@@ -12,7 +12,7 @@ from droptune.experiments.jobs import FAILED, read_error, state
 from droptune.experiments.launchers import LocalLauncher, RayLauncher, SlurmLauncher
 from droptune.experiments.runner import run_sweep
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from test_sweep import TINY_BASE, tiny_spec
 
 

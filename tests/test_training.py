@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from droptune.cli.main import main
 from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from droptune.training.trainer import TrainingDiverged, is_collapsed, train
 
 TIMING = ("images_per_s", "eval_images_per_s", "elapsed_s")
@@ -82,7 +82,7 @@ def test_divergence_stops_and_is_recorded(image_folder, tmp_path):
     with pytest.raises(TrainingDiverged, match="diverged by step .*try a lower --lr"):
         train(config)
     results = RunDir(config.run_dir()).read_results()
-    assert results["status"] == "diverged" and results["steps_done"] < 40
+    assert results.status == "diverged" and results.steps_done < 40
 
 
 def test_collapse_detection():

@@ -20,6 +20,7 @@ from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict
 from droptune.models.model import DropoutClassifier, build_model
 from droptune.training.bench import Bench
+from droptune.training.device import place
 from droptune.training.evaluate import accuracy_of, autocast
 
 
@@ -44,9 +45,8 @@ class Subject:
         dataset = self.split.dataset
         if self.config.cache_dir and isinstance(dataset, ImageFolderDomains):
             self.split.dataset = CachedDomains(dataset, self.config.image_size, self.config.cache_dir)
-        if max_images is not None:
-            self.split.eval_splits = [subset(s, max_images) for s in self.split.eval_splits]
-        self.bench: Bench = self.split.bench(run, None)
+        splits = None if max_images is None else [subset(s, max_images) for s in self.split.protocol.eval_splits]
+        self.bench: Bench = self.split.bench(run, splits)
         self.device = device
         self.max_images = max_images
         self.num_classes = len(self.split.dataset.classes)
@@ -74,10 +74,7 @@ class Subject:
         return read_state_dict(self.run.weights)
 
     def _placed(self, model: nn.Module) -> nn.Module:
-        model.to(self.device)
-        if self.config.channels_last:
-            model.to(memory_format=torch.channels_last)
-        return model.eval()
+        return place(model, self.device, self.config.channels_last).eval()
 
     @torch.no_grad()
     def outputs(self, function) -> Outputs:
@@ -95,21 +92,21 @@ class Subject:
 
     def scores(self, logits: torch.Tensor, labels: torch.Tensor) -> dict:
         """iid, ood, ood_out and per-domain accuracy, as a run reports them."""
-        return self.bench.summarize(accuracy_of(logits, labels, self.splits))
+        return self.split.protocol.summarize(accuracy_of(logits, labels, self.splits))
 
     def rows(self, which: str) -> torch.Tensor:
         """Row mask of the i.i.d. images (training domains' held-out parts) or the o.o.d. ones (test domain's 80%)."""
         masks = []
         for split in self.splits:
-            iid = split.domain != self.bench.test_domain
+            iid = split.domain != self.split.protocol.test_domain
             keep = iid if which == "iid" else (not iid and split.split == "in")
             masks.append(torch.full((len(split.keys),), keep, dtype=torch.bool))
         return torch.cat(masks).to(self.device)
 
     def describe(self) -> dict:
         config = self.config
-        return {"run": self.run.name, "path": str(self.run.folder.path), "dataset": self.run.results["dataset"],
-                "test_domain": self.run.results["test_domain"], "dropout": config.dropout,
+        return {"run": self.run.name, "path": str(self.run.folder.path), "dataset": self.run.results.dataset,
+                "test_domain": self.run.results.test_domain, "dropout": config.dropout,
                 "linearized": config.linearized, "weights": config.weights, "seed": config.seed,
                 "max_images": self.max_images, "images": sum(len(s.keys) for s in self.splits)}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 def _subjects(args: argparse.Namespace, paths: list[Path]):
     from droptune.analysis.subject import Subject
     from droptune.combining.runs import read_runs
-    from droptune.training.trainer import resolve_device
+    from droptune.training.device import resolve_device
 
     device = resolve_device(args.device)
     return [Subject(run, device, args.workers, args.max_images, args.data_dir) for run in read_runs(paths)]

@@ -28,9 +28,9 @@ def _combine(args: argparse.Namespace) -> int:
 
 def _probe(args: argparse.Namespace) -> int:
     from droptune.cli.config_flags import config_from_args
-    from droptune.combining.probe import linear_probe
+    from droptune.training.head_start import linear_probe
     from droptune.training.checkpoint import save_weights
-    from droptune.training.trainer import default_workers, resolve_device
+    from droptune.training.device import default_workers, resolve_device
 
     config = config_from_args(args)
     device = resolve_device(config.device)
@@ -47,8 +47,8 @@ def _probe(args: argparse.Namespace) -> int:
 def add_combine_commands(commands) -> None:
     from droptune.cli.config_flags import add_config_flags
     from droptune.combining.combine import METHODS
-    from droptune.combining.ensemble import OUTPUTS
-    from droptune.combining.probe import PROBE_LR, PROBE_STEPS
+    from droptune.training.config import ENSEMBLE_OUTPUTS
+    from droptune.training.head_start import PROBE_LR, PROBE_STEPS
 
     combine = commands.add_parser(
         "combine", help="ensembles and weight averages (model soups) of finished runs of one split",
@@ -62,7 +62,7 @@ def add_combine_commands(commands) -> None:
                               "(DiWA); greedy_soup: runs by i.i.d. accuracy, each kept only if the soup's "
                               "i.i.d. accuracy does not drop (default: all three)")
     combine.add_argument("--output", type=Path, required=True, metavar="OUT_DIR", help="folder for the results")
-    combine.add_argument("--ensemble-outputs", choices=OUTPUTS, default="probs",
+    combine.add_argument("--ensemble-outputs", choices=ENSEMBLE_OUTPUTS, default="probs",
                          help="what the ensemble averages (default: probs)")
     combine.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     combine.add_argument("--workers", type=int, help="data-loader processes (default: chosen per device)")

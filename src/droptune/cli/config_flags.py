@@ -8,7 +8,7 @@ from pathlib import Path
 
 from droptune.errors import DroptuneError
 from droptune.training.config import RUNTIME_FIELDS, TrainConfig, base_type, coerce, field_types, read_yaml
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 
 HELP = {
     "dataset": "registered dataset name (PACS, VLCS, OfficeHome, TerraIncognita, DomainNet, Office31, OfficeCaltech10, RotatedDigits) "

@@ -58,7 +58,7 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _sweep(args: argparse.Namespace) -> int:
     from droptune.experiments.jobs import state
     from droptune.experiments.sweep import load_spec
-    from droptune.training.run_dir import exclusive
+    from droptune.runs.folder import exclusive
 
     spec = load_spec(args.spec, spec_overrides(args))
     output = args.output or Path("sweeps") / spec.name
@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job
     from droptune.experiments.jobs import FAILED, read_error, state
     from droptune.experiments.launchers import make_launcher
     from droptune.experiments.runner import run_sweep
-    from droptune.training.run_dir import RunDir
+    from droptune.runs.folder import RunDir
 
     (output / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     options = {

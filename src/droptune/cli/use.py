@@ -11,7 +11,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from droptune.data.domains import open_dataset
     from droptune.inference.loading import load_model
     from droptune.inference.scoring import metrics_table, score
-    from droptune.training.checkpoint import save_json
+    from droptune.runs.files import save_json
 
     loaded = load_model(args.model, args.variant, args.device)
     dataset = open_dataset(args.dataset, args.data_dir)

@@ -6,34 +6,39 @@ the same results schema, with its cost: trainings it took, forward passes it nee
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from droptune.combining.ensemble import OutputEnsemble
 from droptune.combining.runs import Run, Split, read_runs
 from droptune.combining.soups import check_averageable, greedy_soup, uniform_soup
 from droptune.errors import DroptuneError
-from droptune.training.checkpoint import save_json, save_weights
+from droptune.models.ensemble import OutputEnsemble
+from droptune.runs.folder import RunDir
+from droptune.runs.results import CombinationResults
+from droptune.training.checkpoint import save_weights
+from droptune.training.config import ENSEMBLE_OUTPUTS
+from droptune.training.device import default_workers, resolve_device
 from droptune.training.evaluate import accuracy_of
-from droptune.training.trainer import default_workers, resolve_device
 
 SOUPS = {"uniform_soup": uniform_soup, "greedy_soup": greedy_soup}
 METHODS = ("ensemble", *SOUPS)
+LABELS = {"ensemble": "ensemble of runs", "uniform_soup": "uniform soup", "greedy_soup": "greedy soup"}
 
 
 def output_ensemble(runs: Sequence[Run], split: Split, outputs: str = "probs") -> tuple[dict, None]:
     """The mean of the runs' softmax outputs (or logits), one model in memory at a time."""
-    ensemble = OutputEnsemble(outputs)
+    ensemble = OutputEnsemble(probabilities=outputs == "probs")
     for run in runs:
         model = split.model(run)
-        bench = split.bench(run, model)
+        bench = split.bench(run)
         evaluation = bench.evaluate(model, keep_logits=True)
         ensemble.add(evaluation.logits)
         del model
-    acc = accuracy_of(ensemble.total, evaluation.labels, split.eval_splits)
-    return {**bench.summarize(acc), "members": [run.name for run in runs], "outputs": outputs}, None
+    acc = accuracy_of(ensemble.total, evaluation.labels, bench.splits)
+    return {**split.protocol.summarize(acc), "members": [run.name for run in runs], "outputs": outputs}, None
 
 
 def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: str | os.PathLike,
@@ -43,6 +48,8 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise DroptuneError(f"unknown combination method {unknown[0]!r}: expected one of {', '.join(METHODS)}")
+    if outputs not in ENSEMBLE_OUTPUTS:
+        raise DroptuneError(f"unknown ensemble outputs {outputs!r}: expected one of {', '.join(ENSEMBLE_OUTPUTS)}")
     runs = read_runs(paths)
     if any(method in SOUPS for method in methods):
         check_averageable(runs)  # before anything is written
@@ -57,29 +64,28 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
             scores, weights = output_ensemble(runs, split, outputs)
         else:
             scores, weights = SOUPS[method](runs, split)
-        folder = Path(output) / method
-        results = {
-            "status": "completed",
-            "run": f"{Path(output).name}/{method}",
-            "method": method,
-            "dataset": first.results["dataset"],
-            "test_domain": first.results["test_domain"],
-            "train_domains": first.results["train_domains"],
-            "selection": first.config.selection,
-            "iid": scores.pop("iid"),
-            "ood": scores.pop("ood"),
-            "ood_out": scores.pop("ood_out"),
-            "acc": scores.pop("acc"),
+        folder = RunDir(Path(output) / method)
+        results = CombinationResults(
+            status="completed",
+            run=f"{Path(output).name}/{method}",
+            method=method,
+            label=LABELS[method],
+            **split.protocol.describe(),
+            selection=first.config.selection,
+            iid=scores.pop("iid"),
+            ood=scores.pop("ood"),
+            ood_out=scores.pop("ood_out"),
+            acc=scores.pop("acc"),
             **scores,
-            "runs": [_brief(run) for run in runs],
-            "cost": {"trainings": len(runs),
-                     "forward_passes": len(scores["members"]) if method == "ensemble" else 1},
-            "wall_time_s": time.perf_counter() - start,
-        }
+            runs=[_brief(run) for run in runs],
+            cost={"trainings": len(runs), "forward_passes": len(scores["members"]) if method == "ensemble" else 1},
+            wall_time_s=time.perf_counter() - start,
+            classes=list(split.dataset.classes),
+        )
         if weights is not None:
-            save_weights(weights, folder / "soup.safetensors", {"method": method, "members": scores["members"]})
-        save_json(results, folder / "results.json")
-        combined[method] = results
+            save_weights(weights, folder.soup, {"method": method, "members": scores["members"]})
+        folder.write_results(results)
+        combined[method] = dataclasses.asdict(results)
     return combined
 
 
@@ -87,5 +93,5 @@ def _brief(run: Run) -> dict:
     """What distinguishes a member run, and how it scored alone."""
     config = run.config
     return {"run": run.name, "dropout": config.dropout, "lr": config.lr, "weight_decay": config.weight_decay,
-            "head_lr_mult": config.head_lr_mult, "seed": config.seed, "head_start": run.results.get("head_start"),
-            "step": run.results["step"], "iid": run.results["iid"], "ood": run.results["ood"]}
+            "head_lr_mult": config.head_lr_mult, "seed": config.seed, "head_start": run.results.head_start,
+            "step": run.results.step, "iid": run.results.iid, "ood": run.results.ood}

@@ -1,4 +1,4 @@
-"""Finished run folders read back for combining: config, results, selected weights, and their split."""
+"""Finished run folders read back for combining: config, results, selected weights, and their protocol."""
 
 from __future__ import annotations
 
@@ -10,22 +10,25 @@ from pathlib import Path
 import torch
 
 from droptune.data.domains import open_dataset
-from droptune.data.loaders import DomainImages
-from droptune.data.splits import split_domain
+from droptune.data.loaders import DomainImages, EvalSplit
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict
 from droptune.models.linearized import LinearizedClassifier
 from droptune.models.model import DropoutClassifier, build_model
-from droptune.training.bench import Bench, eval_batch_size, holdout_splits
+from droptune.runs.folder import RunDir
+from droptune.runs.results import RunResults
+from droptune.training.bench import Bench
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.training.device import eval_batch_size, place
+from droptune.training.protocol import LeaveOneDomainOut
 
 # What runs must share to be compared or combined: the same images in the same train/held-out/test parts.
 PROTOCOL: dict[str, Callable[[Run], object]] = {
-    "dataset": lambda run: run.results["dataset"],
-    "test domain": lambda run: run.results["test_domain"],
+    "dataset": lambda run: run.results.dataset,
+    "test domain": lambda run: run.results.test_domain,
     "trial seed": lambda run: run.config.trial_seed,
     "holdout fraction": lambda run: run.config.holdout_fraction,
+    "clean holdout (--clean-holdout)": lambda run: run.config.clean_holdout,
 }
 
 
@@ -33,7 +36,7 @@ PROTOCOL: dict[str, Callable[[Run], object]] = {
 class Run:
     folder: RunDir
     config: TrainConfig
-    results: dict
+    results: RunResults
 
     @property
     def name(self) -> str:
@@ -49,8 +52,8 @@ def read_run(path: str | os.PathLike) -> Run:
     if not folder.config.exists():
         raise DroptuneError(f"{path} is not a droptune run folder: it has no config.yaml")
     results = folder.read_results()
-    if results is None or results.get("status") != "completed":
-        status = "unfinished" if results is None else results.get("status")
+    if results is None or results.status != "completed":
+        status = "unfinished" if results is None else results.status
         raise DroptuneError(f"run {path} is {status}: only completed runs can be combined "
                             f"(finish it with `droptune train --resume {path}`)")
     if not folder.best.exists():
@@ -82,14 +85,11 @@ def require_same(runs: Sequence[Run], keys: Mapping[str, Callable[[Run], object]
 
 
 class Split:
-    """The leave-one-domain-out split of a set of runs, rebuilt from one config; scored clean, like single runs."""
+    """The protocol of a set of runs, rebuilt from the first one's config: the evaluation sets they were scored on."""
 
     def __init__(self, config: TrainConfig, device: torch.device, workers: int, data_dir: str | None = None):
         self.dataset = open_dataset(config.dataset, data_dir or config.data_dir)
-        self.test = self.dataset.domain_index(config.test_domain)
-        self.domains = [split_domain(len(self.dataset.labels(d)), name, config.trial_seed, config.holdout_fraction)
-                        for d, name in enumerate(self.dataset.domains)]
-        self.eval_splits = holdout_splits(self.dataset, self.domains, self.test)
+        self.protocol = LeaveOneDomainOut.from_config(config, self.dataset)
         self.device = device
         self.workers = workers
 
@@ -102,15 +102,11 @@ class Split:
         if config.linearized:
             model = LinearizedClassifier(model)
         load_strict(model, weights if weights is not None else read_state_dict(run.weights), str(run.weights))
-        model.to(self.device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
-        return model
+        return place(model, self.device, config.channels_last)
 
-    def bench(self, run: Run, model: DropoutClassifier) -> Bench:
-        """Scoring with the run's own image size (its model normalizes), on the shared evaluation splits."""
+    def bench(self, run: Run, splits: Sequence[EvalSplit] | None = None) -> Bench:
+        """Scoring with the run's own image size (its model normalizes), on the protocol's evaluation sets."""
         config = run.config
         images = DomainImages(self.dataset, config.image_size, config.augment)
-        train = [(d, self.domains[d].train) for d in range(len(self.domains)) if d != self.test]
-        return Bench(images, self.eval_splits, self.dataset.domains[self.test], eval_batch_size(config, self.device),
-                     self.workers, self.device, config.amp, config.channels_last, train, config.batch_size)
+        return Bench(images, self.protocol, eval_batch_size(config, self.device), self.workers, self.device,
+                     config.amp, config.channels_last, config.batch_size, splits)

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from droptune.combining.averaging import WeightAverage
+from droptune.models.averaging import WeightAverage
 from droptune.combining.runs import Run, Split, require_same
 from droptune.errors import DroptuneError
 from droptune.models.backbones import NO_WEIGHTS
@@ -39,7 +39,7 @@ def tensor_shapes(run: Run) -> dict[str, tuple[int, ...]]:
 def check_averageable(runs: Sequence[Run]) -> None:
     """Refuse, with the reason, runs whose weights do not lie in one basin (DiWA's conditions)."""
     for run in runs:
-        if "head_start" not in run.results:
+        if run.results.head_start is None:
             raise DroptuneError(f"cannot {PURPOSE}; {run.name} does not record its head initialization "
                                 "(trained by an older droptune): retrain it")
     shapes = {run.name: tensor_shapes(run) for run in runs}
@@ -47,7 +47,7 @@ def check_averageable(runs: Sequence[Run]) -> None:
         "backbone": lambda run: run.config.backbone,
         "pre-trained start": pretrained_start,
         "classes": lambda run: shapes[run.name].get("head.fc.weight", (None,))[0],
-        "head initialization (train them from one --head-seed or --head-init)": lambda run: run.results["head_start"],
+        "head initialization (train them from one --head-seed or --head-init)": lambda run: run.results.head_start,
         "image size": lambda run: run.config.image_size,
     }, PURPOSE)
     first = runs[0]
@@ -72,7 +72,7 @@ def uniform_soup(runs: Sequence[Run], split: Split) -> tuple[dict, dict[str, tor
     for run in runs:
         soup.add(load_file(str(run.weights)))
     model = split.model(runs[0], soup.mean)
-    bench = split.bench(runs[0], model)
+    bench = split.bench(runs[0])
     _recompute_bn(model, runs, bench)
     return {**bench.score(model), "members": [run.name for run in runs]}, model.state_dict()
 
@@ -80,14 +80,16 @@ def uniform_soup(runs: Sequence[Run], split: Split) -> tuple[dict, dict[str, tor
 def greedy_soup(runs: Sequence[Run], split: Split) -> tuple[dict, dict[str, torch.Tensor]]:
     """Runs by decreasing i.i.d. accuracy; each joins the soup only if the soup's i.i.d. accuracy does not drop.
 
-    Every choice looks at the training domains' held-out images alone, never at the test domain.
+    Runs are ordered by the i.i.d. accuracy they recorded and accepted by the soup's, measured on the same
+    held-out images (the runs' shared protocol, augmented or not). Every choice looks at the training
+    domains' held-out images alone, never at the test domain.
     """
     check_averageable(runs)
-    ordered = sorted(runs, key=lambda run: -run.results["iid"])
+    ordered = sorted(runs, key=lambda run: -run.results.iid)
     soup = WeightAverage()
     soup.add(load_file(str(ordered[0].weights)))
     model = split.model(ordered[0], soup.mean)
-    bench = split.bench(ordered[0], model)
+    bench = split.bench(ordered[0])
 
     def soup_iid() -> float:
         _recompute_bn(model, ordered, bench)

@@ -18,15 +18,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from droptune.experiments.combos import COMBINED, GROUP_FILE, LABELS
 from droptune.errors import DroptuneError
+from droptune.runs.folder import COMBINED, GROUP_FILE, RunDir
+from droptune.runs.results import CombinationResults, RunResults
 from droptune.training.config import RUNTIME_FIELDS
-from droptune.training.run_dir import RunDir
 
 SELECTIONS = ("training_domain", "oracle")
 VALIDATION = {"training_domain": "iid", "oracle": "ood_out"}  # what each selection maximizes
 CELL_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed")
-RUN_FILES = ("job.json", "config.yaml", "results.json", "error.json", "last.pt")
+RUN_FILES = ("job", "config", "results", "error", "last")  # RunDir's files that make a folder a run's
 CURVE_COLUMNS = ["dataset", "method", "test_domain", "run", "step", "iid", "loss"]
 
 
@@ -46,7 +46,8 @@ def run_folders(root: Path) -> list[Path]:
     root = Path(root)
     if (root / "runs").is_dir():
         return sorted(p for p in (root / "runs").iterdir() if p.is_dir() and not p.name.startswith("."))
-    return sorted(p for p in root.iterdir() if p.is_dir() and any((p / f).exists() for f in RUN_FILES))
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and any(getattr(RunDir(p), name).exists() for name in RUN_FILES))
 
 
 def collect(root: Path) -> Collection:
@@ -74,12 +75,12 @@ def collect(root: Path) -> Collection:
 def describe(path: Path) -> tuple[dict | None, str | None]:
     """The run's config and method name: from job.json (a sweep's), else config.yaml and its dropout rate."""
     try:
-        job = json.loads((path / "job.json").read_text())
+        job = json.loads(RunDir(path).job.read_text())
         return job["config"], job["method"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text())
+        config = yaml.safe_load(RunDir(path).config.read_text())
     except (OSError, yaml.YAMLError):
         return None, None
     if not isinstance(config, dict) or not isinstance(config.get("dropout"), (int, float)):
@@ -90,19 +91,19 @@ def describe(path: Path) -> tuple[dict | None, str | None]:
 def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[str, Any]]:
     if config is None:
         raise Unusable("no readable job.json or config.yaml")
-    results = _results(path)
-    if results.get("status") != "completed":
-        raise Unusable(f"status {results.get('status')!r} in results.json")
+    results = _results(path, RunResults)
+    if results.status != "completed":
+        raise Unusable(f"status {results.status!r} in results.json")
     try:
-        base = {"run": path.name, "path": str(path), "dataset": results["dataset"],
-                "test_domain": str(results["test_domain"]), "run_method": method,
-                "seed": int(results["seed"]), "trial_seed": int(results["trial_seed"]),
-                "dropout": float(config["dropout"]), "collapsed": bool(results.get("collapsed", False)),
-                "wall_time_s": results.get("wall_time_s"), "train_images_per_s": results.get("train_images_per_s"),
+        base = {"run": path.name, "path": str(path), "dataset": results.dataset,
+                "test_domain": str(results.test_domain), "run_method": method,
+                "seed": results.seed, "trial_seed": results.trial_seed,
+                "dropout": float(config["dropout"]), "collapsed": results.collapsed,
+                "wall_time_s": results.wall_time_s, "train_images_per_s": results.train_images_per_s,
                 **{f"config.{k}": _scalar(v) for k, v in config.items()}}
-        rows = [{**base, "method": method, "variant": None, **_selected(results["selections"]),
+        rows = [{**base, "method": method, "variant": None, **_selected(results.selections),
                  "effective_features": _effective_features(path)}]
-        for name, variant in (results.get("variants") or {}).items():
+        for name, variant in results.variants.items():
             if variant is not None:
                 rows.append({**base, "method": f"{method} + {name}", "variant": name,
                              **_selected(variant["selections"])})
@@ -127,47 +128,45 @@ def read_curve(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
 
 def read_combination(path: Path) -> dict[str, Any]:
     """One row for an across-run combination (experiments/combos.py): its replicate is the trial seed alone."""
-    results = _results(path)
+    results = _results(path, CombinationResults)
     try:
         group = json.loads((path.parent / GROUP_FILE).read_text())
-        method = f"{group['method']} + {LABELS[results['method']]}"
-        scores = {"iid": results["iid"], "ood": results["ood"]}
-        return {"run": f"{path.parent.name}/{path.name}", "path": str(path), "dataset": results["dataset"],
-                "test_domain": str(results["test_domain"]), "run_method": method, "seed": float("nan"),
+        method = f"{group['method']} + {results.label or results.method.replace('_', ' ')}"
+        scores = {"iid": results.iid, "ood": results.ood}
+        return {"run": f"{path.parent.name}/{path.name}", "path": str(path), "dataset": results.dataset,
+                "test_domain": str(results.test_domain), "run_method": method, "seed": float("nan"),
                 "trial_seed": int(group["trial_seed"]), "dropout": float(group["dropout"]), "collapsed": False,
-                "method": method, "variant": results["method"], "members": len(results["members"]),
-                **{f"{s}.val": results[VALIDATION[s]] for s in SELECTIONS},
+                "method": method, "variant": results.method, "members": len(results.members),
+                **{f"{s}.val": getattr(results, VALIDATION[s]) for s in SELECTIONS},
                 **{f"{s}.{m}": v for s in SELECTIONS for m, v in scores.items()}}
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise Unusable(f"combination results lack or mangle {error}") from None
 
 
-def _results(path: Path) -> dict:
-    file = path / "results.json"
-    if not file.exists():
-        raise Unusable(_why_unfinished(path))
+def _results(path: Path, kind: type[RunResults] | type[CombinationResults]) -> RunResults | CombinationResults:
     try:
-        results = json.loads(file.read_text())
-    except (OSError, ValueError) as error:
-        raise Unusable(f"results.json is not valid JSON: {error}") from None
-    if not isinstance(results, dict):
-        raise Unusable("results.json does not hold a mapping")
+        results = RunDir(path).read_results(kind)
+    except DroptuneError as error:
+        raise Unusable(str(error).replace(f"{path}/", "")) from None
+    if results is None:
+        raise Unusable(_why_unfinished(path))
     return results
 
 
 def _why_unfinished(path: Path) -> str:
-    if (path / "error.json").exists():
+    run = RunDir(path)
+    if run.error.exists():
         try:
-            record = json.loads((path / "error.json").read_text())
+            record = json.loads(run.error.read_text())
             return f"failed after {record['attempts']} attempt(s): {record['message']}"
         except (OSError, ValueError, KeyError, TypeError):
             return "failed (error.json unreadable)"
-    if (path / "last.pt").exists():
+    if run.last.exists():
         try:
-            step = json.loads((path / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+            step = json.loads(run.metrics.read_text().splitlines()[-1])["step"]
         except (OSError, ValueError, KeyError, IndexError):
             step = "?"
-        stopped = RunDir(path).read_interrupted()
+        stopped = run.read_interrupted()
         how = f"stopped by {stopped['signal']} at step {stopped['step']}, " if stopped else ""
         return f"interrupted ({how}last evaluation at step {step}); running the sweep again resumes it"
     return "not started"

@@ -8,7 +8,6 @@ A combination whose members have not changed is not redone, so the phase is idem
 
 from __future__ import annotations
 
-import json
 import re
 import traceback
 from collections.abc import Callable, Sequence
@@ -17,13 +16,11 @@ from pathlib import Path
 
 from droptune.combining.combine import METHODS, combine
 from droptune.errors import DroptuneError
-from droptune.experiments.jobs import DONE, FINAL, Job, error_file, record_error, state
-from droptune.training.checkpoint import save_json
-from droptune.training.run_dir import RunDir
+from droptune.experiments.jobs import DONE, FINAL, Job, record_error, state
+from droptune.runs.files import save_json
+from droptune.runs.folder import COMBINED, GROUP_FILE, RunDir
+from droptune.runs.results import CombinationResults
 
-COMBINED = "combined"
-GROUP_FILE = "group.json"
-LABELS = {"ensemble": "ensemble of runs", "uniform_soup": "uniform soup", "greedy_soup": "greedy soup"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], 
             continue
         folder = Path(sweep_dir) / COMBINED / group.name
         members = sorted(job.id for job in done)
-        todo = [m for m in methods if _members(folder / m / "results.json") != members]
+        todo = [m for m in methods if _members(RunDir(folder / m)) != members]
         if not todo:
             continue
         log(f"combining {len(done)} runs of {group.name}: {', '.join(todo)}")
@@ -80,20 +77,21 @@ def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], 
             try:
                 combine(paths, [method], folder, device, workers)
             except Exception as error:  # noqa: BLE001 - one group's failure must not stop the others
-                for stale in (outcome.results, outcome.path / "soup.safetensors"):
+                for stale in (outcome.results, outcome.soup):
                     stale.unlink(missing_ok=True)
                 record_error(outcome, f"{type(error).__name__}: {error}", traceback.format_exc())
                 log(f"cannot combine {group.name} by {method}: {error}")
                 failed.append(outcome.path)
             else:
-                error_file(outcome).unlink(missing_ok=True)
+                outcome.error.unlink(missing_ok=True)
     return failed
 
 
-def _members(results: Path) -> list[str] | None:
+def _members(combination: RunDir) -> list[str] | None:
     try:
-        return sorted(run["run"] for run in json.loads(results.read_text())["runs"])
-    except (OSError, ValueError, KeyError, TypeError):
+        results = combination.read_results(CombinationResults)
+        return None if results is None else sorted(run["run"] for run in results.runs)
+    except (DroptuneError, KeyError, TypeError):
         return None
 
 

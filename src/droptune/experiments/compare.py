@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from droptune.training.trainer import train
 
 # A budget at which p = 0.9 has plateaued (by i.i.d. accuracy) on RotatedDigits on 2 CPU cores;

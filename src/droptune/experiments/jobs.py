@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from droptune.errors import DroptuneError
-from droptune.training.checkpoint import save_json
+from droptune.runs.files import save_json
 from droptune.training.config import TrainConfig
 from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted
-from droptune.training.run_dir import FolderBusy, RunDir
+from droptune.runs.folder import FolderBusy, RunDir
 
 DONE, DIVERGED, FAILED, INTERRUPTED, PENDING = "done", "diverged", "failed", "interrupted", "pending"
 FINAL = (DONE, DIVERGED)  # rerunning these would give the same numbers
@@ -53,7 +53,7 @@ class Job:
     @classmethod
     def read(cls, run_dir: str | Path) -> Job:
         """The job prepared in `run_dir`, pointed at that folder wherever it now is."""
-        path = Path(run_dir) / "job.json"
+        path = RunDir(Path(run_dir)).job
         try:
             data = json.loads(path.read_text())
             config = TrainConfig(**{**data["config"], "output_dir": str(Path(run_dir).resolve())})
@@ -62,21 +62,13 @@ class Job:
             raise DroptuneError(f"cannot read job {path}: {error}") from None
 
 
-def job_file(run: RunDir) -> Path:
-    return run.path / "job.json"
-
-
-def error_file(run: RunDir) -> Path:
-    return run.path / "error.json"
-
-
 def prepare(job: Job) -> None:
     """Create the run folder with its job.json, so that a report lists the job before it runs.
 
     job.json is rewritten each time: a renamed method keeps its runs (the id is the config's hash).
     """
     job.run.path.mkdir(parents=True, exist_ok=True)
-    save_json(job.to_dict(), job_file(job.run))
+    save_json(job.to_dict(), job.run.job)
 
 
 def state(run: RunDir) -> str:
@@ -85,15 +77,15 @@ def state(run: RunDir) -> str:
     except DroptuneError:
         return FAILED
     if results is not None:
-        return DONE if results.get("status") == "completed" else DIVERGED
-    if error_file(run).exists():
+        return DONE if results.status == "completed" else DIVERGED
+    if run.error.exists():
         return FAILED
     return INTERRUPTED if run.last.exists() else PENDING
 
 
 def read_error(run: RunDir) -> dict[str, Any] | None:
     try:
-        return json.loads(error_file(run).read_text())
+        return json.loads(run.error.read_text())
     except (OSError, ValueError):
         return None
 
@@ -102,7 +94,7 @@ def record_error(run: RunDir, message: str, trace: str = "") -> None:
     """Write (or update) error.json; `attempts` counts failures over all invocations of the sweep."""
     previous = read_error(run) or {}
     save_json({"message": message, "traceback": trace, "attempts": previous.get("attempts", 0) + 1},
-              error_file(run))
+              run.error)
 
 
 def execute(job: Job) -> str:

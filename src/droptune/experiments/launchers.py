@@ -100,7 +100,7 @@ class LocalLauncher:
                 env["OMP_WAIT_POLICY"] = "PASSIVE"
             try:
                 events.started(job)
-                log = job.run.path / "log.txt"
+                log = job.run.log
                 with log.open("a") as out, lock:
                     process = subprocess.Popen([sys.executable, "-m", "droptune.experiments.jobs", str(job.run.path)],
                                                stdout=out, stderr=subprocess.STDOUT, env=env)

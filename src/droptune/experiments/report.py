@@ -7,7 +7,7 @@ from pathlib import Path
 
 from droptune.errors import DroptuneError
 from droptune.experiments.collect import Collection, collect
-from droptune.experiments.combos import COMBINED
+from droptune.runs.folder import COMBINED
 from droptune.experiments.figures import plot_cloud, plot_curves, plot_dropout_curve
 from droptune.experiments.tables import layout, write_tables
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from torch import nn
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict
 from droptune.training.config import TrainConfig
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 
 VARIANTS = ("best", "swa", "ema", "swad")
 
@@ -44,7 +45,9 @@ def load_model(path: str | os.PathLike, variant: str = "best", device: str = "cp
         what = "no selected model" if variant == "best" else f"no {variant} model"
         raise DroptuneError(f"run {run.path} has {what}: {weights.name} is missing")
     classes = list(open_dataset(config.dataset, config.data_dir).classes)
+    done = run.read_results()
+    results = dataclasses.asdict(done) if done is not None else {}
     model = build_model(config.backbone, len(classes), config.dropout, weights="none", freeze_bn=config.freeze_bn)
     load_strict(model, read_state_dict(weights), str(weights))
     model.to(device).eval()
-    return LoadedModel(model, classes, eval_transform(config.image_size), config, run.read_results() or {})
+    return LoadedModel(model, classes, eval_transform(config.image_size), config, results)

@@ -1,1 +1,1 @@
-"""Training under DomainBed's protocol: config, loop, evaluation, selection, run folders."""
+"""Training under DomainBed's protocol: config, protocol, loop, along-run baselines, evaluation, selection."""

@@ -1,29 +1,15 @@
-"""Atomic checkpoint files: a reader never sees half a file, an interruption never corrupts one."""
+"""Checkpoint and weights files, written atomically, and the random state a resumed run restores."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from droptune.runs.files import atomic_write
 
 
 def save_torch(obj: Any, path: Path) -> None:
@@ -34,13 +20,6 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str,
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def save_json(obj: Any, path: Path) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
-
-    atomic_write(path, write)
 
 
 def rng_state() -> dict[str, Any]:

@@ -13,7 +13,6 @@ from typing import Any
 
 import yaml
 
-from droptune.combining.ensemble import OUTPUTS
 from droptune.errors import DroptuneError
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -21,6 +20,7 @@ SELECTIONS = ("training_domain", "oracle")
 # Fields that change where or how fast a run executes, never its numbers.
 # Where and how fast a run goes, not its numbers: left out of `identity()`, free to change on resume.
 # device_augment: where the augmentation is computed; a seed draws the same parameters either way.
+ENSEMBLE_OUTPUTS = ("probs", "logits")  # what an output ensemble averages: softmax probabilities or logits
 RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "eval_batch_size", "progress", "device_augment")
 # Fields added after run folders existed: left out of `identity()` at these defaults, so older runs keep theirs.
 LATER_FIELDS = {"linearized": False}
@@ -100,7 +100,7 @@ class TrainConfig:
             ("head_init", self.head_init is None or self.head_seed is None, "unset when head_seed is set"),
             ("ensemble_start", self.ensemble_start is None or 0 < self.ensemble_start <= self.steps,
              f"a step between 1 and {self.steps}"),
-            ("ensemble_outputs", self.ensemble_outputs in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
+            ("ensemble_outputs", self.ensemble_outputs in ENSEMBLE_OUTPUTS, f"one of {', '.join(ENSEMBLE_OUTPUTS)}"),
             ("average_start", self.average_start is None or 0 <= self.average_start < self.steps,
              f"a step between 0 and {self.steps - 1}"),
             ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1, "0 < decay < 1"),

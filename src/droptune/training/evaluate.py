@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from droptune.data.loaders import EvalSplit
+from droptune.training.protocol import Scores
 
-Scores = dict[str, dict[str, float]]  # {domain: {split: value}}
 
 
 def autocast(device: torch.device, amp: str):
@@ -72,16 +72,6 @@ def accuracy_of(outputs: torch.Tensor, labels: torch.Tensor, splits: Sequence[Ev
     sizes = [len(split.keys) for split in splits]
     ends = np.cumsum(sizes)
     return _by_split(splits, [hits[end - size:end].sum().item() / max(1, size) for size, end in zip(sizes, ends)])
-
-
-def summarize(acc: Scores, train_domains: Sequence[str], test_domain: str) -> dict:
-    """DomainBed's summary: i.i.d. = mean over training domains' held-out parts; o.o.d. = the test domain's."""
-    return {
-        "iid": float(np.mean([acc[d]["out"] for d in train_domains])),
-        "ood": acc[test_domain]["in"],
-        "ood_out": acc[test_domain]["out"],
-        "acc": acc,
-    }
 
 
 def _by_split(splits: Sequence[EvalSplit], values: Sequence[float]) -> Scores:

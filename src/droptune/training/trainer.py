@@ -7,8 +7,8 @@ checkpoint so that `--resume` continues to the same final numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 import time
 
 import numpy as np
@@ -16,23 +16,26 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from droptune.combining.along_run import AlongRun
-from droptune.combining.probe import init_head
 from droptune.data.batch_augment import augment_batch
 from droptune.data.cache import CachedDomains
 from droptune.data.domains import ImageFolderDomains, open_dataset
 from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, DomainImages, make_loader
-from droptune.data.splits import split_domain, stable_seed
+from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.models.linearized import LinearizedClassifier
 from droptune.models.model import build_model
-from droptune.training.bench import Bench, eval_batch_size, holdout_splits
-from droptune.training.checkpoint import rng_state, save_json, save_torch, save_weights, set_rng_state
+from droptune.runs.folder import RunDir
+from droptune.runs.results import RunResults
+from droptune.training.along_run import along_run_baselines, baseline_results
+from droptune.training.bench import Bench
+from droptune.training.checkpoint import rng_state, save_torch, save_weights, set_rng_state
 from droptune.training.config import TrainConfig
+from droptune.training.device import default_workers, eval_batch_size, place, resolve_device, uses_device_augment
 from droptune.training.evaluate import autocast
+from droptune.training.head_start import init_head
 from droptune.training.interrupt import Interrupted, StopRequest, signal_name
 from droptune.training.optim import make_optimizer, make_scheduler
-from droptune.training.run_dir import RunDir
+from droptune.training.protocol import LeaveOneDomainOut
 from droptune.training.selection import is_better, select, selections
 
 CHECK_EVERY = 10  # steps between loss checks (each one synchronizes with the device)
@@ -43,33 +46,6 @@ class TrainingDiverged(DroptuneError):
     """The loss became NaN or infinite."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DroptuneError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DroptuneError(f"device {name!r} requested but CUDA is not available on this machine")
-    return device
-
-
-def default_workers(device: torch.device, decodes_files: bool = True) -> int:
-    """Loader processes. On CUDA always some, decoded data too: the main process must keep launching the
-    card's kernels. On a CPU none for decoded data, else half the cores (the model needs the rest)."""
-    cpus = len(os.sched_getaffinity(0))
-    if device.type == "cuda":
-        return min(8, cpus)
-    return max(1, cpus // 2) if decodes_files else 0
-
-
-def uses_device_augment(choice: str, device: torch.device) -> bool:
-    """Whether training batches are augmented on the device: `auto` does it on CUDA, where the loader
-    processes could not keep up with per-image augmentation."""
-    return choice == "on" or (choice == "auto" and device.type == "cuda")
-
-
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -78,25 +54,16 @@ class Trainer:
         self.dataset = open_dataset(config.dataset, config.data_dir)
         if config.cache_dir and isinstance(self.dataset, ImageFolderDomains):
             self.dataset = CachedDomains(self.dataset, config.image_size, config.cache_dir)
-        domains = self.dataset.domains
-        if len(domains) < 2:  # evaluation and prediction read one-domain folders; training cannot
-            raise DroptuneError(f"{config.dataset} holds a single domain folder ({domains[0]}): leave-one-domain-out "
-                                "needs at least 2, one to train on and one held out")
-        self.test = self.dataset.domain_index(config.test_domain)
-        self.train_domains = [d for d in range(len(domains)) if d != self.test]
-        self.splits = [split_domain(len(self.dataset.labels(d)), name, config.trial_seed, config.holdout_fraction)
-                       for d, name in enumerate(domains)]
+        self.protocol = LeaveOneDomainOut.from_config(config, self.dataset)
 
         torch.manual_seed(stable_seed("init", config.seed))
         self.model = build_model(config.backbone, len(self.dataset.classes), config.dropout, config.weights,
                                  config.freeze_bn)
-        self.model.to(self.device)
         self.channels_last = config.channels_last
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        place(self.model, self.device, self.channels_last)
         self.workers = config.workers if config.workers is not None else default_workers(
             self.device, self.dataset.decodes_files)
-        self.head_start = init_head(self.model, config, self.dataset, self.device, self.workers, self.run.head_start)
+        self.head_start = init_head(self.model, config, self.protocol, self.device, self.workers, self.run.head_start)
         if config.linearized:
             self.model = LinearizedClassifier(self.model)
         self.forward = torch.compile(self.model) if config.compile else self.model
@@ -108,14 +75,11 @@ class Trainer:
         self.augment_on_device = self.images.augment and uses_device_augment(config.device_augment, self.device)
         self.train_images = (BatchAugmentImages(self.dataset, config.image_size) if self.augment_on_device
                              else self.images)
-        self.eval_splits = holdout_splits(self.dataset, self.splits, self.test, config.clean_holdout, config.seed)
-        self.bench = Bench(self.images, self.eval_splits, domains[self.test], eval_batch_size(config, self.device),
-                           self.workers,
-                           self.device, config.amp, self.channels_last,
-                           [(d, self.splits[d].train) for d in self.train_domains], config.batch_size)
-        self.along = AlongRun(config, self.model, self.run)
-        holdout_labels = np.concatenate([self.dataset.labels(d)[self.splits[d].holdout] for d in self.train_domains])
-        self.majority_rate = float(np.bincount(holdout_labels).max() / len(holdout_labels))
+        self.bench = Bench(self.images, self.protocol, eval_batch_size(config, self.device), self.workers,
+                           self.device, config.amp, self.channels_last, config.batch_size)
+        self.baselines = along_run_baselines(config, self.model, self.run)
+        self.reads_weights = any(b.reads_weights for b in self.baselines)
+        self.majority_rate = self.protocol.majority_rate()
 
         self.step = 0
         self.best: dict | None = None
@@ -129,8 +93,7 @@ class Trainer:
         """Train to `config.steps` and return the results; with `until`, stop (checkpointed) at that step."""
         config = self.config
         end = min(until, config.steps) if until is not None else config.steps
-        batches = DomainBalancedBatches([(d, self.splits[d].train) for d in self.train_domains],
-                                        config.batch_size, config.seed, self.step, end)
+        batches = DomainBalancedBatches(self.protocol.train_parts(), config.batch_size, config.seed, self.step, end)
         loader = make_loader(self.train_images, batches, self.workers, pin_memory=self.device.type == "cuda")
         bar = tqdm(total=config.steps, initial=self.step, disable=not config.progress, unit="step",
                    desc=self.run.path.name, dynamic_ncols=True)
@@ -140,7 +103,11 @@ class Trainer:
             for x, y in loader:
                 loss = self._train_step(x, y)
                 self.step += 1
-                self.along.after_step(self.model, self.step)
+                if self.reads_weights:
+                    weights = self.model.state_dict()
+                    for baseline in self.baselines:
+                        if baseline.reads_weights:
+                            baseline.after_step(weights, self.step)
                 self.loss_sum += loss.detach().float()
                 self.loss_count += 1
                 period_images += len(y)
@@ -199,24 +166,19 @@ class Trainer:
 
     def _evaluate(self, images_per_s: float) -> None:
         start = time.perf_counter()
-        evaluation = self.bench.evaluate(self.forward, keep_logits=self.along.wants_logits)
-        acc = evaluation.acc
+        evaluation = self.bench.evaluate(self.forward, keep_logits=any(b.wants_logits for b in self.baselines))
         seconds = time.perf_counter() - start
-        variants = self.along.evaluate(self.step, evaluation, self.bench)
+        variants = {b.name: r for b in self.baselines
+                    if (r := b.at_evaluation(self.step, evaluation, self.bench)) is not None}
         self.elapsed += time.perf_counter() - start
-        names = self.dataset.domains
-        test = names[self.test]
         record = {
             "step": self.step,
             "loss": self.loss_sum.item() / max(1, self.loss_count),
             "lr": self.optimizer.param_groups[0]["lr"],
             "images_per_s": images_per_s,
-            "eval_images_per_s": sum(len(s.keys) for s in self.eval_splits) / seconds,
+            "eval_images_per_s": sum(len(s.keys) for s in self.bench.splits) / seconds,
             "elapsed_s": self.elapsed,
-            "iid": float(np.mean([acc[names[d]]["out"] for d in self.train_domains])),
-            "ood": acc[test]["in"],
-            "ood_out": acc[test]["out"],
-            "acc": acc,
+            **self.protocol.summarize(evaluation.acc),
         }
         if variants:
             record["variants"] = variants
@@ -242,7 +204,7 @@ class Trainer:
             "loss_count": self.loss_count,
             "best": self.best,
             "elapsed": self.elapsed,
-            "along": self.along.state_dict(),
+            "baselines": {b.name: b.state_dict() for b in self.baselines},
         }, self.run.last)
 
     def restore(self) -> None:
@@ -264,7 +226,8 @@ class Trainer:
         self.loss_count = state["loss_count"]
         self.best = state["best"]
         self.elapsed = state["elapsed"]
-        self.along.load_state_dict(state["along"])
+        for baseline in self.baselines:
+            baseline.load_state_dict(state["baselines"][baseline.name])
         self.run.rewrite_metrics(self.run.read_metrics(up_to_step=self.step))
 
     def _finish(self, status: str) -> dict:
@@ -273,37 +236,36 @@ class Trainer:
         selected = select(records, config.selection)
         collapsed = selected is not None and is_collapsed(selected["iid"], records[-1]["loss"],
                                                           self.majority_rate, len(self.dataset.classes))
-        results = {
-            "status": status,
-            "run": self.run.path.name,
-            "config_id": config.identity(),
-            "dataset": self.dataset.name,
-            "test_domain": self.dataset.domains[self.test],
-            "train_domains": [self.dataset.domains[d] for d in self.train_domains],
-            "backbone": config.backbone,
-            "dropout": config.dropout,
-            "lr": config.lr,
-            "weight_decay": config.weight_decay,
-            "seed": config.seed,
-            "trial_seed": config.trial_seed,
-            "selection": config.selection,
-            "step": selected["step"] if selected else None,
-            "iid": selected["iid"] if selected else None,
-            "ood": selected["ood"] if selected else None,
-            "acc": selected["acc"] if selected else None,
-            "selections": selections(records),
-            "collapsed": collapsed,
-            "majority_rate": self.majority_rate,
-            "steps_done": self.step,
-            "wall_time_s": self.elapsed,
-            "train_images_per_s": float(np.mean([r["images_per_s"] for r in records])) if records else None,
-            "eval_images_per_s": float(np.mean([r["eval_images_per_s"] for r in records])) if records else None,
-            "head_start": self.head_start,
-            "cost": {"trainings": 1, "forward_passes": 1},
-            "variants": self.along.results(records),
-        }
-        save_json(results, self.run.results)
-        return results
+        results = RunResults(
+            status=status,
+            run=self.run.path.name,
+            config_id=config.identity(),
+            **self.protocol.describe(),
+            backbone=config.backbone,
+            dropout=config.dropout,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            seed=config.seed,
+            trial_seed=config.trial_seed,
+            selection=config.selection,
+            step=selected["step"] if selected else None,
+            iid=selected["iid"] if selected else None,
+            ood=selected["ood"] if selected else None,
+            acc=selected["acc"] if selected else None,
+            selections=selections(records),
+            collapsed=collapsed,
+            majority_rate=self.majority_rate,
+            steps_done=self.step,
+            wall_time_s=self.elapsed,
+            train_images_per_s=float(np.mean([r["images_per_s"] for r in records])) if records else None,
+            eval_images_per_s=float(np.mean([r["eval_images_per_s"] for r in records])) if records else None,
+            head_start=self.head_start,
+            cost={"trainings": 1, "forward_passes": 1},
+            variants=baseline_results(records, [b.name for b in self.baselines], config.selection),
+            classes=list(self.dataset.classes),
+        )
+        self.run.write_results(results)
+        return dataclasses.asdict(results)
 
 
 def is_collapsed(best_iid: float, final_loss: float, majority_rate: float, num_classes: int) -> bool:
@@ -343,7 +305,7 @@ def _finished(run: RunDir, resume: bool) -> dict | None:
     """The results of a completed run to resume; an error when a new run would overwrite one."""
     if resume:
         done = run.read_results()
-        return done if done is not None and done.get("status") == "completed" else None
+        return dataclasses.asdict(done) if done is not None and done.status == "completed" else None
     if run.results.exists() or run.last.exists():
         raise DroptuneError(f"run folder {run.path} already holds a run: resume it with --resume {run.path} "
                             "or choose another --output-dir")

@@ -10,6 +10,11 @@
     last.pt           resumable state (model, optimizer, scheduler, step, RNG), replaced atomically
     .lock             locked by the process that trains the run, for as long as it runs
     interrupted.json  the run stopped on a signal after saving last.pt (signal, step); gone once it resumes
+    job.json          a sweep's job (method, hyper-parameters, config), written before it first runs
+    error.json        a sweep job's last failure: message, traceback, attempts
+    log.txt           a sweep job's output, when a launcher runs it in a process of its own
+
+A combination of runs (`droptune combine`) is a folder too: results.json and, for soups, soup.safetensors.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from droptune.errors import DroptuneError
+from droptune.runs.results import CombinationResults, Results, RunResults, read_results, write_results
 
 LOCK = ".lock"
+COMBINED = "combined"  # a sweep's combinations: SWEEP_DIR/combined/<group>/<method>/ (run folders of their own)
+GROUP_FILE = "group.json"  # in SWEEP_DIR/combined/<group>/: the split, method and member jobs of the group
 _held: set[int] = set()  # descriptors of the locks this process holds
 
 
@@ -89,6 +97,22 @@ class RunDir:
     @property
     def results(self) -> Path:
         return self.path / "results.json"
+
+    @property
+    def job(self) -> Path:
+        return self.path / "job.json"
+
+    @property
+    def error(self) -> Path:
+        return self.path / "error.json"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "log.txt"
+
+    @property
+    def soup(self) -> Path:
+        return self.path / "soup.safetensors"
 
     @property
     def best(self) -> Path:
@@ -158,13 +182,9 @@ class RunDir:
         """Drop records written after the checkpoint a run resumes from."""
         self.metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
 
-    def read_results(self) -> dict | None:
-        if not self.results.exists():
-            return None
-        try:
-            results = json.loads(self.results.read_text(encoding="utf-8"))
-        except ValueError:
-            raise DroptuneError(f"{self.results} is not valid JSON") from None
-        if not isinstance(results, dict):
-            raise DroptuneError(f"{self.results} holds {type(results).__name__}, expected a JSON object")
-        return results
+    def read_results(self, kind: type[Results] = RunResults) -> Results | None:
+        """The run's results (or a combination's, with `kind`), None while it has none."""
+        return read_results(self.results, kind) if self.results.exists() else None
+
+    def write_results(self, results: RunResults | CombinationResults) -> None:
+        write_results(results, self.results)

@@ -22,14 +22,15 @@ from safetensors.torch import load_file
 
 from droptune.data.domains import MultiDomainDataset, open_dataset
 from droptune.data.loaders import DomainImages, make_loader
-from droptune.data.splits import split_domain, stable_seed
+from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict
 from droptune.models.model import DropoutClassifier, build_model
 from droptune.training.checkpoint import save_weights
-from droptune.training.bench import eval_batch_size
 from droptune.training.config import TrainConfig
+from droptune.training.device import eval_batch_size, place
 from droptune.training.evaluate import autocast
+from droptune.training.protocol import LeaveOneDomainOut
 
 PROBE_STEPS = 1000
 PROBE_LR = 1e-3
@@ -44,13 +45,14 @@ PROBE_SEED = 0
 PROBE_WEIGHT_DECAY = 1e-4  # the paper's default, whatever the run's
 
 
-def init_head(model: DropoutClassifier, config: TrainConfig, dataset: MultiDomainDataset, device: torch.device,
+def init_head(model: DropoutClassifier, config: TrainConfig, protocol: LeaveOneDomainOut, device: torch.device,
               workers: int, saved: Path) -> str:
     """Initialize the model's head as the config says, and name that start for results.json.
 
     Runs whose heads start the same way, on the same backbone, can be weight-averaged. An on-the-fly
     probe is kept in `saved`, so that a resumed or retried run does not probe again.
     """
+    dataset = protocol.dataset
     if config.head_init == PROBE:
         if saved.is_file():
             state = load_file(str(saved))
@@ -59,7 +61,7 @@ def init_head(model: DropoutClassifier, config: TrainConfig, dataset: MultiDomai
                 torch.manual_seed(stable_seed("head", PROBE_SEED))
                 model.head.fc.reset_parameters()
                 state, metadata = linear_probe(config.replace(seed=PROBE_SEED), device, workers, model=model,
-                                               dataset=dataset)
+                                               protocol=protocol)
             save_weights(state, saved, metadata)
         load_strict(model.head, state, str(saved))
         return f"probe {probe_key(config, dataset)}"
@@ -137,30 +139,26 @@ def _features(model: DropoutClassifier, images: DomainImages, keys: list, config
 
 def linear_probe(config: TrainConfig, device: torch.device, workers: int, steps: int = PROBE_STEPS,
                  lr: float = PROBE_LR, model: DropoutClassifier | None = None,
-                 dataset: MultiDomainDataset | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+                 protocol: LeaveOneDomainOut | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Train the head (with the config's dropout) on frozen, un-augmented features of the training domains' 80%.
 
     Adam on mini-batches of cached features, as DiWA's DomainBed does; the test domain is never read.
     `model` (pre-trained, on `device`) has its head trained in place; by default one is built.
     Returns the head's state and the probe's metadata, with its i.i.d. accuracy.
     """
-    dataset = dataset if dataset is not None else open_dataset(config.dataset, config.data_dir)
-    test = dataset.domain_index(config.test_domain)
-    train_domains = [d for d in range(len(dataset.domains)) if d != test]
-    splits = {d: split_domain(len(dataset.labels(d)), dataset.domains[d], config.trial_seed, config.holdout_fraction)
-              for d in train_domains}
+    if protocol is None:
+        protocol = LeaveOneDomainOut.from_config(config, open_dataset(config.dataset, config.data_dir))
+    dataset = protocol.dataset
     if model is None:
         torch.manual_seed(stable_seed("init", config.seed))
         model = build_model(config.backbone, len(dataset.classes), config.dropout, config.weights, config.freeze_bn)
-        model.to(device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
+        place(model, device, config.channels_last)
     model.eval()
     images = DomainImages(dataset, config.image_size)
-    train_x, train_y = _features(model, images, [(d, int(i), None) for d in train_domains for i in splits[d].train],
-                                 config, device, workers)
-    held_out = [_features(model, images, [(d, int(i), None) for i in splits[d].holdout], config, device, workers)
-                for d in train_domains]
+    train_x, train_y = _features(model, images, [(d, int(i), None) for d, indices in protocol.train_parts()
+                                                 for i in indices], config, device, workers)
+    held_out = [_features(model, images, [(d, int(i), None) for i in protocol.splits[d].holdout], config, device,
+                          workers) for d in protocol.train_domains]
 
     head = model.head.train()
     optimizer = torch.optim.Adam(head.fc.parameters(), lr=lr, weight_decay=PROBE_WEIGHT_DECAY)

@@ -6,8 +6,6 @@ import torch
 
 from droptune.errors import DroptuneError
 
-OUTPUTS = ("probs", "logits")
-
 
 class OutputEnsemble:
     """The mean of several models' softmax probabilities (or logits) on the same images in the same order.
@@ -16,16 +14,14 @@ class OutputEnsemble:
     ensemble of checkpoints along a run or of N runs costs one model's memory at a time.
     """
 
-    def __init__(self, outputs: str = "probs"):
-        if outputs not in OUTPUTS:
-            raise DroptuneError(f"unknown ensemble outputs {outputs!r}: expected one of {', '.join(OUTPUTS)}")
-        self.outputs = outputs
+    def __init__(self, probabilities: bool = True):
+        self.probabilities = probabilities
         self.count = 0
         self.total: torch.Tensor | None = None
 
     def add(self, logits: torch.Tensor) -> None:
         """Add one member's logits for every image of the evaluation set."""
-        values = logits.float().softmax(1) if self.outputs == "probs" else logits.float()
+        values = logits.float().softmax(1) if self.probabilities else logits.float()
         if self.total is None:
             self.total = values.clone()
         elif self.total.shape != values.shape:
@@ -36,7 +32,7 @@ class OutputEnsemble:
         self.count += 1
 
     def state_dict(self) -> dict:
-        return {"outputs": self.outputs, "count": self.count, "total": self.total}
+        return {"probabilities": self.probabilities, "count": self.count, "total": self.total}
 
     def load_state_dict(self, state: dict) -> None:
-        self.outputs, self.count, self.total = state["outputs"], state["count"], state["total"]
+        self.probabilities, self.count, self.total = state["probabilities"], state["count"], state["total"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from droptune.combining.averaging import State, WeightAverage
+from droptune.models.averaging import State, WeightAverage
 from droptune.errors import DroptuneError
 
 N_CONVERGE = 3

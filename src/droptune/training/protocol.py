@@ -1,0 +1,94 @@
+"""DomainBed's leave-one-domain-out protocol on one dataset, in one object.
+
+Training, the linear probe, combinations of runs, analyses and the benchmark all take their
+training images, their evaluation sets and their i.i.d./o.o.d. summary from here, so that a model
+is always scored the way the runs it is compared with were scored.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from droptune.data.domains import MultiDomainDataset
+from droptune.data.loaders import EvalSplit
+from droptune.data.splits import DomainSplit, split_domain, stable_seed
+from droptune.errors import DroptuneError
+from droptune.training.config import TrainConfig
+
+Scores = dict[str, dict[str, float]]  # {domain: {split: value}}
+
+
+class LeaveOneDomainOut:
+    """One held-out test domain; every domain split 80/20 by the trial seed.
+
+    Training reads the training domains' 80%. The i.i.d. score is the mean accuracy on the training
+    domains' 20% (training-domain validation, all a choice between models may look at); the o.o.d. score
+    is the test domain's 80%, its 20% serving the oracle selection. With `clean_holdout` off, held-out
+    images get the training augmentation (DomainBed augments them), drawn from the trial seed: every run
+    of a trial is validated on the same images, so their i.i.d. accuracies compare, and combinations of
+    them are scored on those images too.
+    """
+
+    def __init__(self, dataset: MultiDomainDataset, test_domain: str | int, trial_seed: int = 0,
+                 holdout_fraction: float = 0.2, clean_holdout: bool = True):
+        if len(dataset.domains) < 2:
+            where = getattr(dataset, "root", dataset.name)  # a folder's path; a built-in dataset's name
+            raise DroptuneError(f"{where} holds a single domain folder ({dataset.domains[0]}): "
+                                "leave-one-domain-out needs at least 2, one to train on and one held out")
+        self.dataset = dataset
+        self.test = dataset.domain_index(test_domain)
+        self.train_domains = [d for d in range(len(dataset.domains)) if d != self.test]
+        self.trial_seed = trial_seed
+        self.holdout_fraction = holdout_fraction
+        self.clean_holdout = clean_holdout
+        self.splits: list[DomainSplit] = [split_domain(len(dataset.labels(d)), name, trial_seed, holdout_fraction)
+                                          for d, name in enumerate(dataset.domains)]
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, dataset: MultiDomainDataset) -> LeaveOneDomainOut:
+        return cls(dataset, config.test_domain, config.trial_seed, config.holdout_fraction, config.clean_holdout)
+
+    @property
+    def test_domain(self) -> str:
+        return self.dataset.domains[self.test]
+
+    @property
+    def train_domain_names(self) -> list[str]:
+        return [self.dataset.domains[d] for d in self.train_domains]
+
+    def train_parts(self) -> list[tuple[int, np.ndarray]]:
+        """(domain, image indices) of the images training may read: the training domains' 80%."""
+        return [(d, self.splits[d].train) for d in self.train_domains]
+
+    @cached_property
+    def eval_splits(self) -> list[EvalSplit]:
+        """The training domains' 20% (i.i.d.), then the test domain's 80% ("in") and 20% ("out")."""
+        result = []
+        for d in self.train_domains:
+            keys = [(d, int(i), None if self.clean_holdout else stable_seed("holdout", self.trial_seed, d, int(i)))
+                    for i in self.splits[d].holdout]
+            result.append(EvalSplit(self.dataset.domains[d], "out", keys))
+        for part, indices in (("in", self.splits[self.test].train), ("out", self.splits[self.test].holdout)):
+            result.append(EvalSplit(self.test_domain, part, [(self.test, int(i), None) for i in indices]))
+        return result
+
+    def summarize(self, acc: Scores) -> dict:
+        """DomainBed's summary of per-split scores: iid, ood (the test domain's 80%), ood_out and acc."""
+        return {"iid": self.iid(acc), "ood": acc[self.test_domain]["in"], "ood_out": acc[self.test_domain]["out"],
+                "acc": acc}
+
+    def iid(self, scores: Scores) -> float:
+        """Mean over the training domains' held-out parts (of accuracies, or of losses)."""
+        return float(np.mean([scores[name]["out"] for name in self.train_domain_names]))
+
+    def majority_rate(self) -> float:
+        """Accuracy of always predicting the most frequent class of the i.i.d. held-out images."""
+        labels = np.concatenate([self.dataset.labels(d)[self.splits[d].holdout] for d in self.train_domains])
+        return float(np.bincount(labels).max() / len(labels))
+
+    def describe(self) -> dict:
+        return {"dataset": self.dataset.name, "test_domain": self.test_domain,
+                "train_domains": self.train_domain_names}
+
