@@ -65,6 +65,7 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
             "dataset": first.results["dataset"],
             "test_domain": first.results["test_domain"],
             "train_domains": first.results["train_domains"],
+            "classes": list(split.dataset.classes),
             "selection": first.config.selection,
             "iid": scores.pop("iid"),
             "ood": scores.pop("ood"),
@@ -77,7 +78,8 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
             "wall_time_s": time.perf_counter() - start,
         }
         if weights is not None:
-            save_weights(weights, folder / "soup.safetensors", {"method": method, "members": scores["members"]})
+            save_weights(weights, folder / "soup.safetensors", {"method": method, "members": scores["members"],
+                                                                 "config": first.config.to_dict()})
         save_json(results, folder / "results.json")
         combined[method] = results
     return combined

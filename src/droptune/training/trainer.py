@@ -280,6 +280,7 @@ class Trainer:
             "dataset": self.dataset.name,
             "test_domain": self.dataset.domains[self.test],
             "train_domains": [self.dataset.domains[d] for d in self.train_domains],
+            "classes": list(self.dataset.classes),
             "backbone": config.backbone,
             "dropout": config.dropout,
             "lr": config.lr,
