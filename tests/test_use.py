@@ -145,6 +145,11 @@ def test_soup_folders_load_like_runs(trained, tmp_path, capsys):
     results = json.loads((combined / "uniform_soup" / "results.json").read_text())
     test_domain = json.loads(output.read_text())["domains"]["c"]
     assert test_domain["images"] == 12 and results["classes"] == ["cat", "dog"]
+    exported = tmp_path / "exported-soup"
+    assert main(["export", str(combined / "uniform_soup"), "--output", str(exported)]) == 0
+    x = soup.transform(Image.open(data / "c" / "dog" / "0.png"))[None]
+    assert torch.equal(droptune.load_model(exported).model(x), soup.model(x))
+    assert "exported from the uniform_soup of 2 fine-tuning runs (run, other)" in (exported / "README.md").read_text()
     capsys.readouterr()
     assert main(["predict", str(combined / "ensemble"), str(data / "a")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [

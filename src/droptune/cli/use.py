@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from droptune.console import add_progress_flag
+
 
 def _evaluate(args: argparse.Namespace) -> int:
     from droptune.data.domains import open_dataset
@@ -15,7 +17,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.model, args.variant, args.device)
     dataset = open_dataset(args.dataset, args.data_dir)
-    report = score(loaded, dataset, args.domains, args.batch_size, args.workers)
+    report = score(loaded, dataset, args.domains, args.batch_size, args.workers, args.progress)
     output = args.output or Path(args.model) / "evaluation.json"
     save_json({"model": str(args.model), "variant": args.variant, "dataset": dataset.name, "domains": report},
               output)
@@ -34,7 +36,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise DroptuneError(f"--output must end in .csv or .jsonl, got {args.output}")
     loaded = load_model(args.model, args.variant, args.device)
     files = image_files(args.images)
-    records, unreadable = predict(loaded, files, args.top_k, args.batch_size)
+    records, unreadable = predict(loaded, files, args.top_k, args.batch_size, args.progress)
     write_predictions(records, args.output)
     for path, why in unreadable:
         print(f"droptune: skipped unreadable image {path}: {why}", file=sys.stderr)
@@ -75,6 +77,7 @@ def add_use_commands(commands) -> None:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--workers", type=int, default=0)
     evaluate.add_argument("--device", default="cpu")
+    add_progress_flag(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser("predict", help="class names and probabilities for images")
@@ -85,6 +88,7 @@ def add_use_commands(commands) -> None:
     predict.add_argument("--output", type=Path, default=Path("predictions.csv"), help=".csv or .jsonl")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--device", default="cpu")
+    add_progress_flag(predict)
     predict.set_defaults(run=_predict)
 
     export = commands.add_parser(

@@ -10,6 +10,7 @@
     last.pt           resumable state (model, optimizer, scheduler, step, RNG), replaced atomically
     .lock             locked by the process that trains the run, for as long as it runs
     interrupted.json  the run stopped on a signal after saving last.pt (signal, step); gone once it resumes
+    tensorboard/      TensorBoard event files of metrics.jsonl's scalars (`--tensorboard`)
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ class RunDir:
     @property
     def feature_usage(self) -> Path:
         return self.path / "feature_usage.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     @property
     def last(self) -> Path:

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from droptune import console
 from droptune.combining.along_run import AlongRun
 from droptune.combining.probe import init_head
 from droptune.data.batch_augment import augment_batch
@@ -31,6 +31,7 @@ from droptune.training.checkpoint import rng_state, save_json, save_torch, save_
 from droptune.training.config import TrainConfig
 from droptune.training.evaluate import autocast
 from droptune.training.interrupt import Interrupted, StopRequest, signal_name
+from droptune.training.metrics_log import MetricsLog
 from droptune.training.optim import make_optimizer, make_scheduler
 from droptune.training.run_dir import RunDir
 from droptune.training.selection import is_better, select, selections
@@ -74,10 +75,11 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
         self.run = RunDir(config.run_dir())
+        self.metrics = MetricsLog(self.run, config.steps, config.tensorboard, not console.shown(config.progress))
         self.device = resolve_device(config.device)
         self.dataset = open_dataset(config.dataset, config.data_dir)
         if config.cache_dir and isinstance(self.dataset, ImageFolderDomains):
-            self.dataset = CachedDomains(self.dataset, config.image_size, config.cache_dir)
+            self.dataset = CachedDomains(self.dataset, config.image_size, config.cache_dir, progress=config.progress)
         domains = self.dataset.domains
         if len(domains) < 2:  # evaluation and prediction read one-domain folders; training cannot
             raise DroptuneError(f"{config.dataset} holds a single domain folder ({domains[0]}): leave-one-domain-out "
@@ -132,8 +134,7 @@ class Trainer:
         batches = DomainBalancedBatches([(d, self.splits[d].train) for d in self.train_domains],
                                         config.batch_size, config.seed, self.step, end)
         loader = make_loader(self.train_images, batches, self.workers, pin_memory=self.device.type == "cuda")
-        bar = tqdm(total=config.steps, initial=self.step, disable=not config.progress, unit="step",
-                   desc=self.run.path.name, dynamic_ncols=True)
+        bar = console.bar(config.progress, total=config.steps, initial=self.step, unit="step", desc=self.run.path.name)
         self.model.train()
         period_start, period_images = time.perf_counter(), 0
         with StopRequest() as stop:
@@ -220,7 +221,7 @@ class Trainer:
         }
         if variants:
             record["variants"] = variants
-        self.run.append_metrics(record)
+        self.metrics.append(record)
         if is_better(record, self.best, self.config.selection):
             self.best = {k: v for k, v in record.items() if k not in ("acc", "variants")}
             save_weights(self.model.state_dict(), self.run.best, {"step": self.step, "config": self.config.to_dict()})
