@@ -106,3 +106,52 @@ def test_predict_lists_unreadable_files_and_goes_on(trained, tmp_path, capsys):
     assert header == "file,class_1,probability_1"
     first = next(r for r in records if r["file"].endswith("cat/0.png"))
     assert row.split(",")[:2] == [first["file"], first["classes"][0]]
+
+
+def test_class_names_come_from_results_json_and_old_runs_fall_back_to_the_dataset(trained, tmp_path):
+    run, data = trained
+    assert json.loads((run / "results.json").read_text())["classes"] == ["cat", "dog"]
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    config = TrainConfig.load(moved / "config.yaml").replace(dataset=str(tmp_path / "gone"))
+    config.save(moved / "config.yaml")
+    assert droptune.load_model(moved).classes == ["cat", "dog"]  # no dataset needed
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    results = json.loads((old / "results.json").read_text())
+    del results["classes"]
+    (old / "results.json").write_text(json.dumps(results))
+    assert droptune.load_model(old).classes == ["cat", "dog"]  # read from the dataset, still there
+    config.save(old / "config.yaml")
+    with pytest.raises(DroptuneError, match=f"^{old} does not record its class names .* dataset cannot be opened"):
+        droptune.load_model(old)
+
+
+def test_soup_folders_load_like_runs(trained, tmp_path, capsys):
+    run, data = trained
+    other = TrainConfig.load(run / "config.yaml").replace(lr=0.02, output_dir=str(tmp_path / "other"))
+    train(other)
+    combined = tmp_path / "combined"
+    assert main(["combine", str(run), str(tmp_path / "other"), "--method", "ensemble", "uniform_soup",
+                 "--output", str(combined), "--workers", "0", "--device", "cpu"]) == 0
+    soup = droptune.load_model(combined / "uniform_soup")
+    assert soup.classes == ["cat", "dog"] and soup.about["method"] == "uniform_soup"
+    assert soup.about["members"] == ["run", "other"] and soup.config.backbone == "resnet10t"
+    members = [droptune.load_model(p).model.state_dict() for p in (run, tmp_path / "other")]
+    weight = "head.fc.weight"
+    assert torch.allclose(soup.model.state_dict()[weight], (members[0][weight] + members[1][weight]) / 2)
+    output = tmp_path / "soup-eval.json"
+    assert main(["evaluate", str(combined / "uniform_soup"), "--dataset", str(data), "--output", str(output)]) == 0
+    results = json.loads((combined / "uniform_soup" / "results.json").read_text())
+    test_domain = json.loads(output.read_text())["domains"]["c"]
+    assert test_domain["images"] == 12 and results["classes"] == ["cat", "dog"]
+    exported = tmp_path / "exported-soup"
+    assert main(["export", str(combined / "uniform_soup"), "--output", str(exported)]) == 0
+    x = soup.transform(Image.open(data / "c" / "dog" / "0.png"))[None]
+    assert torch.equal(droptune.load_model(exported).model(x), soup.model(x))
+    assert "exported from the uniform_soup of 2 fine-tuning runs (run, other)" in (exported / "README.md").read_text()
+    capsys.readouterr()
+    assert main(["predict", str(combined / "ensemble"), str(data / "a")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"droptune: error: {combined / 'ensemble'} has no soup.safetensors: its ensemble of runs is not one model; "
+        "load a soup (uniform_soup, greedy_soup) or one of its runs"]

@@ -54,7 +54,8 @@ HELP = {
     "workers": "data-loader processes (default: chosen per device)",
     "eval_batch_size": "evaluation batch (default: 32 on CPU, where small batches stay in cache; 256 on CUDA)",
     "cache_dir": "decode every image once, resized to --image-size, into a memory-mapped cache in this folder",
-    "progress": "show a progress bar",
+    "progress": "progress bar; None: a bar when stderr is a terminal, else one plain line per evaluation",
+    "tensorboard": "also write TensorBoard event files of metrics.jsonl's scalars to RUN_DIR/tensorboard",
 }
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from droptune.errors import DroptuneError
+from droptune.console import add_progress_flag
 
 if TYPE_CHECKING:
     from droptune.experiments.jobs import Job
@@ -94,7 +95,7 @@ def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job
                   "cluster": args.slurm_cluster},
         "ray": {"address": args.ray_address, "cpus_per_job": args.ray_cpus, "gpus_per_job": args.ray_gpus},
     }[args.launcher]
-    summary = run_sweep(jobs, make_launcher(args.launcher, output, **options), args.max_retries)
+    summary = run_sweep(jobs, make_launcher(args.launcher, output, **options), args.max_retries, args.progress)
     failed_combinations = []
     if spec.combine:
         from droptune.experiments.combos import combine_sweep
@@ -147,6 +148,7 @@ def add_sweep_commands(commands) -> None:
     sweep.add_argument("--launcher", choices=LAUNCHERS, default="local", help="where jobs run (default: local)")
     sweep.add_argument("--max-retries", type=int, default=1, help="re-runs of a failed job (default: 1)")
     sweep.add_argument("--dry-run", action="store_true", help="list the jobs and their states; run nothing")
+    add_progress_flag(sweep)
     spec = sweep.add_argument_group("sweep file overrides")
     spec.add_argument("--datasets", nargs="+", help="datasets (names or folders)")
     spec.add_argument("--data-dir", help="folder that holds the datasets")

@@ -1,10 +1,12 @@
-"""`droptune evaluate` and `droptune predict`: use what you trained."""
+"""`droptune evaluate`, `droptune predict` and `droptune export`: use what you trained."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from droptune.console import add_progress_flag
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -15,7 +17,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.model, args.variant, args.device)
     dataset = open_dataset(args.dataset, args.data_dir)
-    report = score(loaded, dataset, args.domains, args.batch_size, args.workers)
+    report = score(loaded, dataset, args.domains, args.batch_size, args.workers, args.progress)
     output = args.output or Path(args.model) / "evaluation.json"
     save_json({"model": str(args.model), "variant": args.variant, "dataset": dataset.name, "domains": report},
               output)
@@ -34,7 +36,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise DroptuneError(f"--output must end in .csv or .jsonl, got {args.output}")
     loaded = load_model(args.model, args.variant, args.device)
     files = image_files(args.images)
-    records, unreadable = predict(loaded, files, args.top_k, args.batch_size)
+    records, unreadable = predict(loaded, files, args.top_k, args.batch_size, args.progress)
     write_predictions(records, args.output)
     for path, why in unreadable:
         print(f"droptune: skipped unreadable image {path}: {why}", file=sys.stderr)
@@ -42,9 +44,30 @@ def _predict(args: argparse.Namespace) -> int:
     return 0 if records or not files else 1
 
 
+def _export(args: argparse.Namespace) -> int:
+    from droptune.inference.export import export, push_to_hub, require_packages
+    from droptune.inference.loading import load_model
+
+    if args.push_to_hub:
+        require_packages(["huggingface_hub"], "--push-to-hub", "hub")
+    loaded = load_model(args.model, args.variant)
+    config = export(loaded, args.output, args.format, args.check_images or ())
+    checks = config["droptune"]["checks"]
+    print(f"{args.output}: {config['architecture']} for {config['num_classes']} classes, checked on {checks['images']}")
+    for name, value in checks.items():
+        if name != "images":
+            print(f"  {name}: " + (f"max abs logit difference {value:.2g}" if isinstance(value, float) else value))
+    if args.push_to_hub:
+        print(f"uploaded to {push_to_hub(args.output, args.push_to_hub)}")
+    return 0
+
+
+MODEL_HELP = "a run folder, a soup folder of `droptune combine` or an exported folder"
+
+
 def add_use_commands(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="score a trained model on any dataset, per domain")
-    evaluate.add_argument("model", type=Path, help="a run folder")
+    evaluate.add_argument("model", type=Path, help=MODEL_HELP)
     evaluate.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"),
                           help="which of the run's models (default: the selected one)")
     evaluate.add_argument("--dataset", required=True, help="registered dataset name or folder of domains")
@@ -54,14 +77,32 @@ def add_use_commands(commands) -> None:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--workers", type=int, default=0)
     evaluate.add_argument("--device", default="cpu")
+    add_progress_flag(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser("predict", help="class names and probabilities for images")
-    predict.add_argument("model", type=Path, help="a run folder")
+    predict.add_argument("model", type=Path, help=MODEL_HELP)
     predict.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     predict.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"))
     predict.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first")
     predict.add_argument("--output", type=Path, default=Path("predictions.csv"), help=".csv or .jsonl")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--device", default="cpu")
+    add_progress_flag(predict)
     predict.set_defaults(run=_predict)
+
+    export = commands.add_parser(
+        "export", help="a self-contained model folder (Hugging Face Hub layout, loads in timm)",
+        description="Write model.safetensors (timm's key names), config.json (timm's fields and droptune's: "
+                    "classes, dropout, data, selection, accuracy) and a model card README.md; with --format, also "
+                    "a TorchScript or ONNX file. Each is checked against droptune's model on real images.")
+    export.add_argument("model", type=Path, help=MODEL_HELP)
+    export.add_argument("--output", type=Path, required=True, metavar="DIR", help="the folder to write")
+    export.add_argument("--format", default="safetensors", metavar="{safetensors,torchscript,onnx}",
+                        help="also write model.torchscript.pt or model.onnx (default: safetensors only)")
+    export.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"))
+    export.add_argument("--check-images", nargs="+", type=Path, metavar="IMAGE",
+                        help="images to check the exports on (default: some of the held-out domain's)")
+    export.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this Hugging Face Hub "
+                        "model repository (needs huggingface_hub and a login)")
+    export.set_defaults(run=_export)

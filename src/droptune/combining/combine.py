@@ -83,7 +83,8 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
             classes=list(split.dataset.classes),
         )
         if weights is not None:
-            save_weights(weights, folder.soup, {"method": method, "members": scores["members"]})
+            save_weights(weights, folder.soup, {"method": method, "members": scores["members"],
+                                                "config": first.config.to_dict()})
         folder.write_results(results)
         combined[method] = dataclasses.asdict(results)
     return combined

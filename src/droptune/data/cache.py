@@ -35,7 +35,7 @@ class CachedDomains(MultiDomainDataset):
     """
 
     def __init__(self, dataset: ImageFolderDomains, size: int, cache_dir: str | os.PathLike,
-                 workers: int | None = None):
+                 workers: int | None = None, progress: bool | None = None):
         if size < 1:
             raise DroptuneError(f"cache image size must be a positive number of pixels, got {size}")
         self.dataset = dataset
@@ -49,7 +49,7 @@ class CachedDomains(MultiDomainDataset):
         self.path = Path(cache_dir).expanduser() / f"{self._prefix}{self._fingerprint()}.npy"
         self._array: np.ndarray | None = None
         if not self._usable():
-            self._build(workers)
+            self._build(workers, progress)
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256(f"droptune image cache v{FORMAT_VERSION}\n{self.size}\n".encode())
@@ -81,12 +81,13 @@ class CachedDomains(MultiDomainDataset):
         image = self.dataset.read(*key, shrink_to=self.size)
         return np.asarray(image.resize((self.size, self.size), Image.BILINEAR), dtype=np.uint8)
 
-    def _build(self, workers: int | None) -> None:
+    def _build(self, workers: int | None, progress: bool | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         try:
             array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=self._shape)
-            images = threaded_map(self._resized, self._keys, workers, f"caching {self.name} at {self.size}px")
+            images = threaded_map(self._resized, self._keys, workers, f"caching {self.name} at {self.size}px",
+                                  progress)
             for position, pixels in enumerate(images):
                 array[position] = pixels
             array.flush()

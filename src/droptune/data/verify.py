@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tqdm import tqdm
-
+from droptune import console
 from droptune.data.domains import IMAGE_EXTENSIONS
 from droptune.data.images import UnreadableImage, read_rgb
 from droptune.data.registry import DatasetSpec, get_spec, unknown_dataset
@@ -100,14 +99,17 @@ def decode_error(path: Path) -> str | None:
     return None
 
 
-def threaded_map(function: Callable[[T], R], items: Sequence[T], workers: int | None, desc: str) -> Iterator[R]:
+def threaded_map(function: Callable[[T], R], items: Sequence[T], workers: int | None, desc: str,
+                 progress: bool | None = None) -> Iterator[R]:
     """`function` over `items` in threads (PIL decodes without the GIL), in order, with a progress bar.
 
     Submits a block at a time, so that half a million images do not become half a million futures.
     """
     block = 1024
+    if not console.shown(progress):
+        console.line(f"{desc}: {len(items):,} images")
     with ThreadPoolExecutor(workers or default_threads()) as pool, \
-            tqdm(total=len(items), desc=desc, unit="img") as bar:
+            console.bar(progress, total=len(items), desc=desc, unit="img") as bar:
         for start in range(0, len(items), block):
             for result in pool.map(function, items[start:start + block]):
                 bar.update()

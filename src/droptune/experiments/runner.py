@@ -11,22 +11,23 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
+from droptune import console
 from droptune.experiments.jobs import DIVERGED, FAILED, FINAL, Job, prepare, record_error, state
 from droptune.experiments.launchers import Launcher
 
 
 class Progress:
-    """One line for the whole sweep: jobs done, running (or queued on a cluster), failed, and an ETA."""
+    """One line for the whole sweep: jobs done, running (or queued on a cluster), failed, and an ETA; without a
+    terminal, one plain line each time a job ends."""
 
-    def __init__(self, jobs: Sequence[Job], enabled: bool = True):
+    def __init__(self, jobs: Sequence[Job], progress: bool | None = None):
         states = {job.id: state(job.run) for job in jobs}
         self.failed = {i for i, s in states.items() if s in (FAILED, DIVERGED)}
         self.running: set[str] = set()
         self.lock = threading.Lock()
-        self.bar = tqdm(total=len(jobs), initial=sum(s in FINAL for s in states.values()), unit="job",
-                        desc="sweep", disable=not enabled, dynamic_ncols=True)
+        self.done, self.total = sum(s in FINAL for s in states.values()), len(jobs)
+        self.lines = not console.shown(progress)
+        self.bar = console.bar(progress, total=self.total, initial=self.done, unit="job", desc="sweep")
         self._show()
 
     def started(self, job: Job) -> None:
@@ -44,8 +45,12 @@ class Progress:
             if now in (FAILED, DIVERGED):
                 self.failed.add(job.id)
             if now in FINAL:
+                self.done += 1
                 self.bar.update(1)
             self._show()
+            if self.lines:
+                console.line(f"sweep: {job.id} {now}; {self.done}/{self.total} jobs done, "
+                             f"running {len(self.running)}, failed {len(self.failed)}")
 
     def _show(self) -> None:
         self.bar.set_postfix_str(f"running {len(self.running)}, failed {len(self.failed)}")
@@ -64,7 +69,8 @@ class SweepSummary:
         return set(self.states) <= {"done"}
 
 
-def run_sweep(jobs: Sequence[Job], launcher: Launcher, max_retries: int = 1, progress: bool = True) -> SweepSummary:
+def run_sweep(jobs: Sequence[Job], launcher: Launcher, max_retries: int = 1,
+              progress: bool | None = None) -> SweepSummary:
     """Run every unfinished job, each up to 1 + `max_retries` times, without letting one failure stop the others."""
     for job in jobs:
         prepare(job)

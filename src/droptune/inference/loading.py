@@ -1,20 +1,30 @@
-"""Load a run's model back for use: the weights it selected, its class names and its evaluation transform."""
+"""Load a trained model back for use: a run's selected weights, a soup of runs, or an exported folder; with its
+class names, its evaluation transform and what it is (data, selection, scores, cost)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
 from torch import nn
 
 from droptune.errors import DroptuneError
+from droptune.inference import hub_layout
 from droptune.models.loading import load_strict, read_state_dict
-from droptune.training.config import TrainConfig
 from droptune.runs.folder import RunDir
+from droptune.runs.results import CombinationResults
+from droptune.training.config import TrainConfig, coerce
 
 VARIANTS = ("best", "swa", "ema", "swad")
+SOUP_WEIGHTS = "soup.safetensors"
+# What a model is, as export writes it into config.json and the model card.
+ABOUT_FIELDS = ("dataset", "test_domain", "train_domains", "selection", "step", "iid", "ood", "acc", "cost",
+                "wall_time_s")
 
 
 @dataclass
@@ -22,21 +32,34 @@ class LoadedModel:
     model: nn.Module
     classes: list[str]
     transform: object  # PIL image → uint8 CHW tensor, as the run evaluated
-    config: TrainConfig
-    results: dict
+    config: TrainConfig  # the run's (a soup's: its first member's)
+    results: dict  # the folder's results.json ({} for an exported folder)
+    about: dict  # source (run or soup), name, variant or method, and ABOUT_FIELDS
 
 
 def load_model(path: str | os.PathLike, variant: str = "best", device: str = "cpu") -> LoadedModel:
-    """The model of a finished run folder in eval mode; no download (the backbone is built without weights)."""
-    from droptune.data.domains import open_dataset
-    from droptune.data.transforms import eval_transform
-    from droptune.models.model import build_model
-
+    """The model of a finished run, a soup folder of `droptune combine` or a `droptune export` folder, in eval
+    mode; no download (the backbone is built without pre-trained weights, then loaded strictly)."""
     if variant not in VARIANTS:
         raise DroptuneError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    run = RunDir(Path(path))
-    if not run.config.is_file():
-        raise DroptuneError(f"{run.path} is not a droptune run folder (no config.yaml)")
+    folder = Path(path)
+    run = RunDir(folder)
+    if run.config.is_file():
+        loaded = _load_run(run, variant)
+    else:
+        exported = hub_layout.is_export(folder)
+        if not (exported or (folder / SOUP_WEIGHTS).is_file() or run.results.is_file()):
+            raise DroptuneError(f"{folder} is not a droptune run folder, soup folder or exported model "
+                                f"(no config.yaml, {SOUP_WEIGHTS} or {hub_layout.CONFIG})")
+        if variant != "best":
+            raise DroptuneError(f"variant {variant!r} is one of a run's models; {folder} is "
+                                f"{'an exported model' if exported else 'a combination of runs'}")
+        loaded = _load_export(folder) if exported else _load_soup(folder)
+    loaded.model.to(device)
+    return loaded
+
+
+def _load_run(run: RunDir, variant: str) -> LoadedModel:
     config = TrainConfig.load(run.config)
     if config.linearized:
         raise DroptuneError(f"{run.path} is a linearized run; load_model reads ordinary runs only")
@@ -44,10 +67,62 @@ def load_model(path: str | os.PathLike, variant: str = "best", device: str = "cp
     if not weights.is_file():
         what = "no selected model" if variant == "best" else f"no {variant} model"
         raise DroptuneError(f"run {run.path} has {what}: {weights.name} is missing")
-    classes = list(open_dataset(config.dataset, config.data_dir).classes)
     done = run.read_results()
     results = dataclasses.asdict(done) if done is not None else {}
+    chosen = results if variant == "best" else (results.get("variants") or {}).get(variant) or {}
+    about = {"source": "run", "name": run.path.name, "variant": variant,
+             **{k: results.get(k) for k in ABOUT_FIELDS}, **{k: chosen.get(k) for k in ABOUT_FIELDS if k in chosen}}
+    return _build(config, _classes(results, config, run.path), read_state_dict(weights), str(weights), results,
+                  about)
+
+
+def _load_soup(folder: Path) -> LoadedModel:
+    done = RunDir(folder).read_results(CombinationResults)
+    results = dataclasses.asdict(done) if done is not None else {}
+    weights = folder / SOUP_WEIGHTS
+    if not weights.is_file():
+        raise DroptuneError(f"{folder} has no {SOUP_WEIGHTS}: its {results.get('method', 'combination')} of runs "
+                            "is not one model; load a soup (uniform_soup, greedy_soup) or one of its runs")
+    with safe_open(str(weights), "pt") as f:
+        metadata = f.metadata() or {}
+    if "config" not in metadata:
+        raise DroptuneError(f"{weights} does not record its runs' config (written by an older droptune): "
+                            "run `droptune combine` again")
+    config = TrainConfig(**coerce(json.loads(metadata["config"]), str(weights)))
+    about = {"source": "soup", "name": results.get("run", folder.name), "method": results.get("method"),
+             "members": results.get("members"), **{k: results.get(k) for k in ABOUT_FIELDS}}
+    return _build(config, _classes(results, config, folder), read_state_dict(weights), str(weights), results, about)
+
+
+def _load_export(folder: Path) -> LoadedModel:
+    exported = hub_layout.read_config(folder)
+    about = exported["droptune"]
+    config = TrainConfig(**coerce(about["training_config"], str(folder / hub_layout.CONFIG)))
+    weights = folder / hub_layout.WEIGHTS
+    state = hub_layout.from_timm(read_state_dict(weights), exported["pretrained_cfg"]["classifier"])
+    return _build(config, list(exported["label_names"]), state, str(weights), {},
+                  {k: v for k, v in about.items() if k != "training_config"})
+
+
+def _classes(results: dict, config: TrainConfig, folder: Path) -> list[str]:
+    """The class names results.json records; those of the dataset for folders written before it did."""
+    if results.get("classes"):
+        return list(results["classes"])
+    from droptune.data.domains import open_dataset
+
+    try:
+        return list(open_dataset(config.dataset, config.data_dir).classes)
+    except DroptuneError as error:
+        raise DroptuneError(f"{folder} does not record its class names (written by an older droptune) and its "
+                            f"dataset cannot be opened to read them: {error}") from None
+
+
+def _build(config: TrainConfig, classes: list[str], state: dict[str, torch.Tensor], source: str, results: dict,
+           about: dict) -> LoadedModel:
+    from droptune.data.transforms import eval_transform
+    from droptune.models.model import build_model
+
     model = build_model(config.backbone, len(classes), config.dropout, weights="none", freeze_bn=config.freeze_bn)
-    load_strict(model, read_state_dict(weights), str(weights))
-    model.to(device).eval()
-    return LoadedModel(model, classes, eval_transform(config.image_size), config, results)
+    load_strict(model, state, source)
+    model.eval()
+    return LoadedModel(model, classes, eval_transform(config.image_size), config, results, about)

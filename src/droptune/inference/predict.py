@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from droptune.data.domains import IMAGE_EXTENSIONS
 from droptune.errors import DroptuneError
 from droptune.inference.loading import LoadedModel
+from droptune.console import bar
 
 
 def image_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -40,13 +39,13 @@ def _read(path: Path, transform) -> torch.Tensor | str:
 
 @torch.inference_mode()
 def predict(loaded: LoadedModel, files: Sequence[Path], top_k: int = 1, batch_size: int = 32,
-            ) -> tuple[list[dict], list[tuple[Path, str]]]:
+            progress: bool | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
     """One record per readable file (its top-k classes and probabilities), and the unreadable files with why."""
     if not 1 <= top_k <= len(loaded.classes):
         raise DroptuneError(f"--top-k must be between 1 and {len(loaded.classes)} (the model's classes), got {top_k}")
     device = next(loaded.model.parameters()).device
     records, unreadable = [], []
-    for start in tqdm(range(0, len(files), batch_size), unit="batch", disable=not sys.stderr.isatty()):
+    for start in bar(progress, iterable=range(0, len(files), batch_size), unit="batch", desc="predicting"):
         batch, paths = [], []
         for path in files[start:start + batch_size]:
             x = _read(path, loaded.transform)

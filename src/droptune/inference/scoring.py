@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from droptune.data.domains import MultiDomainDataset
 from droptune.errors import DroptuneError
 from droptune.inference.loading import LoadedModel
+from droptune.console import bar
 
 ECE_BINS = 15
 
@@ -70,7 +71,7 @@ def domain_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence
 
 @torch.inference_mode()
 def score(loaded: LoadedModel, dataset: MultiDomainDataset, domains: Sequence[str] | None = None,
-          batch_size: int = 64, workers: int = 0) -> dict:
+          batch_size: int = 64, workers: int = 0, progress: bool | None = None) -> dict:
     """Per-domain accuracy, per-class accuracy, confusion matrix, NLL and ECE of `loaded` on `dataset`."""
     mapping = torch.tensor(class_map(loaded.classes, dataset.classes))
     device = next(loaded.model.parameters()).device
@@ -79,7 +80,8 @@ def score(loaded: LoadedModel, dataset: MultiDomainDataset, domains: Sequence[st
         domain = dataset.domain_index(name)
         images = _DomainImages(dataset, domain, loaded.transform, loaded.config.image_size)
         all_logits, all_labels = [], []
-        for x, y in DataLoader(images, batch_size=batch_size, num_workers=workers):
+        batches = DataLoader(images, batch_size=batch_size, num_workers=workers)
+        for x, y in bar(progress, iterable=batches, unit="batch", desc=dataset.domains[domain]):
             all_logits.append(loaded.model(x.to(device)).float().cpu())
             all_labels.append(mapping[y])
         report[dataset.domains[domain]] = domain_metrics(torch.cat(all_logits), torch.cat(all_labels),

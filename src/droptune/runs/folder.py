@@ -13,6 +13,7 @@
     job.json          a sweep's job (method, hyper-parameters, config), written before it first runs
     error.json        a sweep job's last failure: message, traceback, attempts
     log.txt           a sweep job's output, when a launcher runs it in a process of its own
+    tensorboard/      TensorBoard event files of metrics.jsonl's scalars (`--tensorboard`)
 
 A combination of runs (`droptune combine`) is a folder too: results.json and, for soups, soup.safetensors.
 """
@@ -125,6 +126,10 @@ class RunDir:
     @property
     def feature_usage(self) -> Path:
         return self.path / "feature_usage.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     @property
     def last(self) -> Path:

@@ -21,7 +21,8 @@ SELECTIONS = ("training_domain", "oracle")
 # Where and how fast a run goes, not its numbers: left out of `identity()`, free to change on resume.
 # device_augment: where the augmentation is computed; a seed draws the same parameters either way.
 ENSEMBLE_OUTPUTS = ("probs", "logits")  # what an output ensemble averages: softmax probabilities or logits
-RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "eval_batch_size", "progress", "device_augment")
+RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "eval_batch_size", "progress", "device_augment",
+                  "tensorboard")
 # Fields added after run folders existed: left out of `identity()` at these defaults, so older runs keep theirs.
 LATER_FIELDS = {"linearized": False}
 DEVICE_AUGMENT = ("auto", "on", "off")
@@ -72,7 +73,8 @@ class TrainConfig:
     compile: bool = False
     workers: int | None = None
     cache_dir: str | None = None
-    progress: bool = True
+    progress: bool | None = None
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

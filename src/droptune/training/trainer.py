@@ -14,8 +14,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from droptune import console
 from droptune.data.batch_augment import augment_batch
 from droptune.data.cache import CachedDomains
 from droptune.data.domains import ImageFolderDomains, open_dataset
@@ -34,6 +34,7 @@ from droptune.training.device import default_workers, eval_batch_size, place, re
 from droptune.training.evaluate import autocast
 from droptune.training.head_start import init_head
 from droptune.training.interrupt import Interrupted, StopRequest, signal_name
+from droptune.training.metrics_log import MetricsLog
 from droptune.training.optim import make_optimizer, make_scheduler
 from droptune.training.protocol import LeaveOneDomainOut
 from droptune.training.selection import is_better, select, selections
@@ -50,10 +51,11 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
         self.run = RunDir(config.run_dir())
+        self.metrics = MetricsLog(self.run, config.steps, config.tensorboard, not console.shown(config.progress))
         self.device = resolve_device(config.device)
         self.dataset = open_dataset(config.dataset, config.data_dir)
         if config.cache_dir and isinstance(self.dataset, ImageFolderDomains):
-            self.dataset = CachedDomains(self.dataset, config.image_size, config.cache_dir)
+            self.dataset = CachedDomains(self.dataset, config.image_size, config.cache_dir, progress=config.progress)
         self.protocol = LeaveOneDomainOut.from_config(config, self.dataset)
 
         torch.manual_seed(stable_seed("init", config.seed))
@@ -95,8 +97,7 @@ class Trainer:
         end = min(until, config.steps) if until is not None else config.steps
         batches = DomainBalancedBatches(self.protocol.train_parts(), config.batch_size, config.seed, self.step, end)
         loader = make_loader(self.train_images, batches, self.workers, pin_memory=self.device.type == "cuda")
-        bar = tqdm(total=config.steps, initial=self.step, disable=not config.progress, unit="step",
-                   desc=self.run.path.name, dynamic_ncols=True)
+        bar = console.bar(config.progress, total=config.steps, initial=self.step, unit="step", desc=self.run.path.name)
         self.model.train()
         period_start, period_images = time.perf_counter(), 0
         with StopRequest() as stop:
@@ -182,7 +183,7 @@ class Trainer:
         }
         if variants:
             record["variants"] = variants
-        self.run.append_metrics(record)
+        self.metrics.append(record)
         if is_better(record, self.best, self.config.selection):
             self.best = {k: v for k, v in record.items() if k not in ("acc", "variants")}
             save_weights(self.model.state_dict(), self.run.best, {"step": self.step, "config": self.config.to_dict()})
