@@ -107,7 +107,8 @@ def test_sweep_in_a_log_writes_one_line_per_finished_job(tmp_path, log_file, cap
     jobs = [SimpleNamespace(id="a", run=done), SimpleNamespace(id="b", run=RunDir(tmp_path / "pending"))]
     progress = Progress(jobs)
     progress.started(jobs[0])
-    done.results.write_text(json.dumps({"status": "completed"}))
+    done.results.write_text(json.dumps({"status": "completed", "dataset": "x", "test_domain": "a", "seed": 0,
+                                        "trial_seed": 0, "selections": {}}))
     progress.ended(jobs[0], None)
     progress.close()
     assert capsys.readouterr().err == "sweep: a done; 1/2 jobs done, running 0, failed 0\n"
