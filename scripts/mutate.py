@@ -52,7 +52,7 @@ class Target:
 PROTOCOL_RUNS = ("tests/test_protocol.py",)
 TARGETS = {
     "splits": Target("src/droptune/data/splits.py", ("stable_seed", "split_domain"),
-                     (("tests/test_data.py", "-k", "split"), PROTOCOL_RUNS)),
+                     (("tests/test_scoring.py", "tests/test_data.py", "-k", "split"), PROTOCOL_RUNS)),
     "selection": Target("src/droptune/training/selection.py", ("select", "selections", "is_better",
                                                                "variant_records"),
                         (("tests/test_scoring.py",), PROTOCOL_RUNS)),
@@ -435,11 +435,12 @@ def run_named(sandbox: Sandbox, chosen: list[Named], timeout: float) -> int:
     return 1 if survived else 0
 
 
-def run_generated(sandbox: Sandbox, mutants: list[Mutant], timeout: float, report: Path | None) -> int:
+def run_generated(sandbox: Sandbox, mutants: list[Mutant], timeout: float, report: Path | None,
+                  stages: int | None = None) -> int:
     rows = []
     for number, mutant in enumerate(mutants, 1):
         start = time.monotonic()
-        outcome, stage = sandbox.run(mutant.path, mutant.source, TARGETS[mutant.module].stages, timeout)
+        outcome, stage = sandbox.run(mutant.path, mutant.source, TARGETS[mutant.module].stages[:stages], timeout)
         rows.append({"module": mutant.module, "path": mutant.path, "line": mutant.line, "function": mutant.function,
                      "before": mutant.before, "after": mutant.after, "outcome": outcome, "stage": stage,
                      "seconds": round(time.monotonic() - start, 1)})
@@ -468,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants; run nothing")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per test stage (default: 300)")
     parser.add_argument("--report", type=Path, help="write each generated mutant's outcome to this JSON file")
+    parser.add_argument("--stages", type=int, metavar="N",
+                        help="run only each module's first N test stages (a survivor may still die in a later one)")
     args = parser.parse_args(argv)
 
     if args.named:
@@ -497,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sandbox = Sandbox()
     try:
-        return run_generated(sandbox, [m for _, m in numbered], args.timeout, args.report)
+        return run_generated(sandbox, [m for _, m in numbered], args.timeout, args.report, args.stages)
     finally:
         sandbox.close()
 
