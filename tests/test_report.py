@@ -142,7 +142,7 @@ def test_average_column_is_as_uncertain_as_its_least_replicated_domain():
     rows = [("art_painting", seed, ood) for seed, ood in enumerate((0.70, 0.80, 0.90))] + [("sketch", 0, 0.50)]
     chosen = pd.DataFrame([{"dataset": "PACS", "method": "m", "test_domain": domain, "trial_seed": seed,
                             "seed": seed, "hparams": "default", "iid": 0.9, "ood": ood} for domain, seed, ood in rows])
-    summary = summarize(chosen, {"PACS": ["art_painting", "sketch"]})
+    summary = cell_means(chosen, {"PACS": ["art_painting", "sketch"]})
     assert math.isnan(cell(summary, "m", "sketch", "ood")[1])
     mean, error, n = cell(summary, "m", "average", "ood")
     assert mean == pytest.approx((0.80 + 0.50) / 2) and math.isnan(error) and n == 1
