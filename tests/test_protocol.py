@@ -269,11 +269,18 @@ def test_unfrozen_batchnorm_statistics_are_re_estimated_for_averages(image_folde
 
 
 def test_unfrozen_batchnorm_statistics_are_re_estimated_for_soups(image_folder, tmp_path):
-    """Mutant: soups skip BatchNorm re-estimation (`--no-freeze-bn` runs), keeping the averaged statistics."""
+    """Mutant: soups (uniform, greedy) keep `--no-freeze-bn` runs' averaged BatchNorm statistics (or if any froze)."""
     config = config_for(image_folder, tmp_path / "run", freeze_bn=False, steps=4, eval_every=4, bn_steps=2)
     train(config)
-    combine([config.run_dir()], ["uniform_soup"], tmp_path / "out", device="cpu", workers=0)
+    combine([config.run_dir()], ["uniform_soup", "greedy_soup"], tmp_path / "out", device="cpu", workers=0)
     live_stats, live_weights = bn_split(config.run_dir() / "best.safetensors")
-    soup_stats, soup_weights = bn_split(tmp_path / "out" / "uniform_soup" / "soup.safetensors")
-    assert all(torch.equal(live_weights[k], soup_weights[k]) for k in live_weights)
-    assert live_stats and all(not torch.equal(live_stats[k], soup_stats[k]) for k in live_stats)
+    for method in ("uniform_soup", "greedy_soup"):
+        soup_stats, soup_weights = bn_split(tmp_path / "out" / method / "soup.safetensors")
+        assert all(torch.equal(live_weights[k], soup_weights[k]) for k in live_weights)
+        assert live_stats and all(not torch.equal(live_stats[k], soup_stats[k]) for k in live_stats)
+    frozen = config_for(image_folder, tmp_path / "frozen", steps=4, eval_every=4, bn_steps=2)
+    train(frozen)
+    combine([frozen.run_dir(), config.run_dir()], ["uniform_soup"], tmp_path / "mixed", device="cpu", workers=0)
+    frozen_stats, _ = bn_split(frozen.run_dir() / "best.safetensors")
+    mixed_stats, _ = bn_split(tmp_path / "mixed" / "uniform_soup" / "soup.safetensors")
+    assert all(not torch.allclose(mixed_stats[k], (live_stats[k] + frozen_stats[k]) / 2) for k in live_stats)

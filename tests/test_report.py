@@ -138,6 +138,41 @@ def test_average_column_combines_the_domains_standard_errors_as_independent():
     assert abs(error - (first + second) / 2) > 0.005 and abs(error - math.sqrt((first**2 + second**2) / 2)) > 0.01
 
 
+def test_average_column_is_as_uncertain_as_its_least_replicated_domain():
+    """Mutants: the average's n is its best-replicated domain's; its standard error computed from the domains that
+    have one (a domain with one replicate has none, so neither has the average)."""
+    rows = [("art_painting", seed, ood) for seed, ood in enumerate((0.70, 0.80, 0.90))] + [("sketch", 0, 0.50)]
+    chosen = pd.DataFrame([{"dataset": "PACS", "method": "m", "test_domain": domain, "trial_seed": seed,
+                            "seed": seed, "hparams": "default", "iid": 0.9, "ood": ood} for domain, seed, ood in rows])
+    summary = cell_means(chosen, {"PACS": ["art_painting", "sketch"]})
+    assert math.isnan(cell(summary, "m", "sketch", "ood")[1])
+    mean, error, n = cell(summary, "m", "average", "ood")
+    assert mean == pytest.approx((0.80 + 0.50) / 2) and math.isnan(error) and n == 1
+
+
+def test_choose_breaks_ties_by_setting_and_ignores_runs_without_the_selection():
+    """Mutants: ties between settings go to the first run found (the folder order) instead of the first setting;
+    a run without the selection's checkpoint enters the choice; the chosen table gets another column."""
+    def run(name, hparams, seed, val, ood):
+        return {"dataset": "PACS", "method": "m", "test_domain": "sketch", "trial_seed": 0, "seed": seed,
+                "hparams": hparams, "run": name, "oracle.val": val, "oracle.iid": 0.9, "oracle.ood": ood}
+
+    runs = pd.DataFrame([run("r1", "lr=0.01", 0, 0.8, 0.1), run("r2", "lr=0.001", 0, 0.8, 0.2),
+                         run("r3", "lr=0.001", 1, float("nan"), 0.3), run("r4", "lr=0.01", 1, 0.7, 0.4)])
+    chosen = choose(runs, "oracle")
+    assert list(chosen.columns) == ["dataset", "method", "test_domain", "trial_seed", "seed", "hparams", "iid", "ood"]
+    assert chosen[["seed", "hparams", "ood"]].values.tolist() == [[0, "lr=0.001", 0.2], [1, "lr=0.01", 0.4]]
+
+
+def test_a_run_from_before_the_collapse_check_is_not_reported_collapsed(tmp_path):
+    """Mutant: a results.json without the `collapsed` field (older runs) read as collapsed."""
+    path = fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, 0, 0.3, 0.2)
+    results = json.loads((path / "results.json").read_text())
+    del results["collapsed"]
+    (path / "results.json").write_text(json.dumps(results))
+    assert collect(tmp_path).runs["collapsed"].tolist() == [False]
+
+
 def test_partial_sweep_marks_missing_cells_and_lists_every_skipped_run(tmp_path):
     fake_sweep(tmp_path, complete=False)
     runs = tmp_path / "runs"
@@ -209,7 +244,10 @@ def test_report_page_has_notes_tables_figures_combinations_and_the_sweep_file(tm
                  "--notes", str(notes)]) == 0
     text = page.read_text()
     assert text.index("Why these runs") < text.index("### o.o.d. accuracy") < text.index("## Figures")
-    assert "| dropout 0.9 + uniform soup | – | 75.0 (n=1) | – |" in text, "one replicate: no ±, no average"
+    iid_table = text[text.index("### i.i.d. accuracy"):]
+    assert "| dropout 0.9 + uniform soup | – | 75.0 (n=1) | – |" in text[:text.index("### i.i.d. accuracy")], \
+        "one replicate: no ±, no average"
+    assert "| dropout 0.9 + uniform soup | – | 93.0 (n=1) | – |" in iid_table, "a combination's i.i.d. is its own"
     for name in ("PACS_cloud.png", "PACS_dropout.png", "PACS_curves.png"):
         assert f"](result/{name})" in text and (tmp_path / "docs" / "result" / name).stat().st_size > 1000
     assert "18 finished runs." in text and "1 across-run combinations" in text

@@ -139,3 +139,15 @@ def test_evaluate_scores_every_split_in_one_pass_and_keeps_the_outputs_in_order(
                                      "out": pytest.approx(sum(losses[5:]) / 4)}}
     assert model.modes == [False] * 5 and model.training
     assert torch.equal(evaluation.logits, outputs) and torch.equal(evaluation.labels, labels)
+
+
+def test_a_one_image_split_scores_zero_or_one():
+    """Mutant: accuracy divided by max(2, size) (or another floor), halving a one-image split's score.
+
+    A domain of 5 images holds out 1 (20%), so one-image splits occur in real datasets' small domains."""
+    splits = [EvalSplit("a", "out", [(0, 0, None)]), EvalSplit("c", "in", [(2, 0, None)])]
+    outputs, labels = torch.tensor([[1.0, 0], [1.0, 0]]), torch.tensor([0, 1])
+    assert accuracy_of(outputs, labels, splits) == {"a": {"out": 1.0}, "c": {"in": 0.0}}
+    evaluation = evaluate(Logits(), [(outputs[:1], labels[:1]), (outputs[1:], labels[1:])], [0, 1], splits,
+                          torch.device("cpu"))
+    assert evaluation.acc == {"a": {"out": 1.0}, "c": {"in": 0.0}}

@@ -244,6 +244,7 @@ def test_cli_sweep_local_launcher_then_report(image_folder, tmp_path, capsys):
 
 
 def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pretrained_file, tmp_path, capsys):
+    """Mutants: a combination recomputed although its runs are unchanged, or kept though its group gained a run."""
     spec_file = tmp_path / "tiny.yaml"
     spec_file.write_text(yaml.safe_dump({
         "datasets": [str(image_folder)], "test_domains": ["c"],
@@ -260,7 +261,6 @@ def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pr
     assert len({r["head_start"] for r in soup["runs"]}) == 1
     assert main(["sweep", str(spec_file), "--output", str(sweep_dir)]) == 0
     assert "combining" not in capsys.readouterr().out, "combinations of unchanged runs are not redone"
-    # Mutant: a combination is kept once it exists, though its group gained a run.
     assert main(["sweep", str(spec_file), "--output", str(sweep_dir), "--seeds", "0", "1", "2"]) == 0
     assert "combining 3 runs of" in capsys.readouterr().out
     for method in ("ensemble", "uniform_soup", "greedy_soup"):
