@@ -16,7 +16,7 @@ from droptune.errors import DroptuneError
 from droptune.models.model import build_model
 from droptune.training.config import TrainConfig
 from droptune.training.evaluate import evaluate
-from droptune.training.run_dir import RunDir
+from droptune.runs.folder import RunDir
 from droptune.training.trainer import Trainer, train
 from test_scoring import SPLITS
 from test_training import numbers
