@@ -101,10 +101,10 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Trai
 
 def resumed_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
     """The config a run was started with; only runtime fields may change on resume."""
-    config_file = Path(run_dir) / "config.yaml"
+    run = RunDir(Path(run_dir))
+    config_file = run.config
     if not config_file.exists():
         raise DroptuneError(f"cannot resume {run_dir}: no config.yaml there (is it a droptune run folder?)")
-    run = RunDir(Path(run_dir))
     if not run.last.exists() and run.read_results() is None:
         raise DroptuneError(f"cannot resume {run_dir}: it holds no checkpoint (last.pt), so the run stopped before "
                             f"its first evaluation; start it again from step 0 with `droptune train --config "

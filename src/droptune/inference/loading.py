@@ -21,7 +21,6 @@ from droptune.runs.results import CombinationResults
 from droptune.training.config import TrainConfig, coerce
 
 VARIANTS = ("best", "swa", "ema", "swad")
-SOUP_WEIGHTS = "soup.safetensors"
 # What a model is, as export writes it into config.json and the model card.
 ABOUT_FIELDS = ("dataset", "test_domain", "train_domains", "selection", "step", "iid", "ood", "acc", "cost",
                 "wall_time_s")
@@ -48,9 +47,9 @@ def load_model(path: str | os.PathLike, variant: str = "best", device: str = "cp
         loaded = _load_run(run, variant)
     else:
         exported = hub_layout.is_export(folder)
-        if not (exported or (folder / SOUP_WEIGHTS).is_file() or run.results.is_file()):
+        if not (exported or run.soup.is_file() or run.results.is_file()):
             raise DroptuneError(f"{folder} is not a droptune run folder, soup folder or exported model "
-                                f"(no config.yaml, {SOUP_WEIGHTS} or {hub_layout.CONFIG})")
+                                f"(no config.yaml, {run.soup.name} or {hub_layout.CONFIG})")
         if variant != "best":
             raise DroptuneError(f"variant {variant!r} is one of a run's models; {folder} is "
                                 f"{'an exported model' if exported else 'a combination of runs'}")
@@ -79,9 +78,9 @@ def _load_run(run: RunDir, variant: str) -> LoadedModel:
 def _load_soup(folder: Path) -> LoadedModel:
     done = RunDir(folder).read_results(CombinationResults)
     results = dataclasses.asdict(done) if done is not None else {}
-    weights = folder / SOUP_WEIGHTS
+    weights = RunDir(folder).soup
     if not weights.is_file():
-        raise DroptuneError(f"{folder} has no {SOUP_WEIGHTS}: its {results.get('method', 'combination')} of runs "
+        raise DroptuneError(f"{folder} has no {weights.name}: its {results.get('method', 'combination')} of runs "
                             "is not one model; load a soup (uniform_soup, greedy_soup) or one of its runs")
     with safe_open(str(weights), "pt") as f:
         metadata = f.metadata() or {}
