@@ -134,7 +134,7 @@ def measure_reference(args) -> dict:
     from torch.utils.data import DataLoader, RandomSampler
     from torchvision import datasets, transforms
 
-    from droptune.data.domains import open_dataset
+    from droptune.data.registry import open_dataset
     from droptune.data.splits import split_domain
     from droptune.models import build_model
 
@@ -195,7 +195,7 @@ def measure_reference(args) -> dict:
 def loader_images(args, cache: bool, batch_augment: bool):
     """The training images of `args`' split as the loader reads them, and their batch sampler."""
     from droptune.data.cache import CachedDomains
-    from droptune.data.domains import open_dataset
+    from droptune.data.registry import open_dataset
     from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, DomainImages
     from droptune.data.splits import split_domain
 

@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 
 from conftest import make_image_folder
 from droptune.cli.main import main
-from droptune.data import download as dl
+from droptune.data import transfer
 from droptune.data.images import read_rgb
 from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
@@ -550,7 +550,7 @@ def test_download_into_a_read_only_folder(capsys, tmp_path, monkeypatch):
 
 
 def test_download_without_network(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(dl, "RETRY_WAIT_S", 0)
+    monkeypatch.setattr(transfer, "RETRY_WAIT_S", 0)
     url = "http://127.0.0.1:9/PACS.zip"  # the discard port: connection refused
     refused(capsys, ["data", "download", "PACS", "--data-dir", tmp_path, "--source", f"PACS={url}"],
             "could not download PACS.zip", url)

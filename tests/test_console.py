@@ -80,7 +80,7 @@ def test_training_in_a_log_writes_one_line_per_evaluation(image_folder, tmp_path
 
 def test_image_cache_build_in_a_log_is_one_line(image_folder, tmp_path, log_file, capsys):
     from droptune.data.cache import CachedDomains
-    from droptune.data.domains import open_dataset
+    from droptune.data.registry import open_dataset
 
     CachedDomains(open_dataset(str(image_folder)), 8, tmp_path / "cache")
     assert capsys.readouterr().err == "caching toy at 8px: 36 images\n"

@@ -20,7 +20,7 @@ from PIL import Image
 
 from droptune.cli.main import main
 from droptune.data import download as dl
-from droptune.data.domains import ImageFolderDomains
+from droptune.data import transfer
 from droptune.data.registry import DATASETS
 from droptune.errors import DroptuneError
 
@@ -129,7 +129,7 @@ class StandIn(BaseHTTPRequestHandler):
 def server(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setattr(dl, "RETRY_WAIT_S", 0.0)
+    monkeypatch.setattr(transfer, "RETRY_WAIT_S", 0.0)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
     httpd.state = {"files": {}, "drive": {}, "pages": {}, "requests": [], "cuts": {}, "cut_after": 1000,
                    "ignore_range": False, "base": f"http://127.0.0.1:{httpd.server_address[1]}"}
@@ -149,9 +149,9 @@ def shrink(monkeypatch, name: str, classes, per_class: int = 2, counts: dict[str
 
 def use_sources(monkeypatch, name: str, **by_key: tuple[tuple[str, ...], str | None]):
     """Point a recipe's resources at other URLs (and MD5s), as if they were droptune's own sources."""
-    recipe = dl.RECIPES[name]
-    resources = tuple(replace(r, urls=by_key[r.key][0], md5=by_key[r.key][1]) for r in recipe.resources)
-    monkeypatch.setitem(dl.RECIPES, name, replace(recipe, resources=resources))
+    spec = DATASETS[name]
+    resources = tuple(replace(r, urls=by_key[r.key][0], md5=by_key[r.key][1]) for r in spec.recipe.resources)
+    monkeypatch.setitem(DATASETS, name, replace(spec, recipe=replace(spec.recipe, resources=resources)))
 
 
 PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
@@ -171,7 +171,7 @@ def test_pacs_through_drive_confirmation_page(server, pacs_zip, monkeypatch, tmp
     assert main(["data", "download", "PACS", "--data-dir", str(tmp_path)]) == 0
 
     assert f"{tmp_path / 'PACS'}: 4 domains, 24 images, complete" in capsys.readouterr().out
-    dataset = ImageFolderDomains(tmp_path / "PACS", DATASETS["PACS"])
+    dataset = DATASETS["PACS"].open(tmp_path)
     assert dataset.domains == list(PACS_DOMAINS) and dataset.classes == sorted(PACS_CLASSES)
     assert [len(dataset.labels(d)) for d in range(4)] == [6] * 4
     marker = json.loads((tmp_path / "PACS" / dl.MARKER).read_text())
@@ -198,7 +198,7 @@ def test_resumes_after_a_cut_connection(server, pacs_zip, monkeypatch, tmp_path)
 
 def test_a_rerun_resumes_a_download_that_kept_failing(server, pacs_zip, monkeypatch, tmp_path):
     server["files"]["/PACS.zip"] = pacs_zip
-    server["cuts"]["/PACS.zip"] = dl.ATTEMPTS
+    server["cuts"]["/PACS.zip"] = transfer.ATTEMPTS
     use_sources(monkeypatch, "PACS", PACS=((f"{server['base']}/PACS.zip",), md5(pacs_zip)))
 
     with pytest.raises(DroptuneError, match="run the command again to resume") as failure:
@@ -206,12 +206,12 @@ def test_a_rerun_resumes_a_download_that_kept_failing(server, pacs_zip, monkeypa
 
     assert "PACS.zip" in str(failure.value) and "--source PACS=URL_OR_PATH" in str(failure.value)
     part = tmp_path / dl.DOWNLOADS / "PACS" / "PACS.zip.part"
-    assert part.read_bytes() == pacs_zip[: dl.ATTEMPTS * 1000]
+    assert part.read_bytes() == pacs_zip[: transfer.ATTEMPTS * 1000]
     assert not (tmp_path / "PACS").exists()
 
     server["requests"].clear()
     dl.download("PACS", tmp_path)
-    assert server["requests"] == [("/PACS.zip", f"bytes={dl.ATTEMPTS * 1000}-")]
+    assert server["requests"] == [("/PACS.zip", f"bytes={transfer.ATTEMPTS * 1000}-")]
     assert (tmp_path / "PACS" / dl.MARKER).is_file()
 
 
@@ -275,7 +275,7 @@ def test_vlcs_from_a_local_archive(monkeypatch, tmp_path):
 
     dl.download("VLCS", tmp_path / "data", [str(archive)])
 
-    assert ImageFolderDomains(tmp_path / "data" / "VLCS", DATASETS["VLCS"]).classes == list(classes)
+    assert DATASETS["VLCS"].open(tmp_path / "data").classes == list(classes)
     assert archive.is_file()  # the user's file is left alone
 
 
@@ -306,7 +306,7 @@ def test_office31_lifts_the_images_folders_of_the_authors_archive(monkeypatch, t
 
     assert target == tmp_path / "data" / "Office31"
     assert sorted(p.name for p in target.iterdir()) == [dl.MARKER, *domains]
-    assert ImageFolderDomains(target, DATASETS["Office31"]).classes == list(classes)
+    assert DATASETS["Office31"].open(target.parent).classes == list(classes)
 
 
 def test_office31_without_its_images_folders_is_refused(monkeypatch, tmp_path):
@@ -471,14 +471,14 @@ def test_drive_links_go_through_gdown_when_it_is_installed(pacs_zip, monkeypatch
     monkeypatch.setitem(sys.modules, "gdown", types.SimpleNamespace(download=fake_download))
     dl.download("PACS", tmp_path)
 
-    assert calls == [(dl.RECIPES["PACS"].resources[0].urls[0], True)]
+    assert calls == [(DATASETS["PACS"].recipe.resources[0].urls[0], True)]
     assert (tmp_path / "PACS" / dl.MARKER).is_file()
 
 
 def test_drive_sharing_links_become_download_requests():
-    url = dl._drive_download_url("https://drive.google.com/file/d/1AbC/view?usp=sharing")
+    url = transfer._drive_download_url("https://drive.google.com/file/d/1AbC/view?usp=sharing")
     parts = urlsplit(url)
     assert (parts.netloc, parts.path) == ("drive.google.com", "/uc")
     assert parse_qs(parts.query) == {"usp": ["sharing"], "id": ["1AbC"], "export": ["download"]}
-    assert dl._drive_download_url("https://drive.google.com/uc?id=1AbC") == \
+    assert transfer._drive_download_url("https://drive.google.com/uc?id=1AbC") == \
         "https://drive.google.com/uc?" + urlencode({"id": "1AbC", "export": "download"})

@@ -12,7 +12,7 @@ import torch
 
 import droptune
 from droptune.cli.main import main
-from droptune.data.domains import open_dataset
+from droptune.data.registry import open_dataset
 from droptune.data.transforms import eval_transform
 from droptune.errors import DroptuneError
 from droptune.inference.export import TOLERANCE, export

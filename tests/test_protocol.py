@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from droptune.combining.combine import combine
-from droptune.data.domains import open_dataset
+from droptune.data.registry import open_dataset
 from droptune.data.splits import split_domain
 from droptune.errors import DroptuneError
 from droptune.models.model import build_model

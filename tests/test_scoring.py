@@ -11,7 +11,7 @@ from torch import nn
 
 from droptune.data.loaders import EvalSplit
 from droptune.data.splits import split_domain, stable_seed
-from droptune.data.domains import open_dataset
+from droptune.data.registry import open_dataset
 from droptune.training.evaluate import accuracy_of, evaluate
 from droptune.training.protocol import LeaveOneDomainOut
 from droptune.training.selection import is_better, select, selections, variant_records

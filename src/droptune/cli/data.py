@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+DEFAULT_DATA_DIR = "data"
+
+
+def default_data_dir() -> Path:
+    """Where the `data` commands look unless --data-dir says otherwise: $DROPTUNE_DATA_DIR, else ./data."""
+    return Path(os.environ.get("DROPTUNE_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
 def _download(args: argparse.Namespace) -> int:
     from droptune.data.download import MARKER, download, read_marker
-    from droptune.data.verify import default_data_dir
 
     target = download(args.name, args.data_dir or default_data_dir(), args.source, args.keep_archives)
     counts = read_marker(target)["images"]
@@ -20,7 +27,7 @@ def _download(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from droptune.data.verify import resolve, verify
 
-    root, spec = resolve(args.target, args.data_dir)
+    root, spec = resolve(args.target, args.data_dir or default_data_dir())
     report = verify(root, spec, decode=not args.no_decode, workers=args.workers)
     print(report.render())
     return 0 if report.ok else 1
@@ -29,18 +36,19 @@ def _verify(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from droptune.data.verify import info, resolve
 
-    root, spec = resolve(args.target, args.data_dir)
+    root, spec = resolve(args.target, args.data_dir or default_data_dir())
     print(info(root, spec.name if spec else None))
     return 0
 
 
 def _sources_help() -> str:
-    from droptune.data.download import RECIPES
+    from droptune.data.registry import DATASETS
 
     lines = ["files each dataset is built from (KEY: usual file name), for --source KEY=URL_OR_PATH:"]
-    for recipe in RECIPES.values():
-        files = ", ".join(f"{r.key}: {r.filename}" for r in recipe.resources)
-        lines.append(f"  {recipe.dataset:<15} {files}")
+    for spec in DATASETS.values():
+        if spec.recipe is not None:
+            files = ", ".join(f"{r.key}: {r.filename}" for r in spec.recipe.resources)
+            lines.append(f"  {spec.name:<15} {files}")
     return "\n".join(lines)
 
 

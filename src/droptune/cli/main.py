@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from droptune.cli.config_flags import config_from_args
-    from droptune.data.domains import open_dataset
+    from droptune.data.registry import open_dataset
     from droptune.experiments.compare import COMPARE_BUDGET, DEFAULT_TEST_DOMAINS, comparison_table, run_comparison
 
     base = config_from_args(args, base=COMPARE_BUDGET)

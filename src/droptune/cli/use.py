@@ -10,7 +10,7 @@ from droptune.console import add_progress_flag
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from droptune.data.domains import open_dataset
+    from droptune.data.registry import open_dataset
     from droptune.inference.loading import load_model
     from droptune.inference.scoring import metrics_table, score
     from droptune.runs.files import save_json

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from droptune.data.domains import open_dataset
 from droptune.data.loaders import DomainImages, EvalSplit
+from droptune.data.registry import open_dataset
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict
 from droptune.models.linearized import LinearizedClassifier

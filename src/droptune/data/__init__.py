@@ -1,7 +1,7 @@
 """Multi-domain datasets in DomainBed's layout, the built-in RotatedDigits, splits and loaders."""
 
-from droptune.data.domains import ImageFolderDomains, MultiDomainDataset, open_dataset
-from droptune.data.registry import DATASETS, DatasetSpec, get_spec
+from droptune.data.domains import ImageFolderDomains, MultiDomainDataset
+from droptune.data.registry import DATASETS, DatasetSpec, get_spec, open_dataset
 from droptune.data.splits import DomainSplit, split_domain
 
 __all__ = [

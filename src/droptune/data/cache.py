@@ -40,7 +40,7 @@ class CachedDomains(MultiDomainDataset):
             raise DroptuneError(f"cache image size must be a positive number of pixels, got {size}")
         self.dataset = dataset
         self.name, self.domains, self.classes = dataset.name, dataset.domains, dataset.classes
-        self.spec = dataset.spec
+        self.augment_by_default = dataset.augment_by_default
         self.size = size
         self._keys = [(d, i) for d in range(len(self.domains)) for i in range(len(dataset.labels(d)))]
         self._offsets = np.cumsum([0] + [len(dataset.labels(d)) for d in range(len(self.domains))])

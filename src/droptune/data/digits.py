@@ -10,19 +10,20 @@ import numpy as np
 from PIL import Image
 
 from droptune.data.domains import MultiDomainDataset
-from droptune.data.registry import get_spec
 
 NATIVE_SIZE = 32
+ANGLES = ("0", "15", "30", "45", "60", "75")
 
 
 class RotatedDigits(MultiDomainDataset):
+    name = "RotatedDigits"
+    augment_by_default = False  # DomainBed does not augment RotatedMNIST: the rotation is the domain
+
     def __init__(self, size: int = NATIVE_SIZE, shuffle_seed: int = 0):
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        self.spec = get_spec("RotatedDigits")
-        self.name = self.spec.name
-        self.domains = list(self.spec.domains)
+        self.domains = list(ANGLES)
         self.classes = [str(c) for c in range(10)]
         order = np.random.default_rng(shuffle_seed).permutation(len(digits.target))
         pixels = (digits.images * (255.0 / 16.0)).astype(np.uint8)

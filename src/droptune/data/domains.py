@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from droptune.data.images import read_rgb
-from droptune.data.registry import DatasetSpec, get_spec, unknown_dataset
 from droptune.errors import DroptuneError
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,8 @@ class MultiDomainDataset(ABC):
     name: str
     domains: list[str]
     classes: list[str]
-    spec: DatasetSpec | None
     decodes_files: bool = False  # whether `read` decodes an image file (worth a loader process)
+    augment_by_default: bool = True  # DomainBed's training augmentation, unless a dataset has none
 
     @abstractmethod
     def labels(self, domain: int) -> np.ndarray:
@@ -60,10 +60,6 @@ class MultiDomainDataset(ABC):
             f"{', '.join(self.domains)} (or an index 0-{len(self.domains) - 1})"
         )
 
-    @property
-    def augment_by_default(self) -> bool:
-        return self.spec.augment if self.spec else True
-
 
 def _list_dirs(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -74,10 +70,10 @@ class ImageFolderDomains(MultiDomainDataset):
 
     decodes_files = True
 
-    def __init__(self, root: str | os.PathLike, spec: DatasetSpec | None = None):
+    def __init__(self, root: str | os.PathLike, name: str | None = None, domains: Sequence[str] | None = None):
+        """`name` and `domains`: what a registered dataset's folder must hold (data/registry.py)."""
         self.root = Path(root)
-        self.spec = spec
-        self.name = spec.name if spec else self.root.name
+        self.name = name or self.root.name
         if not self.root.is_dir():
             raise DroptuneError(
                 f"dataset directory not found: {self.root} "
@@ -86,11 +82,11 @@ class ImageFolderDomains(MultiDomainDataset):
         self.domains = _list_dirs(self.root)
         if not self.domains:
             raise DroptuneError(f"no domain folders in {self.root}: expected <domain>/<class>/<image>")
-        if spec is not None and set(self.domains) != set(spec.domains):
-            missing = sorted(set(spec.domains) - set(self.domains))
-            extra = sorted(set(self.domains) - set(spec.domains))
+        if domains is not None and set(self.domains) != set(domains):
+            missing = sorted(set(domains) - set(self.domains))
+            extra = sorted(set(self.domains) - set(domains))
             raise DroptuneError(
-                f"{self.root} does not hold {spec.name}'s domains: missing {missing}, unexpected {extra}"
+                f"{self.root} does not hold {self.name}'s domains: missing {missing}, unexpected {extra}"
             )
         per_domain = {d: _list_dirs(self.root / d) for d in self.domains}
         self.classes = per_domain[self.domains[0]]
@@ -139,20 +135,3 @@ class ImageFolderDomains(MultiDomainDataset):
     def read(self, domain: int, index: int, shrink_to: int | None = None) -> Image.Image:
         return read_rgb(self.path(domain, index), shrink_to)
 
-
-def open_dataset(name: str, data_dir: str | os.PathLike | None = None) -> MultiDomainDataset:
-    """A dataset by registered name (under `data_dir`), built-in name, or folder path."""
-    spec = get_spec(name)
-    if spec is not None and spec.builtin:
-        from droptune.data.digits import RotatedDigits
-
-        return RotatedDigits()
-    if spec is not None:
-        if data_dir is None:
-            raise DroptuneError(f"dataset {spec.name} needs a data directory: pass --data-dir")
-        return ImageFolderDomains(Path(data_dir) / spec.folder, spec)
-    candidates = [Path(name)] + ([Path(data_dir) / name] if data_dir is not None else [])
-    for path in candidates:
-        if path.is_dir():
-            return ImageFolderDomains(path)
-    raise unknown_dataset(name)

@@ -19,18 +19,12 @@ from typing import TypeVar
 from droptune import console
 from droptune.data.domains import IMAGE_EXTENSIONS
 from droptune.data.images import UnreadableImage, read_rgb
-from droptune.data.registry import DatasetSpec, get_spec, unknown_dataset
+from droptune.data.registry import DatasetSpec, get_spec, spec_of_folder, unregistered_folder
 from droptune.errors import DroptuneError
 
-DEFAULT_DATA_DIR = "data"
 PER_CLASS_TABLE_LIMIT = 30
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def default_data_dir() -> Path:
-    """Where datasets live unless --data-dir says otherwise: $DROPTUNE_DATA_DIR, else ./data."""
-    return Path(os.environ.get("DROPTUNE_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
 def default_threads() -> int:
@@ -254,22 +248,15 @@ def verify(root: str | os.PathLike, spec: DatasetSpec | None = None, decode: boo
 
 
 def resolve(target: str, data_dir: str | os.PathLike | None = None) -> tuple[Path, DatasetSpec | None]:
-    """The folder and registered spec meant by a dataset name or a path.
+    """The folder `open_dataset(target, data_dir)` reads, and the registered spec to check it against.
 
-    A path whose folder name is a registered dataset's (`.../PACS`) is checked against that dataset.
+    A folder named after a registered dataset (`.../PACS`) is checked against that dataset.
     """
-    path = Path(target).expanduser()
-    if path.is_dir():
-        spec = get_spec(path.resolve().name)
-        return path, spec if spec is not None and not spec.builtin else None
     spec = get_spec(target)
     if spec is None:
-        if "/" in target or os.sep in target:
-            raise DroptuneError(f"dataset folder not found: {path} (expected {path}/<domain>/<class>/<image>)")
-        raise unknown_dataset(target)
-    if spec.builtin:
-        raise DroptuneError(f"{spec.name} is built into droptune: there is no folder to check")
-    root = (Path(data_dir) if data_dir is not None else default_data_dir()) / spec.folder
+        root = unregistered_folder(target, data_dir)
+        return root, spec_of_folder(root)
+    root = spec.root(data_dir)
     if not root.is_dir():
         raise DroptuneError(f"{spec.name} not found at {root}: download it with `droptune data download "
                             f"{spec.name} --data-dir {root.parent}`, or pass the --data-dir that holds it")

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from droptune.data.domains import open_dataset
-from droptune.data.registry import get_spec
+from droptune.data.registry import get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.experiments.combos import check_methods
@@ -108,7 +107,7 @@ class SweepSpec:
         jobs: dict[str, Job] = {}
         for dataset in self.datasets:
             spec = get_spec(dataset)
-            if spec is not None and not spec.builtin and TrainConfig(**where).data_dir is None:
+            if spec is not None and spec.folder is not None and TrainConfig(**where).data_dir is None:
                 raise DroptuneError(f"sweep {self.name!r}: {spec.name} needs a data directory: set data_dir in the "
                                     "sweep file, pass --data-dir or set $DROPTUNE_DATA_DIR")
             cells = itertools.product(self.domains(dataset), self.hparam_settings(), self.replicates(), self.methods)

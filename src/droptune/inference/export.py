@@ -52,7 +52,7 @@ def require_packages(names: Sequence[str], purpose: str, extra: str) -> None:
 def check_images(loaded: LoadedModel, files: Sequence[Path] = ()) -> tuple[torch.Tensor, str]:
     """A batch to compare exports on: the files given, else images of the held-out domain when its dataset is
     found, else random pixels; and a description of it."""
-    from droptune.data.domains import open_dataset
+    from droptune.data.registry import open_dataset
     from droptune.data.images import read_rgb
 
     if files:

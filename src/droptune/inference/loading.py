@@ -107,7 +107,7 @@ def _classes(results: dict, config: TrainConfig, folder: Path) -> list[str]:
     """The class names results.json records; those of the dataset for folders written before it did."""
     if results.get("classes"):
         return list(results["classes"])
-    from droptune.data.domains import open_dataset
+    from droptune.data.registry import open_dataset
 
     try:
         return list(open_dataset(config.dataset, config.data_dir).classes)

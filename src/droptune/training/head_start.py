@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from droptune.data.domains import MultiDomainDataset, open_dataset
+from droptune.data.domains import MultiDomainDataset
 from droptune.data.loaders import DomainImages, make_loader
+from droptune.data.registry import open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from droptune import console
 from droptune.data.batch_augment import augment_batch
 from droptune.data.cache import CachedDomains
-from droptune.data.domains import ImageFolderDomains, open_dataset
+from droptune.data.domains import ImageFolderDomains
 from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, DomainImages, make_loader
+from droptune.data.registry import open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.models.linearized import LinearizedClassifier
