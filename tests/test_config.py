@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 
 import pytest
 import yaml
@@ -93,3 +94,11 @@ def test_yaml_exponent_floats_and_portable_identity(tmp_path):
     with pytest.raises(DroptuneError, match="config field 'lr' .* must be float, got 'fast'"):
         TrainConfig.load(path)
     assert config.replace(data_dir="/elsewhere").identity() == config.identity()
+
+
+def test_every_field_has_flag_help():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    helps = {action.dest: action.help for action in parser._actions}
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata["help"] and helps[f.name].startswith(f.metadata["help"] + " (default: "), f.name

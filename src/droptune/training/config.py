@@ -28,53 +28,81 @@ LATER_FIELDS = {"linearized": False}
 DEVICE_AUGMENT = ("auto", "on", "off")
 
 
+def option(default: Any, description: str) -> Any:
+    """A config field: its default and the help of its command-line flag."""
+    return field(default=default, metadata={"help": description})
+
+
 @dataclass
 class TrainConfig:
     """One fine-tuning run under leave-one-domain-out. Defaults are the paper's recipe (PAPER.md)."""
 
-    dataset: str = "RotatedDigits"
-    data_dir: str | None = field(default_factory=lambda: os.environ.get("DROPTUNE_DATA_DIR"))
-    test_domain: str = "0"
-    backbone: str = "efficientnet_lite0"
-    weights: str = "default"
-    dropout: float = 0.9
-    freeze_bn: bool = True
-    linearized: bool = False
-    lr: float = 1e-3
-    head_lr_mult: float = 1.0
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    steps: int = 10_000
-    lr_milestones: list[int] | None = None
-    lr_gamma: float = 0.1
-    batch_size: int = 32
-    image_size: int = 224
-    augment: bool | None = None
-    device_augment: str = "auto"
-    clean_holdout: bool = True
-    holdout_fraction: float = 0.2
-    eval_every: int = 300
-    eval_batch_size: int | None = None
-    selection: str = "training_domain"
-    seed: int = 0
-    trial_seed: int = 0
-    head_seed: int | None = None
-    head_init: str | None = None
-    ensemble_start: int | None = None
-    ensemble_outputs: str = "probs"
-    average_start: int | None = None
-    ema_decay: float | None = None
-    swad: bool = False
-    bn_steps: int = 100
-    output_dir: str | None = None
-    device: str = "auto"
-    amp: str = "none"
-    channels_last: bool = True
-    compile: bool = False
-    workers: int | None = None
-    cache_dir: str | None = None
-    progress: bool | None = None
-    tensorboard: bool = False
+    dataset: str = option("RotatedDigits", "registered dataset name (PACS, VLCS, OfficeHome, TerraIncognita, "
+                                           "DomainNet, Office31, OfficeCaltech10, RotatedDigits) or a folder laid out "
+                                           "as <domain>/<class>/<image>")
+    data_dir: str | None = field(default_factory=lambda: os.environ.get("DROPTUNE_DATA_DIR"),
+                                 metadata={"help": "folder that holds the datasets (default: $DROPTUNE_DATA_DIR)"})
+    test_domain: str = option("0", "held-out domain, by name or index")
+    backbone: str = option("efficientnet_lite0", "resnet18/34/50/101 (torchvision), efficientnet_lite0/1/2 (offline "
+                                                 "weights), or any timm name")
+    weights: str = option("default", "'default' (the backbone's pre-trained weights), 'none', a torchvision enum such "
+                                     "as IMAGENET1K_V1, or a weights file")
+    dropout: float = option(0.9, "dropout rate on the penultimate features (the method: 0.9; plain fine-tuning: 0)")
+    freeze_bn: bool = option(True, "keep BatchNorm running statistics at their pre-trained values")
+    linearized: bool = option(False, "fine-tune the first-order Taylor model of the network around its pre-trained "
+                                     "weights (about twice the cost of a step; needs frozen BatchNorm)")
+    lr: float = option(1e-3, "SGD learning rate of the backbone (the head's is --head-lr-mult times it)")
+    head_lr_mult: float = option(1.0, "learning-rate multiplier for the linear head")
+    weight_decay: float = option(1e-4, "SGD weight decay, on every weight")
+    momentum: float = option(0.9, "SGD momentum")
+    steps: int = option(10_000, "SGD steps")
+    lr_milestones: list[int] | None = option(None, "steps at which the lr is multiplied by --lr-gamma (default: "
+                                                   "half-way)")
+    lr_gamma: float = option(0.1, "factor that multiplies the lr at each of --lr-milestones")
+    batch_size: int = option(32, "images per training domain per step")
+    image_size: int = option(224, "side of the square input images in pixels")
+    augment: bool | None = option(None, "DomainBed's training augmentation (default: on, off for RotatedDigits)")
+    device_augment: str = option("auto", "augment whole training batches on the device (auto: on CUDA) instead of "
+                                         "each image in the loader; same parameters per seed, drawn for the image "
+                                         "resized to --image-size")
+    clean_holdout: bool = option(True, "evaluate training-domain validation images without augmentation "
+                                       "(--no-clean-holdout reproduces DomainBed, which augments them)")
+    holdout_fraction: float = option(0.2, "fraction of each domain held out for validation")
+    eval_every: int = option(300, "steps between evaluations (and checkpoints)")
+    eval_batch_size: int | None = option(None, "evaluation batch (default: 32 on CPU, where small batches stay in "
+                                               "cache; 256 on CUDA)")
+    selection: str = option("training_domain", "model selection: training_domain (i.i.d. validation) or oracle "
+                                               "(test-domain validation)")
+    seed: int = option(0, "run seed: head initialization, dropout masks, batch order, augmentation")
+    trial_seed: int = option(0, "seed of the 80/20 splits, shared by all runs of a trial")
+    head_seed: int | None = option(None, "seed of the head's initialization, shared by runs to be weight-averaged "
+                                         "(default: the run seed)")
+    head_init: str | None = option(None, "start the head from a linear probe, shared by runs to be weight-averaged: "
+                                         "'probe' (probe this run's split first, with its dropout) or a file made by "
+                                         "`droptune probe`")
+    ensemble_start: int | None = option(None, "also report the ensemble of the checkpoints evaluated from this step "
+                                              "on (paper: 300)")
+    ensemble_outputs: str = option("probs", "what the checkpoint ensemble averages: probs (softmax) or logits")
+    average_start: int | None = option(None, "also report the uniform (SWA) average of the weights of every step from "
+                                             "this one")
+    ema_decay: float | None = option(None, "also report the exponential moving average of the weights with this decay "
+                                           "(e.g. 0.999)")
+    swad: bool = option(False, "also report SWAD: dense weight averaging over the validation-loss valley (Cha et al., "
+                               "2021)")
+    bn_steps: int = option(100, "training batches that re-estimate BatchNorm statistics of averaged weights (with "
+                                "--no-freeze-bn)")
+    output_dir: str | None = option(None, "run folder (default: runs/<name from the config>)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    amp: str = option("none", "mixed precision: none, bf16 or fp16")
+    channels_last: bool = option(True, "channels-last memory layout (faster on CPU and GPU)")
+    compile: bool = option(False, "torch.compile the model")
+    workers: int | None = option(None, "data-loader processes (default: chosen per device)")
+    cache_dir: str | None = option(None, "decode every image once, resized to --image-size, into a memory-mapped "
+                                         "cache in this folder")
+    progress: bool | None = option(None, "progress bar; None: a bar when stderr is a terminal, else one plain line "
+                                         "per evaluation")
+    tensorboard: bool = option(False, "also write TensorBoard event files of metrics.jsonl's scalars to "
+                                      "RUN_DIR/tensorboard")
 
     def __post_init__(self) -> None:
         self.validate()
