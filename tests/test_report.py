@@ -234,9 +234,11 @@ def test_report_page_has_notes_tables_figures_combinations_and_the_sweep_file(tm
     (group / "uniform_soup").mkdir(parents=True)
     (group / "group.json").write_text(json.dumps({"dataset": "PACS", "test_domain": "sketch", "trial_seed": 0,
                                                   "method": "dropout 0.9", "dropout": 0.9}))
-    (group / "uniform_soup" / "results.json").write_text(json.dumps({
-        "status": "completed", "method": "uniform_soup", "dataset": "PACS", "test_domain": "sketch",
-        "iid": 0.93, "ood": 0.75, "ood_out": 0.76, "members": ["a", "b"]}))
+    for method, ood in (("uniform_soup", 0.75), ("ensemble", 0.77)):  # schema 1: no label, the table names them
+        (group / method).mkdir(exist_ok=True)
+        (group / method / "results.json").write_text(json.dumps({
+            "status": "completed", "method": method, "dataset": "PACS", "test_domain": "sketch",
+            "iid": 0.93, "ood": ood, "ood_out": 0.76, "members": ["a", "b"]}))
     notes = tmp_path / "notes.md"
     notes.write_text("Why these runs, and what they show.")
     page = tmp_path / "docs" / "result.md"
@@ -248,9 +250,10 @@ def test_report_page_has_notes_tables_figures_combinations_and_the_sweep_file(tm
     assert "| dropout 0.9 + uniform soup | – | 75.0 (n=1) | – |" in text[:text.index("### i.i.d. accuracy")], \
         "one replicate: no ±, no average"
     assert "| dropout 0.9 + uniform soup | – | 93.0 (n=1) | – |" in iid_table, "a combination's i.i.d. is its own"
+    assert "| dropout 0.9 + ensemble of runs | – | 77.0 (n=1) | – |" in text
     for name in ("PACS_cloud.png", "PACS_dropout.png", "PACS_curves.png"):
         assert f"](result/{name})" in text and (tmp_path / "docs" / "result" / name).stat().st_size > 1000
-    assert "18 finished runs." in text and "1 across-run combinations" in text
+    assert "18 finished runs." in text and "2 across-run combinations" in text
     assert "6 run folder(s) not in the tables:" in text and "RuntimeError: out of memory" in text
     assert "```yaml\ndatasets: [PACS]\n```" in text
     assert main(["report", str(tmp_path), "--notes", str(tmp_path / "missing.md")]) == 2
@@ -292,9 +295,12 @@ def test_report_shows_the_effective_number_of_features_only_when_runs_have_it(tm
     assert runs["effective_features"].notna().sum() == 6
 
 
-def test_reading_run_folders_does_not_load_torch():
-    """Mutant: collect/report/figures import the training code (and torch) again, e.g. for a constant."""
-    code = ("import sys, droptune.experiments.report, droptune.experiments.collect, droptune.experiments.figures; "
-            "print(sorted(m for m in ('torch', 'droptune.training.trainer') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+def test_the_report_command_does_not_load_torch(tmp_path):
+    """Mutant: `droptune report` (its parser, collect, tables or figures) imports torch or the training code again,
+    e.g. for a constant."""
+    fake_sweep(tmp_path)
+    code = ("import sys; from droptune.cli.main import main; status = main(sys.argv[1:]); "
+            "print(status, sorted(m for m in ('torch', 'droptune.training.trainer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, "report", str(tmp_path)], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 []"

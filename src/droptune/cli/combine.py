@@ -46,9 +46,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 def add_combine_commands(commands) -> None:
     from droptune.cli.config_flags import add_config_flags
-    from droptune.combining.combine import METHODS
-    from droptune.training.config import ENSEMBLE_OUTPUTS
-    from droptune.training.head_start import PROBE_LR, PROBE_STEPS
+    from droptune.combining.methods import COMBINATIONS
+    from droptune.training.config import ENSEMBLE_OUTPUTS, PROBE_LR, PROBE_STEPS
 
     combine = commands.add_parser(
         "combine", help="ensembles and weight averages (model soups) of finished runs of one split",
@@ -57,10 +56,9 @@ def add_combine_commands(commands) -> None:
                     "with their cost. Weight averages need runs that share backbone, pre-trained weights, "
                     "classes and head initialization (train them with one --head-seed or --head-init).")
     combine.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="completed run folders")
-    combine.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS),
-                         help="ensemble: mean of the models' outputs; uniform_soup: mean of their weights "
-                              "(DiWA); greedy_soup: runs by i.i.d. accuracy, each kept only if the soup's "
-                              "i.i.d. accuracy does not drop (default: all three)")
+    methods = "; ".join(f"{c.name}: {c.description}" for c in COMBINATIONS.values())
+    combine.add_argument("--method", nargs="+", choices=list(COMBINATIONS), default=list(COMBINATIONS),
+                         help=f"{methods} (default: all)")
     combine.add_argument("--output", type=Path, required=True, metavar="OUT_DIR", help="folder for the results")
     combine.add_argument("--ensemble-outputs", choices=ENSEMBLE_OUTPUTS, default="probs",
                          help="what the ensemble averages (default: probs)")

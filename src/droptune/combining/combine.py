@@ -12,8 +12,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from droptune.combining.methods import COMBINATIONS
 from droptune.combining.runs import Run, Split, read_runs
-from droptune.combining.soups import check_averageable, greedy_soup, uniform_soup
+from droptune.combining.soups import check_averageable
 from droptune.errors import DroptuneError
 from droptune.models.ensemble import OutputEnsemble
 from droptune.runs.folder import RunDir
@@ -22,10 +23,6 @@ from droptune.training.checkpoint import save_weights
 from droptune.training.config import ENSEMBLE_OUTPUTS
 from droptune.training.device import default_workers, resolve_device
 from droptune.training.evaluate import accuracy_of
-
-SOUPS = {"uniform_soup": uniform_soup, "greedy_soup": greedy_soup}
-METHODS = ("ensemble", *SOUPS)
-LABELS = {"ensemble": "ensemble of runs", "uniform_soup": "uniform soup", "greedy_soup": "greedy soup"}
 
 
 def output_ensemble(runs: Sequence[Run], split: Split, outputs: str = "probs") -> tuple[dict, None]:
@@ -45,13 +42,13 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
             device: str = "auto", workers: int | None = None, data_dir: str | None = None,
             outputs: str = "probs") -> dict[str, dict]:
     """Combine the runs every way asked; write <output>/<method>/results.json (and soup.safetensors)."""
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in COMBINATIONS]
     if unknown:
-        raise DroptuneError(f"unknown combination method {unknown[0]!r}: expected one of {', '.join(METHODS)}")
+        raise DroptuneError(f"unknown combination method {unknown[0]!r}: expected one of {', '.join(COMBINATIONS)}")
     if outputs not in ENSEMBLE_OUTPUTS:
         raise DroptuneError(f"unknown ensemble outputs {outputs!r}: expected one of {', '.join(ENSEMBLE_OUTPUTS)}")
     runs = read_runs(paths)
-    if any(method in SOUPS for method in methods):
+    if any(COMBINATIONS[method].averages_weights for method in methods):
         check_averageable(runs)  # before anything is written
     first = runs[0]
     torch_device = resolve_device(device)
@@ -60,16 +57,14 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
     combined = {}
     for method in methods:
         start = time.perf_counter()
-        if method == "ensemble":
-            scores, weights = output_ensemble(runs, split, outputs)
-        else:
-            scores, weights = SOUPS[method](runs, split)
+        combination = COMBINATIONS[method]
+        scores, weights = combination.run(runs, split, outputs)
         folder = RunDir(Path(output) / method)
         results = CombinationResults(
             status="completed",
             run=f"{Path(output).name}/{method}",
             method=method,
-            label=LABELS[method],
+            label=combination.label,
             **split.protocol.describe(),
             selection=first.config.selection,
             iid=scores.pop("iid"),
@@ -78,7 +73,7 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
             acc=scores.pop("acc"),
             **scores,
             runs=[_brief(run) for run in runs],
-            cost={"trainings": len(runs), "forward_passes": len(scores["members"]) if method == "ensemble" else 1},
+            cost={"trainings": len(runs), "forward_passes": combination.forward_passes(len(scores["members"]))},
             wall_time_s=time.perf_counter() - start,
             classes=list(split.dataset.classes),
         )

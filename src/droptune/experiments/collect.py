@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from droptune.combining.methods import COMBINATIONS
 from droptune.errors import DroptuneError
 from droptune.runs.folder import COMBINED, GROUP_FILE, RunDir
 from droptune.runs.results import CombinationResults, RunResults
@@ -131,7 +132,7 @@ def read_combination(path: Path) -> dict[str, Any]:
     results = _results(path, CombinationResults)
     try:
         group = json.loads((path.parent / GROUP_FILE).read_text())
-        method = f"{group['method']} + {results.label or results.method.replace('_', ' ')}"
+        method = f"{group['method']} + {results.label or COMBINATIONS[results.method].label}"
         scores = {"iid": results.iid, "ood": results.ood}
         return {"run": f"{path.parent.name}/{path.name}", "path": str(path), "dataset": results.dataset,
                 "test_domain": str(results.test_domain), "run_method": method, "seed": float("nan"),

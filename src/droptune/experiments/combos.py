@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from droptune.combining.combine import METHODS, combine
+from droptune.combining.combine import combine
+from droptune.combining.methods import COMBINATIONS
 from droptune.errors import DroptuneError
 from droptune.experiments.jobs import DONE, FINAL, Job, record_error, state
 from droptune.runs.files import save_json
@@ -96,6 +97,6 @@ def _members(combination: RunDir) -> list[str] | None:
 
 
 def check_methods(methods: object, source: str) -> list[str]:
-    if not isinstance(methods, list) or not all(m in METHODS for m in methods):
-        raise DroptuneError(f"{source}: 'combine' must be a list of {', '.join(METHODS)}; got {methods!r}")
+    if not isinstance(methods, list) or not all(m in COMBINATIONS for m in methods):
+        raise DroptuneError(f"{source}: 'combine' must be a list of {', '.join(COMBINATIONS)}; got {methods!r}")
     return list(methods)

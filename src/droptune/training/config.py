@@ -21,6 +21,7 @@ SELECTIONS = ("training_domain", "oracle")
 # Where and how fast a run goes, not its numbers: left out of `identity()`, free to change on resume.
 # device_augment: where the augmentation is computed; a seed draws the same parameters either way.
 ENSEMBLE_OUTPUTS = ("probs", "logits")  # what an output ensemble averages: softmax probabilities or logits
+PROBE_STEPS, PROBE_LR = 1000, 1e-3  # the linear probe's Adam steps and learning rate on cached features
 RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "eval_batch_size", "progress", "device_augment",
                   "tensorboard")
 # Fields added after run folders existed: left out of `identity()` at these defaults, so older runs keep theirs.

@@ -28,13 +28,11 @@ from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict
 from droptune.models.model import DropoutClassifier, build_model
 from droptune.training.checkpoint import save_weights
-from droptune.training.config import TrainConfig
+from droptune.training.config import PROBE_LR, PROBE_STEPS, TrainConfig
 from droptune.training.device import eval_batch_size, place
 from droptune.training.evaluate import autocast
 from droptune.training.protocol import LeaveOneDomainOut
 
-PROBE_STEPS = 1000
-PROBE_LR = 1e-3
 PROBE_BATCH = 256
 # What a probe must share with the runs that start from it (the last two keep its images out of their held-out sets).
 PROBE_KEYS = ("dataset", "test_domain", "classes", "backbone", "weights", "trial_seed", "holdout_fraction")
