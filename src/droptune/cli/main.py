@@ -11,6 +11,7 @@ from pathlib import Path
 from droptune.cli.analyze import add_analyze_commands
 from droptune.cli.combine import add_combine_commands
 from droptune.cli.data import add_data_commands
+from droptune.cli.summary import add_summary_commands
 from droptune.cli.sweep import add_sweep_commands
 from droptune.cli.use import add_use_commands
 from droptune.errors import DroptuneError
@@ -69,7 +70,7 @@ def add_training_commands(commands) -> None:
 
 # Each module adds its sub-commands to the parser; a new job is a new module listed here.
 COMMAND_MODULES = (add_training_commands, add_data_commands, add_combine_commands, add_sweep_commands,
-                   add_analyze_commands, add_use_commands)
+                   add_summary_commands, add_analyze_commands, add_use_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ means, with the domains' standard errors combined as independent: sqrt(Σ se²) 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,17 @@ def _averages(cells: pd.DataFrame, domains: dict[str, list[str]]) -> pd.DataFram
     for (dataset, method), group in cells.groupby(["dataset", "method"]):
         if set(group["test_domain"]) != set(domains[dataset]):
             continue
-        se = math.sqrt((group["se"] ** 2).sum()) / len(group) if group["se"].notna().all() else float("nan")
-        rows.append({"dataset": dataset, "method": method, "test_domain": AVERAGE, "mean": group["mean"].mean(),
-                     "se": se, "n": group["n"].min()})
+        mean, se, n = domain_average(group["mean"], group["se"], group["n"])
+        rows.append({"dataset": dataset, "method": method, "test_domain": AVERAGE, "mean": mean, "se": se, "n": n})
     return pd.DataFrame(rows, columns=["dataset", "method", "test_domain", "mean", "se", "n"])
+
+
+def domain_average(means: Sequence[float], ses: Sequence[float], ns: Sequence[int]) -> tuple[float, float, int]:
+    """The mean over test domains, its standard error with the domains independent (sqrt(Σ se²) / domains; NaN
+    if a domain has none) and the fewest replicates of any domain."""
+    ses = [float(se) for se in ses]
+    se = math.sqrt(sum(s**2 for s in ses)) / len(ses) if not any(math.isnan(s) for s in ses) else float("nan")
+    return float(np.mean(means)), se, int(min(ns))
 
 
 def layout(collection: Collection) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -1,0 +1,308 @@
+"""`droptune summary`: one page across sweeps, a row per comparison (treatment against its control) as a YAML file lists them.
+
+The summary file (docs/results/summary.yaml is the project's):
+
+    title: Very large dropout against its controls      # optional
+    rows:
+      - name: PACS                        # the row's label
+        sweep: cpu                        # sweep folder, relative to --sweeps
+        dataset: PACS
+        method: dropout 0.9               # the method under test ...
+        control: dropout 0                # ... and its control, as `droptune report` names them
+        domains: [sketch, art_painting]   # optional: the held-out domains (default: all the dataset's)
+        page: pacs-cpu.md                 # optional: the sweep's report page, linked from the row
+        paper: {method: 88.4, control: 86.5, baselines: {ensemble along a run: 86.7}}   # optional, o.o.d. %
+        note: ...                         # optional, printed under the tables
+
+Every figure comes from training-domain validation (`tables.choose`); the statistics are in `differences`.
+A row whose sweep folder is missing, or whose runs have not all finished, is on the page with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from droptune.data.registry import get_spec
+from droptune.errors import DroptuneError
+from droptune.experiments.collect import Collection, collect
+from droptune.experiments.differences import (ESTABLISHED_N, ESTABLISHED_SE, BaselineDifference, Estimate,
+                                              PairedDifference, best_baseline_difference, paired_difference)
+from droptune.experiments.tables import MISSING, choose, markdown
+from droptune.training.config import load_yaml_file
+
+SELECTION = "training_domain"
+TITLE = "Summary: very large dropout against its controls"
+
+
+@dataclass(frozen=True)
+class PaperFigures:
+    """The paper's o.o.d. accuracy (%) for the row's method, its control and its plain baselines, where it has them."""
+
+    method: float | None = None
+    control: float | None = None
+    baselines: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    name: str
+    sweep: str
+    dataset: str
+    method: str
+    control: str
+    domains: list[str] | None = None
+    page: str | None = None
+    paper: PaperFigures = field(default_factory=PaperFigures)
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class SummarySpec:
+    rows: list[SummaryRow]
+    title: str = TITLE
+
+
+@dataclass
+class RowResult:
+    row: SummaryRow
+    domains: list[str]
+    paired: PairedDifference | None = None
+    baseline: BaselineDifference | None = None
+    runs: dict[str, str] = field(default_factory=dict)  # method -> "finished of folders"
+    problems: list[str] = field(default_factory=list)  # why cells are empty or rest on fewer runs
+
+
+def load_summary_spec(path: Path) -> SummarySpec:
+    """The summary file; a missing or mistyped field is a one-line error naming the file, the row and the field."""
+    data = load_yaml_file(path, "summary file")
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
+        raise DroptuneError(f"{path}: expected a mapping with a non-empty list `rows` (and optionally `title`)")
+    unknown = set(data) - {"rows", "title"}
+    if unknown:
+        raise DroptuneError(f"{path}: unknown key {sorted(unknown)[0]!r}: expected rows, title")
+    rows = [_row(path, f"rows[{i}]", entry) for i, entry in enumerate(data["rows"])]
+    names = Counter(row.name for row in rows)
+    if max(names.values()) > 1:
+        raise DroptuneError(f"{path}: two rows named {names.most_common(1)[0][0]!r}")
+    return SummarySpec(rows, _text(path, "title", data.get("title", TITLE)))
+
+
+def _row(path: Path, where: str, entry: Any) -> SummaryRow:
+    if not isinstance(entry, dict):
+        raise DroptuneError(f"{path}: {where}: expected a mapping of name, sweep, dataset, method, control")
+    known = [f.name for f in fields(SummaryRow)]
+    for key in entry:
+        if key not in known:
+            raise DroptuneError(f"{path}: {where}: unknown field {key!r}: expected one of {', '.join(known)}")
+    for key in ("name", "sweep", "dataset", "method", "control"):
+        if key not in entry:
+            raise DroptuneError(f"{path}: {where}: missing field {key!r}")
+    values = {key: _text(path, f"{where}.{key}", entry[key]) for key in ("name", "sweep", "dataset", "method",
+                                                                          "control", "page", "note") if key in entry}
+    if values["method"] == values["control"]:
+        raise DroptuneError(f"{path}: {where}: method and control are both {values['method']!r}")
+    domains = entry.get("domains")
+    if domains is not None:
+        if not isinstance(domains, list) or not domains or not all(isinstance(d, str) for d in domains):
+            raise DroptuneError(f"{path}: {where}.domains: expected a list of held-out domain names, got {domains!r}")
+        spec = get_spec(values["dataset"])
+        for domain in domains:
+            if spec and domain not in spec.domains:
+                raise DroptuneError(f"{path}: {where}.domains: {domain!r} is not a domain of {spec.name}: expected "
+                                    f"one of {', '.join(spec.domains)}")
+    return SummaryRow(**values, domains=domains, paper=_paper(path, f"{where}.paper", entry.get("paper", {})))
+
+
+def _paper(path: Path, where: str, entry: Any) -> PaperFigures:
+    if not isinstance(entry, dict) or set(entry) - {"method", "control", "baselines"}:
+        raise DroptuneError(f"{path}: {where}: expected a mapping of method, control, baselines, got {entry!r}")
+    baselines = entry.get("baselines", {})
+    if not isinstance(baselines, dict):
+        raise DroptuneError(f"{path}: {where}.baselines: expected a mapping of name: o.o.d. %, got {baselines!r}")
+    figures = {**{k: entry[k] for k in ("method", "control") if k in entry},
+               **{f"baselines.{k}": v for k, v in baselines.items()}}
+    for key, value in figures.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DroptuneError(f"{path}: {where}.{key}: expected an accuracy in %, got {value!r}")
+    return PaperFigures(entry.get("method"), entry.get("control"), {str(k): float(v) for k, v in baselines.items()})
+
+
+def _text(path: Path, where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DroptuneError(f"{path}: {where}: expected text, got {value!r}")
+    return value
+
+
+def summarize(spec: SummarySpec, sweeps: Path, spec_path: Path) -> list[RowResult]:
+    """Each row's differences from its sweep folder under `sweeps` (each folder read once)."""
+    collections: dict[Path, Collection | None] = {}
+    results = []
+    for i, row in enumerate(spec.rows):
+        root = sweeps / row.sweep
+        if root not in collections:
+            collections[root] = collect(root) if root.is_dir() else None
+        results.append(summarize_row(row, root, collections[root], f"{spec_path}: rows[{i}] ({row.name})"))
+    return results
+
+
+def summarize_row(row: SummaryRow, root: Path, collection: Collection | None, where: str) -> RowResult:
+    registered = get_spec(row.dataset)
+    domains = row.domains or (list(registered.domains) if registered else [])
+    result = RowResult(row, domains)
+    if collection is None:
+        result.problems.append(f"sweep folder not found: {root}")
+        return result
+    runs, skipped = collection.runs, collection.skipped
+    if runs.empty and skipped.empty:
+        result.problems.append(f"no run folders in {root}")
+        return result
+    runs = runs[runs["dataset"] == row.dataset] if not runs.empty else runs
+    skipped = skipped[skipped["dataset"] == row.dataset]
+    known = set(runs["method"] if not runs.empty else ()) | set(skipped["method"].dropna())
+    if not known:
+        datasets = sorted(set(collection.runs.get("dataset", pd.Series(dtype=str)).dropna())
+                          | set(collection.skipped["dataset"].dropna()))
+        raise DroptuneError(f"{where}: dataset {row.dataset!r} has no run in {root} (its datasets: "
+                            f"{', '.join(datasets) or 'none'})")
+    for method in (row.method, row.control):
+        if method not in known:
+            raise DroptuneError(f"{where}: method {method!r} not in {root} (its methods for {row.dataset}: "
+                                f"{', '.join(sorted(known))})")
+    if not domains:
+        domains = result.domains = sorted(set(runs["test_domain"] if not runs.empty else ())
+                                          | set(skipped["test_domain"].dropna()))
+    for method in (row.method, row.control):
+        result.runs[method] = _count_runs(result, method, runs, skipped)
+    chosen = choose(runs, SELECTION)
+    chosen = chosen[chosen["test_domain"].isin(domains)]
+    result.paired = paired_difference(chosen, row.method, row.control, domains)
+    if result.paired.missing:
+        result.problems.append(f"no pair of finished runs held out on {', '.join(result.paired.missing)}: "
+                               "no average over the domains")
+    if result.paired.unpaired:
+        result.problems.append(f"{result.paired.unpaired} finished run(s) without a partner of the other method "
+                               "(same test domain, trial seed and seed), left out of the paired difference")
+    result.baseline = best_baseline_difference(chosen, row.method, row.control, domains)
+    if result.baseline is None:
+        result.problems.append(f"no average o.o.d. accuracy of {row.method} and of a plain baseline over every "
+                               "held-out domain: no difference from the best plain baseline")
+    return result
+
+
+def _count_runs(result: RowResult, method: str, runs: pd.DataFrame, skipped: pd.DataFrame) -> str:
+    """'finished of folders' for the method's runs on the row's domains; a problem line unless all finished."""
+    finished = 0 if runs.empty else int(((runs["method"] == method) & runs["test_domain"].isin(result.domains)).sum())
+    left = skipped[(skipped["method"] == method) & skipped["test_domain"].isin(result.domains)]
+    if len(left):
+        why = Counter(_kind(reason) for reason in left["reason"])
+        result.problems.append(f"{method}: {finished} of {finished + len(left)} run folders finished ("
+                               + ", ".join(f"{n} {kind}" for kind, n in sorted(why.items())) + ")")
+    return f"{finished}/{finished + len(left)}"
+
+
+def _kind(reason: str) -> str:
+    """'not started', 'interrupted', 'failed', the status of a run that did not complete, or 'unreadable'."""
+    if reason == "not started" or reason.split()[0] in ("interrupted", "failed"):
+        return reason.split(" (")[0].split()[0] if reason != "not started" else reason
+    return reason.split("'")[1] if reason.startswith("status '") else "unreadable"
+
+
+def _signed(estimate: Estimate | None, digits: int = 2) -> str:
+    if estimate is None or math.isnan(estimate.mean):
+        return MISSING
+    text = f"{100 * estimate.mean:+.{digits}f}"
+    return text + (f" ± {100 * estimate.se:.{digits}f}" if not math.isnan(estimate.se) else "")
+
+
+def verdict(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return MISSING
+    if estimate.n < ESTABLISHED_N or math.isnan(estimate.se):
+        return f"not established (n = {estimate.n})"
+    ratio = f"{abs(estimate.mean) / estimate.se:.1f} SE" if estimate.se > 0 else "SE 0"
+    return f"{'established' if estimate.established else 'not established'} ({ratio})"
+
+
+def paper_differences(paper: PaperFigures) -> tuple[str, str]:
+    """The paper's method − control, and its method − the best of its plain baselines (the control included)."""
+    if paper.method is None:
+        return MISSING, MISSING
+    against_control = f"{paper.method - paper.control:+.1f}" if paper.control is not None else MISSING
+    baselines = {**({"the control": paper.control} if paper.control is not None else {}), **paper.baselines}
+    if not baselines:
+        return against_control, MISSING
+    best = max(baselines, key=baselines.get)
+    return against_control, f"{paper.method - baselines[best]:+.1f} ({best})"
+
+
+def render(spec: SummarySpec, results: list[RowResult], command: str, notes: str | None = None) -> str:
+    lines = [f"# {spec.title}", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    lines += [f"_Written by `{command}` from the sweeps' run folders. Model selection: training-domain validation "
+              "(the checkpoint and setting with the best accuracy on the training domains' held-out 20%); "
+              "accuracy differences in points of %._", ""]
+    header = ["comparison", "o.o.d. Δ, paired ± SE", "pairs", "verdict", "i.i.d. Δ, paired ± SE", "paper o.o.d. Δ",
+              "o.o.d. Δ vs best plain baseline ± SE", "paper vs best baseline", "runs (method, control)"]
+    rows = []
+    for result in results:
+        row, average = result.row, result.paired.average if result.paired else None
+        paper_control, paper_best = paper_differences(row.paper)
+        best = MISSING
+        if result.baseline:
+            best = f"{_signed(result.baseline.difference)} ({result.baseline.baseline})"
+        runs = ", ".join(result.runs[m] for m in (row.method, row.control)) if result.runs else MISSING
+        rows.append([_label(row), _signed(average and average["ood"]), str(average["ood"].n) if average else MISSING,
+                     verdict(average and average["ood"]), _signed(average and average["iid"]), paper_control, best,
+                     paper_best, runs])
+    lines += [markdown(header, rows), "", "## Per held-out domain", ""]
+    per_domain = []
+    for result in results:
+        for domain in result.domains:
+            cell = result.paired.domains.get(domain) if result.paired else None
+            per_domain.append([_label(result.row, link=False), domain, _signed(cell and cell["ood"]),
+                               str(cell["ood"].n) if cell else "0", _signed(cell and cell["iid"])])
+    lines += [markdown(["comparison", "held-out domain", "o.o.d. Δ, paired ± SE", "pairs", "i.i.d. Δ, paired ± SE"],
+                       per_domain), ""]
+    lines += ["## Missing or incomplete", ""]
+    for result in results:
+        if result.problems:
+            lines += [f"- {_label(result.row, link=False)}", *(f"  - {p}" for p in result.problems)]
+    if not any(result.problems for result in results):
+        lines += ["Every run of every row finished and has its partner."]
+    lines += ["", "## How to read it", "", *_rules()]
+    notes_lines = [f"- {_label(r.row, link=False)}: {r.row.note.strip()}" for r in results if r.row.note]
+    if notes_lines:
+        lines += ["", "## Notes", "", *notes_lines]
+    return "\n".join(lines) + "\n"
+
+
+def _label(row: SummaryRow, link: bool = True) -> str:
+    name = f"[{row.name}]({row.page})" if link and row.page else row.name
+    return f"{name}: {row.method} − {row.control}"
+
+
+def _rules() -> list[str]:
+    return [
+        "- **Paired difference.** The runs of the method and of its control are paired by (held-out domain, trial "
+        "seed, seed): the same split and seed, only the method differs. Per held-out domain, the mean and standard "
+        "error (sample standard deviation / √n) of the pairs' differences; over the domains, the mean of the "
+        "domain means, SE = √(Σ SE²) / D. pairs: the fewest pairs of any domain.",
+        f"- **Verdict.** A difference is *established* when |mean| > {ESTABLISHED_SE:g} SE with at least "
+        f"{ESTABLISHED_N} pairs in every held-out domain; otherwise *not established*, whatever its sign.",
+        "- **Best plain baseline.** Of the control and its along-run (checkpoint ensemble, SWA) and across-run "
+        "(ensemble of runs, uniform soup, greedy soup) combinations, the one with the best average o.o.d. accuracy, "
+        "named in the cell. The difference is unpaired: SE = √(SE₁² + SE₂²) of the two table cells, none where a "
+        "cell has a single replicate (an across-run combination of one split).",
+        "- **Paper.** The paper's means over its hyper-parameter grid (ResNet-50, 224 px, 10,000 steps; "
+        "`../shared/PAPER.md`), read off its figures to about ±0.3 points: a different backbone, resolution and "
+        "budget, beside ours for the direction of the effect, not its size. Its best plain baseline is the best of "
+        "those it reports for the dataset, the control included.",
+        f"- {MISSING}: not computed; the section above says why.",
+    ]

@@ -1,0 +1,235 @@
+"""`droptune summary` on hand-written sweep folders: paired differences, the best plain baseline, the verdict, the page."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from droptune.cli.main import main
+from droptune.errors import DroptuneError
+from droptune.experiments.collect import collect
+from droptune.experiments.differences import Estimate, best_baseline_difference, paired_difference
+from droptune.experiments.summary import PaperFigures, load_summary_spec, paper_differences, summarize, verdict
+from droptune.experiments.tables import choose
+from test_report import checkpoints, fake_run
+
+REPO = Path(__file__).resolve().parents[1]
+# o.o.d. accuracy per seed: the seeds differ far more than the methods do, so paired and unpaired SEs disagree.
+CONTROL = {"sketch": [0.60, 0.70, 0.80], "art_painting": [0.50, 0.55, 0.60]}
+TREATMENT = {"sketch": [0.62, 0.73, 0.81], "art_painting": [0.54, 0.55, 0.62]}  # differences .02 .03 .01 / .04 0 .02
+DOMAINS = ["sketch", "art_painting"]
+
+
+def paired_sweep(root):
+    for domain in DOMAINS:
+        for seed in range(3):
+            fake_run(root, "dropout 0", 0.0, domain, 1e-3, seed, 0.90, CONTROL[domain][seed])
+            # i.i.d. difference: -0.01 on every pair
+            fake_run(root, "dropout 0.9", 0.9, domain, 1e-3, seed, 0.89, TREATMENT[domain][seed])
+    fake_run(root, "dropout 0.9", 0.9, "sketch", 1e-3, 3, 0.89, 0.99)  # no partner: left out
+
+
+def summary_file(path, rows):
+    path.write_text(yaml.safe_dump({"rows": rows}, sort_keys=False))
+    return path
+
+
+def row(name="PACS", sweep="sweep", method="dropout 0.9", control="dropout 0", **extra):
+    return {"name": name, "sweep": sweep, "dataset": "PACS", "method": method, "control": control, **extra}
+
+
+def test_paired_difference_has_the_pairs_mean_and_standard_error_per_domain_and_over_domains(tmp_path):
+    """Mutants: the unpaired SE (sqrt(se_t² + se_c²)) used instead of the paired one; runs paired by domain alone
+    or by position; the average's SE the mean of the domains' SEs; a run without a partner kept."""
+    paired_sweep(tmp_path)
+    chosen = choose(collect(tmp_path).runs, "training_domain")
+    paired = paired_difference(chosen, "dropout 0.9", "dropout 0", DOMAINS)
+    sketch, art = paired.domains["sketch"]["ood"], paired.domains["art_painting"]["ood"]
+    assert (sketch.mean, sketch.se, sketch.n) == (pytest.approx(0.02), pytest.approx(0.01 / math.sqrt(3)), 3)
+    assert (art.mean, art.se, art.n) == (pytest.approx(0.02), pytest.approx(0.02 / math.sqrt(3)), 3)
+    average = paired.average["ood"]
+    assert average.mean == pytest.approx(0.02) and average.n == 3
+    assert average.se == pytest.approx(math.sqrt(0.01**2 / 3 + 0.02**2 / 3) / 2)
+    assert paired.average["iid"].mean == pytest.approx(-0.01) and paired.average["iid"].se == pytest.approx(0)
+    assert paired.missing == [] and paired.unpaired == 1
+    assert average.established, "0.02 > 2 × 0.0065"
+
+
+def test_a_domain_without_pairs_leaves_no_average(tmp_path):
+    """Mutant: the average taken over the domains that have pairs, as if the others did not exist."""
+    paired_sweep(tmp_path)
+    chosen = choose(collect(tmp_path).runs, "training_domain")
+    paired = paired_difference(chosen, "dropout 0.9", "dropout 0", ["sketch", "art_painting", "cartoon"])
+    assert paired.average is None and paired.missing == ["cartoon"] and set(paired.domains) == set(DOMAINS)
+
+
+@pytest.mark.parametrize("estimate, expected", [
+    (Estimate(0.02, 0.0099, 2), "established (2.0 SE)"),
+    (Estimate(-0.03, 0.01, 3), "established (3.0 SE)"),
+    (Estimate(0.02, 0.01, 2), "not established (2.0 SE)"),
+    (Estimate(0.05, 0.001, 1), "not established (n = 1)"),
+    (Estimate(0.05, float("nan"), 2), "not established (n = 2)"),
+])
+def test_established_needs_more_than_two_standard_errors_and_two_pairs(estimate, expected):
+    """Mutants: |mean| ≥ 2 SE instead of >; the sign ignored the other way (a loss never established); n = 1
+    (no SE) or an undefined SE counted as established."""
+    assert verdict(estimate) == expected
+
+
+def baseline_sweep(root, greedy=(0.75, 0.83)):
+    """Treatment dropout 0.9: sketch .80/.84, art .90/.92 (average .865). Control dropout 0: sketch .70/.72, art
+    .80/.80, its along-run ensemble +.04 (average .795, the best plain baseline), its SWA +.02, its greedy soup
+    `greedy` (one per domain). Distractors, all better, none a plain baseline of dropout 0: dropout 0.9's own
+    ensemble, dropout 0.5 + ensemble, dropout 0 random head."""
+    ood = {"dropout 0.9": {"sketch": [0.80, 0.84], "art_painting": [0.90, 0.92]},
+           "dropout 0": {"sketch": [0.70, 0.72], "art_painting": [0.80, 0.80]}}
+    for domain in DOMAINS:
+        for seed in range(2):
+            value = ood["dropout 0"][domain][seed]
+            fake_run(root, "dropout 0", 0.0, domain, 1e-3, seed, 0.9, value, variants={
+                "ensemble": {"selections": checkpoints(0.9, value + 0.04)},
+                "swa": {"selections": checkpoints(0.9, value + 0.02)}})
+            value = ood["dropout 0.9"][domain][seed]
+            fake_run(root, "dropout 0.9", 0.9, domain, 1e-3, seed, 0.9, value,
+                     variants={"ensemble": {"selections": checkpoints(0.9, 0.97)}})
+            fake_run(root, "dropout 0.5", 0.5, domain, 1e-3, seed, 0.9, 0.5,
+                     variants={"ensemble": {"selections": checkpoints(0.9, 0.96)}})
+            fake_run(root, "dropout 0 random head", 0.0, domain, 1e-3, seed, 0.9, 0.95)
+        group = root / "combined" / f"PACS-{domain}-trial0-dropout_0"
+        (group / "greedy_soup").mkdir(parents=True, exist_ok=True)
+        (group / "group.json").write_text(json.dumps({"dataset": "PACS", "test_domain": domain, "trial_seed": 0,
+                                                      "method": "dropout 0", "dropout": 0.0}))
+        (group / "greedy_soup" / "results.json").write_text(json.dumps({
+            "status": "completed", "method": "greedy_soup", "dataset": "PACS", "test_domain": domain, "iid": 0.9,
+            "ood": greedy[DOMAINS.index(domain)], "ood_out": 0.9, "members": ["a", "b"]}))
+
+
+def test_best_plain_baseline_is_the_controls_best_combination_with_unpaired_standard_error(tmp_path):
+    """Mutants: a baseline found by prefix alone ("dropout 0" matching dropout 0.9's, dropout 0.5's or dropout 0
+    random head's rows); the worst baseline or the control alone taken; the paired SE, or no SE, used."""
+    baseline_sweep(tmp_path)
+    chosen = choose(collect(tmp_path).runs, "training_domain")
+    result = best_baseline_difference(chosen, "dropout 0.9", "dropout 0", DOMAINS)
+    assert result.baseline == "dropout 0 + ensemble"
+    treatment_se, ensemble_se = math.sqrt(0.02**2 + 0.01**2) / 2, math.sqrt(0.01**2 + 0**2) / 2
+    assert result.difference.mean == pytest.approx(0.865 - 0.795)
+    assert result.difference.se == pytest.approx(math.sqrt(treatment_se**2 + ensemble_se**2))
+
+
+def test_an_across_run_combination_can_be_the_best_baseline_and_then_has_no_standard_error(tmp_path):
+    """Mutants: across-run combinations (no run seed) left out of the candidates; an SE made up for one replicate."""
+    baseline_sweep(tmp_path, greedy=(0.80, 0.85))
+    chosen = choose(collect(tmp_path).runs, "training_domain")
+    result = best_baseline_difference(chosen, "dropout 0.9", "dropout 0", DOMAINS)
+    assert result.baseline == "dropout 0 + greedy soup"
+    assert result.difference.mean == pytest.approx(0.865 - 0.825) and math.isnan(result.difference.se)
+
+
+def test_paper_figures_give_the_papers_differences():
+    """Mutants: the paper's best baseline chosen without the control, or as the worst; a missing control read as 0."""
+    assert paper_differences(PaperFigures(88.4, 86.5, {"ensemble along a run": 86.7})) == \
+        ("+1.9", "+1.7 (ensemble along a run)")
+    assert paper_differences(PaperFigures(88.4, 87.5)) == ("+0.9", "+0.9 (the control)")
+    assert paper_differences(PaperFigures(88.4, 87.5, {"swa": 80.0})) == ("+0.9", "+0.9 (the control)")
+    assert paper_differences(PaperFigures()) == ("–", "–")
+    assert paper_differences(PaperFigures(88.4, None, {"swa": 87.0})) == ("–", "+1.4 (swa)")
+
+
+def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_said(tmp_path, capsys):
+    """Mutants: a row whose sweep folder is missing dropped from the page; unfinished runs not counted; the page's
+    headline not the paired figures; the per-domain table missing."""
+    paired_sweep(tmp_path / "sweeps" / "full")
+    partial = tmp_path / "sweeps" / "partial"
+    fake_run(partial, "dropout 0", 0.0, "sketch", 1e-3, 0, 0.9, 0.6)
+    fake_run(partial, "dropout 0.9", 0.9, "sketch", 1e-3, 0, 0.9, 0.7)
+    fake_run(partial, "dropout 0.9", 0.9, "sketch", 1e-3, 1, 0.9, 0.7, status="diverged")
+    spec = summary_file(tmp_path / "summary.yaml", [
+        row("PACS", "full", domains=DOMAINS, page="pacs.md", paper={"method": 88.4, "control": 86.5},
+            note="A note."),
+        row("PACS partial", "partial", domains=["sketch"]),
+        row("Office31", "absent")])
+    page = tmp_path / "docs" / "README.md"
+    assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(page)]) == 0
+    text = page.read_text()
+    assert text.split("\n## Per held-out domain")[0].rstrip() in capsys.readouterr().out
+    lines = text.splitlines()
+    # against the best plain baseline (the control alone here): unpaired, with the partnerless run
+    cells = {(method, domain): values for method, runs in (("t", TREATMENT), ("c", CONTROL))
+             for domain, values in runs.items()}
+    cells["t", "sketch"] = TREATMENT["sketch"] + [0.99]
+    means = {key: np.mean(values) for key, values in cells.items()}
+    ses = {key: np.std(values, ddof=1) / math.sqrt(len(values)) for key, values in cells.items()}
+    mean = (means["t", "sketch"] + means["t", "art_painting"] - means["c", "sketch"] - means["c", "art_painting"]) / 2
+    se = math.sqrt(sum(value**2 for value in ses.values())) / 2
+    assert ("| [PACS](pacs.md): dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | established (3.1 SE) | -1.00 ± 0.00 "
+            f"| +1.9 | {100 * mean:+.2f} ± {100 * se:.2f} (dropout 0) | +1.9 (the control) | 7/7, 6/6 |") in lines
+    assert "| PACS partial: dropout 0.9 − dropout 0 | +10.00 | 1 | not established (n = 1) | +0.00 | – | " \
+           "+10.00 (dropout 0) | – | 1/2, 1/1 |" in lines
+    assert "| Office31: dropout 0.9 − dropout 0 | – | – | – | – | – | – | – | – |" in lines
+    assert "| PACS: dropout 0.9 − dropout 0 | art_painting | +2.00 ± 1.15 | 3 | -1.00 ± 0.00 |" in lines
+    assert "  - dropout 0.9: 1 of 2 run folders finished (1 diverged)" in lines
+    assert f"  - sweep folder not found: {tmp_path / 'sweeps' / 'absent'}" in lines
+    assert "  - 1 finished run(s) without a partner of the other method (same test domain, trial seed and seed), " \
+           "left out of the paired difference" in lines
+    assert "- PACS: dropout 0.9 − dropout 0: A note." in lines
+    assert "|mean| > 2 SE with at least 2 pairs in every held-out domain" in text
+
+
+@pytest.mark.parametrize("content, message", [
+    ("rows: [{name: a, sweep: s, dataset: PACS, method: dropout 0.9}]", "rows[0]: missing field 'control'"),
+    ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, colour: red}]", "rows[0]: unknown field 'colour'"),
+    ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, paper: {method: high}}]",
+     "rows[0].paper.method: expected an accuracy in %, got 'high'"),
+    ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, domains: [sketchy]}]",
+     "rows[0].domains: 'sketchy' is not a domain of PACS"),
+    ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: x}]", "method and control are both 'x'"),
+    ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: [y]}]", "rows[0].control: expected text"),
+    ("rows: {name: a}", "expected a mapping with a non-empty list `rows`"),
+    ("rows: [a, b", "is not valid YAML"),
+])
+def test_bad_summary_file_is_one_line_naming_the_file_and_field(tmp_path, capsys, content, message):
+    """Mutants: a missing, unknown or mistyped field accepted (or a traceback); malformed YAML not reported as such."""
+    spec = tmp_path / "summary.yaml"
+    spec.write_text(content)
+    with pytest.raises(DroptuneError, match=None) as error:
+        load_summary_spec(spec)
+    assert message in str(error.value) and str(spec) in str(error.value) and "\n" not in str(error.value)
+    assert main(["summary", str(spec), "--output", str(tmp_path / "out.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and not (tmp_path / "out.md").exists()
+
+
+def test_a_method_name_unknown_to_its_sweep_is_an_error_naming_the_row_and_the_sweeps_methods(tmp_path, capsys):
+    """Mutant: a misspelt method read as a method with no runs, so the row quietly shows nothing."""
+    paired_sweep(tmp_path / "sweeps" / "full")
+    spec = summary_file(tmp_path / "summary.yaml", [row("PACS", "full", method="dropout .9")])
+    assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(tmp_path / "o.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "rows[0] (PACS): method 'dropout .9' not in" in err and "(its methods for PACS: dropout 0, dropout 0.9)" in err
+    spec = summary_file(tmp_path / "summary.yaml", [{**row("VLCS", "full"), "dataset": "VLCS"}])
+    assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(tmp_path / "o.md")]) == 2
+    assert "dataset 'VLCS' has no run in" in capsys.readouterr().err
+
+
+def test_the_projects_summary_file_names_methods_of_the_presets():
+    """Mutant: docs/results/summary.yaml names a method no preset runs (the page would fail on the real sweeps)."""
+    spec = load_summary_spec(REPO / "docs" / "results" / "summary.yaml")
+    presets = REPO / "src" / "droptune" / "experiments" / "presets"
+    names = {m["name"] for path in presets.glob("*.yaml") for m in yaml.safe_load(path.read_text())["methods"]}
+    assert len(spec.rows) == 5
+    for entry in spec.rows:
+        assert {entry.method, entry.control} <= names, entry.name
+
+
+def test_the_summary_does_not_load_torch():
+    """Mutant: the summary path imports the training code (and torch), e.g. for a constant."""
+    code = ("import sys, droptune.experiments.summary, droptune.experiments.differences, droptune.cli.summary; "
+            "print(sorted(m for m in ('torch', 'droptune.training.trainer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
