@@ -1,4 +1,4 @@
-"""`droptune summary` on hand-written sweep folders: paired differences, the best plain baseline, the verdict, the page."""
+"""`droptune summary` on hand-written sweep folders: paired differences, best plain baseline, verdict, the page."""
 
 import json
 import math
@@ -182,7 +182,8 @@ def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_s
 
 @pytest.mark.parametrize("content, message", [
     ("rows: [{name: a, sweep: s, dataset: PACS, method: dropout 0.9}]", "rows[0]: missing field 'control'"),
-    ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, colour: red}]", "rows[0]: unknown field 'colour'"),
+    ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, colour: red}]",
+     "rows[0]: unknown field 'colour'"),
     ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, paper: {method: high}}]",
      "rows[0].paper.method: expected an accuracy in %, got 'high'"),
     ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, domains: [sketchy]}]",
@@ -211,7 +212,8 @@ def test_a_method_name_unknown_to_its_sweep_is_an_error_naming_the_row_and_the_s
     assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(tmp_path / "o.md")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "rows[0] (PACS): method 'dropout .9' not in" in err and "(its methods for PACS: dropout 0, dropout 0.9)" in err
+    assert "rows[0] (PACS): method 'dropout .9' not in" in err
+    assert "(its methods for PACS: dropout 0, dropout 0.9)" in err
     spec = summary_file(tmp_path / "summary.yaml", [{**row("VLCS", "full"), "dataset": "VLCS"}])
     assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(tmp_path / "o.md")]) == 2
     assert "dataset 'VLCS' has no run in" in capsys.readouterr().err

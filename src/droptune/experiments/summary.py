@@ -1,4 +1,4 @@
-"""`droptune summary`: one page across sweeps, a row per comparison (treatment against its control) as a YAML file lists them.
+"""`droptune summary`: one page across sweeps, a row per comparison (a method against its control) of a YAML file.
 
 The summary file (docs/results/summary.yaml is the project's):
 
