@@ -119,6 +119,7 @@ def test_best_plain_baseline_is_the_controls_best_combination_with_unpaired_stan
     treatment_se, ensemble_se = math.sqrt(0.02**2 + 0.01**2) / 2, math.sqrt(0.01**2 + 0**2) / 2
     assert result.difference.mean == pytest.approx(0.865 - 0.795)
     assert result.difference.se == pytest.approx(math.sqrt(treatment_se**2 + ensemble_se**2))
+    assert result.difference.n == 2
 
 
 def test_an_across_run_combination_can_be_the_best_baseline_and_then_has_no_standard_error(tmp_path):
@@ -128,6 +129,16 @@ def test_an_across_run_combination_can_be_the_best_baseline_and_then_has_no_stan
     result = best_baseline_difference(chosen, "dropout 0.9", "dropout 0", DOMAINS)
     assert result.baseline == "dropout 0 + greedy soup"
     assert result.difference.mean == pytest.approx(0.865 - 0.825) and math.isnan(result.difference.se)
+    assert result.difference.n == 1, "the fewer replicates of the two cells"
+
+
+def test_no_baseline_difference_when_no_plain_baseline_has_every_domain(tmp_path):
+    """Mutant: a treatment with every domain compared with a baseline that lacks one (or an error on none)."""
+    paired_sweep(tmp_path)
+    for path in (tmp_path / "runs").glob("dropout_0-art_painting-*"):
+        (path / "results.json").unlink()
+    chosen = choose(collect(tmp_path).runs, "training_domain")
+    assert best_baseline_difference(chosen, "dropout 0.9", "dropout 0", DOMAINS) is None
 
 
 def test_paper_figures_give_the_papers_differences():

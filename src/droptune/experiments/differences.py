@@ -86,10 +86,9 @@ def best_baseline_difference(chosen: pd.DataFrame, treatment: str, control: str,
                              domains: list[str]) -> BaselineDifference | None:
     """treatment − the plain baseline with the best average o.o.d. accuracy over `domains`; None when the
     treatment or every baseline lacks a domain."""
-    dataset = chosen["dataset"].iloc[0] if len(chosen) else None
     candidates = plain_baselines(sorted(set(chosen["method"])), control)
     mine = chosen[chosen["method"].isin([treatment, *candidates]) & chosen["test_domain"].isin(domains)]
-    cells = cell_means(mine, {dataset: domains})
+    cells = cell_means(mine, {dataset: domains for dataset in set(mine["dataset"])})
     averages = cells[(cells["metric"] == "ood") & (cells["test_domain"] == AVERAGE)].set_index("method")
     baselines = averages.loc[averages.index.isin(candidates)]
     if treatment not in averages.index or baselines.empty:

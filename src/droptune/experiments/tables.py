@@ -73,9 +73,8 @@ def _averages(cells: pd.DataFrame, domains: dict[str, list[str]]) -> pd.DataFram
 
 def domain_average(means: Sequence[float], ses: Sequence[float], ns: Sequence[int]) -> tuple[float, float, int]:
     """The mean over test domains, its standard error with the domains independent (sqrt(Σ se²) / domains; NaN
-    if a domain has none) and the fewest replicates of any domain."""
-    ses = [float(se) for se in ses]
-    se = math.sqrt(sum(s**2 for s in ses)) / len(ses) if not any(math.isnan(s) for s in ses) else float("nan")
+    if a domain has none: NaN propagates) and the fewest replicates of any domain."""
+    se = math.sqrt(sum(float(s) ** 2 for s in ses)) / len(ses)
     return float(np.mean(means)), se, int(min(ns))
 
 
