@@ -240,9 +240,13 @@ def test_the_projects_summary_file_names_methods_of_the_presets():
         assert {entry.method, entry.control} <= names, entry.name
 
 
-def test_the_summary_does_not_load_torch():
-    """Mutant: the summary path imports the training code (and torch), e.g. for a constant."""
-    code = ("import sys, droptune.experiments.summary, droptune.experiments.differences, droptune.cli.summary; "
-            "print(sorted(m for m in ('torch', 'droptune.training.trainer') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+def test_the_summary_command_does_not_load_torch(tmp_path):
+    """Mutant: `droptune summary` (its parser, spec, differences or the report code it reads) imports torch or the
+    training code, e.g. for a constant."""
+    paired_sweep(tmp_path / "sweeps" / "full")
+    spec = summary_file(tmp_path / "summary.yaml", [row("PACS", "full")])
+    code = ("import sys; from droptune.cli.main import main; status = main(sys.argv[1:]); "
+            "print(status, sorted(m for m in ('torch', 'droptune.training.trainer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, "summary", str(spec), "--sweeps", str(tmp_path / "sweeps"),
+                          "--output", str(tmp_path / "page.md")], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
