@@ -14,6 +14,7 @@ from droptune.cli.main import main
 from droptune.models.averaging import WeightAverage, recompute_bn
 from droptune.combining.combine import combine
 from droptune.models.ensemble import OutputEnsemble
+from droptune.models.model import build_model
 from droptune.training import head_start as probe
 from droptune.training.head_start import linear_probe
 from droptune.training.swad import LossValley
@@ -95,6 +96,75 @@ def test_batchnorm_statistics_are_recomputed_for_averaged_weights():
         features = model[0](torch.cat([x for x, _ in batches]))
     torch.testing.assert_close(model[1].running_mean, features.mean(0), rtol=1e-4, atol=1e-5)
     assert model[1].momentum == 0.1
+
+
+def test_average_merges_and_previews_keep_the_latest_integers_and_refuse_other_tensors():
+    """Mutants: merge or load_into(extra=) dropping the integer tensors' latest value (BatchNorm's step counters);
+    merge or load_into without their key check (an average of other tensors merged in, or loaded into a model that
+    lacks some of its tensors)."""
+    parts = states(5)
+    first, second = WeightAverage(), WeightAverage()
+    for s in parts[:2]:
+        first.add(s)
+    for s in parts[2:]:
+        second.add(s)
+    first.merge(second)
+    assert first.mean["steps"] == 4
+    four = WeightAverage()
+    for s in parts[:4]:
+        four.add(s)
+    target = nn.Module()
+    for key, value in parts[0].items():
+        target.register_buffer(key, torch.zeros_like(value))
+    four.load_into(target, extra=parts[4])
+    assert target.steps == 4, "the candidate's integers are the added state's"
+    extra = WeightAverage()
+    extra.add({**parts[0], "x": torch.zeros(1)})
+    with pytest.raises(DroptuneError, match="different tensors: missing \\[\\], unexpected \\['x'\\]"):
+        first.merge(extra)
+    smaller = nn.Module()
+    smaller.register_buffer("w", torch.zeros(3, 2))
+    smaller.register_buffer("b", torch.zeros(2))
+    with pytest.raises(DroptuneError, match="different tensors: missing \\['steps'\\]"):
+        first.load_into(smaller)
+
+
+def test_merging_averages_of_one_state_and_empty_ones():
+    """Mutants: merge skipping an average of one state (`other.count == 0` -> `== 1`), or replacing an average of
+    one state as if it were empty (`self.count == 0` -> `== 1`). SWAD merges segments this way."""
+    parts = states(2)
+    a, b = WeightAverage(), WeightAverage()
+    a.add(parts[0])
+    b.add(parts[1])
+    a.merge(b)
+    assert a.count == 2
+    torch.testing.assert_close(a.mean["w"], (parts[0]["w"] + parts[1]["w"]) / 2)
+    empty = WeightAverage()
+    empty.merge(a)
+    a.merge(WeightAverage())
+    assert empty.count == a.count == 2 and torch.equal(empty.mean["w"], a.mean["w"])
+
+
+def test_batchnorm_re_estimation_starts_afresh_also_in_a_frozen_batchnorm_model():
+    """Mutants: recompute_bn keeping the old statistics in its estimate (no reset_running_stats); leaving a
+    frozen-BatchNorm model's statistics alone (its train() keeps BatchNorm in eval mode: BatchNorm not put in training
+    mode itself); the model left in training mode afterwards.
+
+    A soup of a frozen-BatchNorm run (first) and an unfrozen one is built as the first run's model."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    model[1].running_mean.fill_(100.0)
+    model[1].num_batches_tracked.fill_(10)
+    batches = [(torch.randn(64, 2) * 3 + 1, None) for _ in range(4)]
+    recompute_bn(model, batches, torch.device("cpu"))
+    with torch.no_grad():
+        features = model[0](torch.cat([x for x, _ in batches]))
+    torch.testing.assert_close(model[1].running_mean, features.mean(0), rtol=1e-4, atol=1e-5)
+
+    frozen = build_model("resnet10t", 2, 0.5, "none", freeze_bn=True).eval()
+    norms = [m for m in frozen.modules() if isinstance(m, nn.BatchNorm2d)]
+    recompute_bn(frozen, [(torch.rand(4, 3, 16, 16), None)], torch.device("cpu"))
+    assert norms and all(m.running_mean.abs().max() > 0 for m in norms), "statistics were estimated"
+    assert not frozen.training and not any(m.training for m in norms), "the model is left in eval mode"
 
 
 # -- SWAD -----------------------------------------------------------------------------------
@@ -350,6 +420,32 @@ def test_greedy_soup_keeps_a_candidate_that_improves_it_and_judges_the_next_agai
     assert results["iid"] == second["iid"]
     soup = load_file(str(tmp_path / "out" / "greedy_soup" / "soup.safetensors"))
     torch.testing.assert_close(soup["head.fc.weight"], weights)
+
+
+def test_greedy_soup_re_estimates_batchnorm_before_each_choice(trained, tmp_path):
+    """Mutant: greedy's BatchNorm re-estimation before each i.i.d. choice dropped (candidates scored on stale statistics).
+
+    Two `--no-freeze-bn` copies of one run, the second with stale BatchNorm statistics (running means shifted far
+    off): their average holds the first's weights, so with re-estimated statistics the candidate scores exactly as
+    the first run and joins the soup; scored on the averaged stale statistics it scores worse and is left out.
+    """
+    _, run = trained
+
+    def shift(amount):
+        return lambda w: w.update({k: v + amount for k, v in w.items() if k.endswith("running_mean")})
+
+    fresh = derive(run, tmp_path / "fresh", 0.99, freeze_bn=False)
+    stale = derive(run, tmp_path / "stale", 0.5, shift(50.0), freeze_bn=False)
+    half = derive(run, tmp_path / "half", 0.5, shift(25.0), freeze_bn=False)
+    as_stored = {path.name: combine([path], ["ensemble"], tmp_path / f"alone-{path.name}", device="cpu",
+                                    workers=0)["ensemble"]["iid"] for path in (fresh, half)}
+    assert as_stored["half"] < as_stored["fresh"], "the fixture's stale statistics must lower the candidate's accuracy"
+
+    results = combine([stale, fresh], ["greedy_soup"], tmp_path / "out", device="cpu", workers=0)["greedy_soup"]
+    first, second = results["greedy"]
+    assert (first["run"], second["run"]) == ("fresh", "stale")
+    assert second["iid"] == first["iid"] and second["added"], "same weights, re-estimated statistics: same accuracy"
+    assert results["members"] == ["fresh", "stale"] and results["iid"] == first["iid"]
 
 
 def test_incompatible_runs_are_refused_with_the_reason(trained, tmp_path):

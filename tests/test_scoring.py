@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from droptune.data.loaders import EvalSplit
+from droptune.data.loaders import DomainImages, EvalSplit
 from droptune.data.splits import split_domain, stable_seed
 from droptune.data.registry import open_dataset
+from droptune.training.bench import Bench
+from droptune.training.config import TrainConfig
 from droptune.training.evaluate import accuracy_of, evaluate
 from droptune.training.protocol import LeaveOneDomainOut
 from droptune.training.selection import is_better, select, selections, variant_records
@@ -93,6 +95,58 @@ def test_protocol_evaluation_sets(tmp_path):
     assert all(seed is None for split in augmented.eval_splits[2:] for _, _, seed in split.keys)
 
 
+def test_augmented_held_out_images_are_drawn_by_the_documented_recipe(tmp_path):
+    """Mutant: the augmentation seed of a held-out image drawn under another tag ("holdout" -> "train" in eval_splits).
+
+    A `--no-clean-holdout` run is combined and compared with runs of later versions: a held-out image must keep
+    its augmentation, (trial seed, domain, index) hashed under "holdout", as the split keeps its images."""
+    dataset = open_dataset(str(make_image_folder(tmp_path, per_class=10)))
+    augmented = LeaveOneDomainOut(dataset, "b", trial_seed=3, clean_holdout=False)
+    assert augmented.eval_splits[0].keys[0] == (0, 4, 7846325623458062641)
+    assert augmented.eval_splits[1].keys == [(2, int(i), stable_seed("holdout", 3, 2, int(i)))
+                                             for i in split_domain(20, "c", 3).holdout]
+
+
+def test_protocol_defaults_are_the_run_configs(tmp_path):
+    """Mutants: LeaveOneDomainOut's default trial seed, held-out fraction or clean held-out images not TrainConfig's
+    (trial_seed=0 -> 1, 0.2 -> 0.4, True -> False): a protocol built without them would score other images."""
+    folder = make_image_folder(tmp_path, per_class=10)
+    dataset = open_dataset(str(folder))
+    built = LeaveOneDomainOut(dataset, "c")
+    configured = LeaveOneDomainOut.from_config(TrainConfig(dataset=str(folder), test_domain="c"), dataset)
+    assert [s.domain for s in built.eval_splits] == [s.domain for s in configured.eval_splits]
+    assert [s.keys for s in built.eval_splits] == [s.keys for s in configured.eval_splits]
+    assert [(list(s.train), list(s.holdout)) for s in built.splits] == [
+        (list(s.train), list(s.holdout)) for s in configured.splits]
+    assert (built.trial_seed, built.holdout_fraction, built.clean_holdout) == (0, 0.2, True)
+
+
+def test_two_domains_are_enough(tmp_path):
+    """Mutants: a dataset of two domains refused as if it held one (`< 2` -> `<= 2`, or 2 -> 3)."""
+    dataset = open_dataset(str(make_image_folder(tmp_path, domains=("a", "b"))))
+    protocol = LeaveOneDomainOut(dataset, "b")
+    assert protocol.train_domain_names == ["a"]
+    assert [(s.domain, s.split) for s in protocol.eval_splits] == [("a", "out"), ("b", "in"), ("b", "out")]
+
+
+def test_majority_rate_is_the_most_frequent_held_out_class_share(tmp_path):
+    """Mutants: the majority rate (the collapse detector's floor) as the rarest class's share, or multiplied by the
+    number of images instead of divided.
+
+    Training domains a and b hold 10 cats and 4 dogs each; of their 20% held-out parts (3 images each) the test
+    counts the classes itself."""
+    folder = make_image_folder(tmp_path, per_class=10)
+    for domain in "abc":
+        for i in range(4, 10):
+            (folder / domain / "dog" / f"{i}.png").unlink()
+    dataset = open_dataset(str(folder))
+    protocol = LeaveOneDomainOut(dataset, "c", trial_seed=1)
+    held_out = [int(label) for d in (0, 1) for label in dataset.labels(d)[split_domain(14, "ab"[d], 1).holdout]]
+    counts = [held_out.count(0), held_out.count(1)]
+    assert len(held_out) == 6 and counts[0] != counts[1], "the fixture must hold out an unequal number of each class"
+    assert protocol.majority_rate() == pytest.approx(max(counts) / 6)
+
+
 SPLITS = [EvalSplit("a", "out", [(0, i, None) for i in range(3)]),
           EvalSplit("c", "in", [(2, i, None) for i in range(2)]),
           EvalSplit("c", "out", [(2, i, None) for i in range(4)])]
@@ -151,3 +205,31 @@ def test_a_one_image_split_scores_zero_or_one():
     evaluation = evaluate(Logits(), [(outputs[:1], labels[:1]), (outputs[1:], labels[1:])], [0, 1], splits,
                           torch.device("cpu"))
     assert evaluation.acc == {"a": {"out": 1.0}, "c": {"in": 0.0}}
+
+
+class Counting(nn.Module):
+    """A 'model' that predicts class 0 for every image and counts the images it was shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return torch.stack([torch.ones(len(x)), torch.zeros(len(x))], 1)
+
+
+def test_a_choice_between_models_reads_the_training_domains_held_out_images_alone(tmp_path):
+    """Mutant: Bench.iid scores every evaluation set, the test domain's too (`iid_only=True` -> False), and keeps
+    the training domains' mean: the same number, but a choice between models (greedy soups, SWAD's bar) would look
+    at the test domain."""
+    dataset = open_dataset(str(make_image_folder(tmp_path, per_class=10)))
+    protocol = LeaveOneDomainOut(dataset, "b")
+    bench = Bench(DomainImages(dataset, 16), protocol, batch_size=3, workers=0, device=torch.device("cpu"))
+    model = Counting()
+    iid = bench.iid(model)
+    assert model.seen == len(protocol.splits[0].holdout) + len(protocol.splits[2].holdout) == 8
+    labels = [dataset.labels(d)[protocol.splits[d].holdout] for d in (0, 2)]
+    assert iid == pytest.approx(sum((y == 0).mean() for y in labels) / 2)
+    model.seen = 0
+    assert bench.score(model)["iid"] == iid and model.seen == 8 + 20, "a score also reads the test domain (all 20)"
