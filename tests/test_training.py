@@ -1,12 +1,18 @@
 import json
+import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from droptune.cli.main import main
+from droptune.data.domains import open_dataset
+from droptune.data.loaders import DomainBalancedBatches, DomainImages
+from droptune.models.model import build_model
 from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
+from droptune.training.protocol import LeaveOneDomainOut
 from droptune.runs.folder import RunDir
 from droptune.training.trainer import TrainingDiverged, is_collapsed, train
 
@@ -68,6 +74,52 @@ def test_same_seed_same_numbers_other_seed_other_numbers(image_folder, tmp_path)
     assert numbers(RunDir(tmp_path / "a").read_metrics()) == numbers(RunDir(tmp_path / "b").read_metrics())
     assert a["acc"] == b["acc"]
     assert numbers(RunDir(tmp_path / "a").read_metrics()) != numbers(RunDir(tmp_path / "c").read_metrics())
+
+
+def test_a_records_loss_is_the_mean_training_loss_since_the_last_evaluation(image_folder, tmp_path):
+    """Mutants: the trainer starting at step 1 (skipping the first batch), its loss count starting at 1, the loss sum
+    not reset after an evaluation, or divided by another count.
+
+    With a learning rate of 1e-12 the weights stay those of best.safetensors; this test draws the documented training
+    batches (DomainBalancedBatches over the training domains' 80%, the run seed) and computes their losses itself."""
+    config = toy_config(image_folder, tmp_path, lr=1e-12, dropout=0.0, steps=8, eval_every=4, batch_size=2)
+    train(config)
+    records = RunDir(config.run_dir()).read_metrics()
+    dataset = open_dataset(str(image_folder))
+    protocol = LeaveOneDomainOut.from_config(config, dataset)
+    images = DomainImages(dataset, config.image_size, config.augment)
+    model = build_model(config.backbone, len(dataset.classes), config.dropout, "none", config.freeze_bn)
+    model.load_state_dict(load_file(str(RunDir(config.run_dir()).best)))
+    batches = DomainBalancedBatches(protocol.train_parts(), config.batch_size, config.seed, 0, config.steps)
+    losses = []
+    with torch.no_grad():
+        for step in range(config.steps):
+            x, y = zip(*(images[key] for key in batches.batch(step)))
+            losses.append(F.cross_entropy(model(torch.stack(x)), torch.tensor(y)).item())
+    assert [r["step"] for r in records] == [4, 8]
+    assert [r["loss"] for r in records] == pytest.approx([sum(losses[:4]) / 4, sum(losses[4:]) / 4], rel=1e-4)
+    assert len({round(v, 4) for v in losses}) == 8, "the fixture's batches must differ in loss"
+
+
+def test_timings_are_durations_within_the_runs_own(image_folder, tmp_path):
+    """Mutants: the run's elapsed time decreasing (`+=` -> `-=`), starting at 1 s, or adding the clock's reading
+    instead of a duration; the evaluation speed from the clock's reading, or images times the evaluation's duration.
+
+    Each evaluation adds to the elapsed time the training period and the evaluation it timed: images / speed for
+    both (24 training images, 16 evaluated). A scheduler pause between two clock readings is far below 0.25 s."""
+    config = toy_config(image_folder, tmp_path)
+    start = time.perf_counter()
+    results = train(config)
+    wall = time.perf_counter() - start
+    records = RunDir(config.run_dir()).read_metrics()
+    elapsed = [r["elapsed_s"] for r in records]
+    assert 0 < elapsed[0] < elapsed[1] < elapsed[2] <= wall and results["wall_time_s"] == elapsed[-1]
+    trained, evaluated = 4 * 2 * 3, 2 * 2 + 12  # 4 steps of 3 images from a and b; their 20% (2 each), all of c
+    previous = 0.0
+    for record in records:
+        timed = trained / record["images_per_s"] + evaluated / record["eval_images_per_s"]
+        assert record["elapsed_s"] - previous == pytest.approx(timed, abs=0.25)
+        previous = record["elapsed_s"]
 
 
 def test_existing_run_folder_is_not_overwritten(image_folder, tmp_path):
