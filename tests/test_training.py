@@ -14,7 +14,8 @@ from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
 from droptune.training.protocol import LeaveOneDomainOut
 from droptune.runs.folder import RunDir
-from droptune.training.trainer import TrainingDiverged, is_collapsed, train
+from droptune.training.device import default_workers
+from droptune.training.trainer import Trainer, TrainingDiverged, is_collapsed, train
 
 TIMING = ("images_per_s", "eval_images_per_s", "elapsed_s")
 
@@ -120,6 +121,16 @@ def test_timings_are_durations_within_the_runs_own(image_folder, tmp_path):
         timed = trained / record["images_per_s"] + evaluated / record["eval_images_per_s"]
         assert record["elapsed_s"] - previous == pytest.approx(timed, abs=0.25)
         previous = record["elapsed_s"]
+
+
+def test_workers_are_the_configs_or_else_the_devices_default(image_folder, tmp_path):
+    """Mutant: `--workers` ignored when given (`config.workers is not None` -> `is None`): the device's default instead.
+
+    The numbers do not depend on it (tests/test_protocol.py), the memory and processes a run takes do."""
+    assert Trainer(toy_config(image_folder, tmp_path, workers=0)).bench.workers == 0
+    assert Trainer(toy_config(image_folder, tmp_path, workers=3)).workers == 3
+    default = Trainer(toy_config(image_folder, tmp_path, workers=None)).workers
+    assert default == default_workers(torch.device("cpu"), decodes_files=True) >= 1
 
 
 def test_existing_run_folder_is_not_overwritten(image_folder, tmp_path):
