@@ -68,7 +68,7 @@ TARGETS = {
                     (("tests/test_scoring.py",), PROTOCOL_RUNS)),
     "trainer": Target("src/droptune/training/trainer.py", ("Trainer.__init__", "Trainer._evaluate",
                                                            "Trainer._finish"),
-                      (("tests/test_training.py", "-k", "mean_training_loss or timings or workers"), PROTOCOL_RUNS,
+                      (("tests/test_training.py", "-k", "mean_training_loss or timings or workers or collapsed"), PROTOCOL_RUNS,
                        ("tests/test_training.py",), ("tests/test_precision.py", "-k", "channels_last"),
                        ("tests/test_combining.py", "-k", "along_run"))),
     "tables": Target("src/droptune/experiments/tables.py", ("choose", "mean_se", "cell_means", "_averages",

@@ -1,4 +1,5 @@
 import json
+import math
 import time
 
 import pytest
@@ -79,11 +80,12 @@ def test_same_seed_same_numbers_other_seed_other_numbers(image_folder, tmp_path)
 
 def test_a_records_loss_is_the_mean_training_loss_since_the_last_evaluation(image_folder, tmp_path):
     """Mutants: the trainer starting at step 1 (skipping the first batch), its loss count starting at 1, the loss sum
-    not reset after an evaluation, or divided by another count.
+    not reset after an evaluation, or divided by another count (`max(1, count)` -> `max(2, count)`: the last period
+    is one step long).
 
     With a learning rate of 1e-12 the weights stay those of best.safetensors; this test draws the documented training
     batches (DomainBalancedBatches over the training domains' 80%, the run seed) and computes their losses itself."""
-    config = toy_config(image_folder, tmp_path, lr=1e-12, dropout=0.0, steps=8, eval_every=4, batch_size=2)
+    config = toy_config(image_folder, tmp_path, lr=1e-12, dropout=0.0, steps=5, eval_every=4, batch_size=2)
     train(config)
     records = RunDir(config.run_dir()).read_metrics()
     dataset = open_dataset(str(image_folder))
@@ -97,9 +99,9 @@ def test_a_records_loss_is_the_mean_training_loss_since_the_last_evaluation(imag
         for step in range(config.steps):
             x, y = zip(*(images[key] for key in batches.batch(step)))
             losses.append(F.cross_entropy(model(torch.stack(x)), torch.tensor(y)).item())
-    assert [r["step"] for r in records] == [4, 8]
-    assert [r["loss"] for r in records] == pytest.approx([sum(losses[:4]) / 4, sum(losses[4:]) / 4], rel=1e-4)
-    assert len({round(v, 4) for v in losses}) == 8, "the fixture's batches must differ in loss"
+    assert [r["step"] for r in records] == [4, 5]
+    assert [r["loss"] for r in records] == pytest.approx([sum(losses[:4]) / 4, losses[4]], rel=1e-4)
+    assert len({round(v, 4) for v in losses}) == 5, "the fixture's batches must differ in loss"
 
 
 def test_timings_are_durations_within_the_runs_own(image_folder, tmp_path):
@@ -131,6 +133,28 @@ def test_workers_are_the_configs_or_else_the_devices_default(image_folder, tmp_p
     assert Trainer(toy_config(image_folder, tmp_path, workers=3)).workers == 3
     default = Trainer(toy_config(image_folder, tmp_path, workers=None)).workers
     assert default == default_workers(torch.device("cpu"), decodes_files=True) >= 1
+
+
+def test_a_run_is_collapsed_by_its_selected_iid_and_its_final_loss(image_folder, tmp_path):
+    """Mutants: results' `collapsed` always true for a selected checkpoint (`and` -> `or`), never computed
+    (`selected is not None` -> `is None`), judged on the selected o.o.d. accuracy, or on the last-but-one loss.
+
+    The trainer's end is fed evaluation records written here: the selected (earliest best) step at the majority rate
+    (0.75: 3 of the 4 held-out images are of one class) with a high o.o.d. accuracy and a low loss, the last step with
+    about the loss of a uniform guess (ln 2)."""
+    def finish(name, iid, ood, losses):
+        trainer = Trainer(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / name)))
+        assert trainer.majority_rate == 0.75
+        trainer.run.path.mkdir(parents=True, exist_ok=True)
+        for step, loss in zip((4, 8), losses):
+            trainer.metrics.append({"step": step, "loss": loss, "images_per_s": 1.0, "eval_images_per_s": 1.0,
+                                    "iid": iid, "ood": ood, "ood_out": ood, "acc": {}})
+        return trainer._finish("completed")
+
+    stuck = finish("stuck", 0.75, 0.95, (0.1, 0.7))
+    assert 0.7 >= 0.9 * math.log(2) and stuck["step"] == 4 and stuck["collapsed"] is True
+    assert finish("learned", 1.0, 0.5, (0.1, 0.7))["collapsed"] is False
+    assert finish("converged", 0.75, 0.5, (0.7, 0.1))["collapsed"] is False
 
 
 def test_existing_run_folder_is_not_overwritten(image_folder, tmp_path):
