@@ -81,11 +81,12 @@ def test_same_seed_same_numbers_other_seed_other_numbers(image_folder, tmp_path)
 def test_a_records_loss_is_the_mean_training_loss_since_the_last_evaluation(image_folder, tmp_path):
     """Mutants: the trainer starting at step 1 (skipping the first batch), its loss count starting at 1, the loss sum
     not reset after an evaluation, or divided by another count (`max(1, count)` -> `max(2, count)`: the last period
-    is one step long).
+    is one step long); the recorded lr the head's (param group 1) instead of the backbone's.
 
     With a learning rate of 1e-12 the weights stay those of best.safetensors; this test draws the documented training
     batches (DomainBalancedBatches over the training domains' 80%, the run seed) and computes their losses itself."""
-    config = toy_config(image_folder, tmp_path, lr=1e-12, dropout=0.0, steps=5, eval_every=4, batch_size=2)
+    config = toy_config(image_folder, tmp_path, lr=1e-12, dropout=0.0, steps=5, eval_every=4, batch_size=2,
+                        head_lr_mult=10)
     train(config)
     records = RunDir(config.run_dir()).read_metrics()
     dataset = open_dataset(str(image_folder))
@@ -100,6 +101,7 @@ def test_a_records_loss_is_the_mean_training_loss_since_the_last_evaluation(imag
             x, y = zip(*(images[key] for key in batches.batch(step)))
             losses.append(F.cross_entropy(model(torch.stack(x)), torch.tensor(y)).item())
     assert [r["step"] for r in records] == [4, 5]
+    assert [r["lr"] for r in records] == pytest.approx([1e-13, 1e-13], rel=1e-6, abs=0), "the backbone's, decayed half-way"
     assert [r["loss"] for r in records] == pytest.approx([sum(losses[:4]) / 4, losses[4]], rel=1e-4)
     assert len({round(v, 4) for v in losses}) == 5, "the fixture's batches must differ in loss"
 
