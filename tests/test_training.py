@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from droptune.cli.main import main
-from droptune.data.domains import open_dataset
+from droptune.data.registry import open_dataset
 from droptune.data.loaders import DomainBalancedBatches, DomainImages
 from droptune.models.model import build_model
 from droptune.errors import DroptuneError
