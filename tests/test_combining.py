@@ -33,6 +33,17 @@ def states(n, seed=0):
 
 # -- weight averages ------------------------------------------------------------------------
 
+def merged_halves(parts):
+    """The average of parts[:2] merged with the average of the rest."""
+    first, second = WeightAverage(), WeightAverage()
+    for s in parts[:2]:
+        first.add(s)
+    for s in parts[2:]:
+        second.add(s)
+    first.merge(second)
+    return first
+
+
 def test_averaging_copies_of_one_model_returns_that_model():
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     average = WeightAverage()
@@ -52,12 +63,7 @@ def test_uniform_average_is_the_mean_and_merges_and_previews_exactly():
         torch.testing.assert_close(average.mean[key], torch.stack([s[key] for s in parts]).mean(0))
     assert average.mean["steps"] == 4, "integer tensors keep their latest value"
 
-    first, second = WeightAverage(), WeightAverage()
-    for s in parts[:2]:
-        first.add(s)
-    for s in parts[2:]:
-        second.add(s)
-    first.merge(second)
+    first = merged_halves(parts)
     assert first.count == 5
     torch.testing.assert_close(first.mean["w"], average.mean["w"])
 
@@ -103,12 +109,7 @@ def test_average_merges_and_previews_keep_the_latest_integers_and_refuse_other_t
     merge or load_into without their key check (an average of other tensors merged in, or loaded into a model that
     lacks some of its tensors)."""
     parts = states(5)
-    first, second = WeightAverage(), WeightAverage()
-    for s in parts[:2]:
-        first.add(s)
-    for s in parts[2:]:
-        second.add(s)
-    first.merge(second)
+    first = merged_halves(parts)
     assert first.mean["steps"] == 4
     four = WeightAverage()
     for s in parts[:4]:
