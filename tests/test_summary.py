@@ -12,7 +12,7 @@ import yaml
 
 from droptune.cli.main import main
 from droptune.errors import DroptuneError
-from droptune.experiments.collect import collect
+from droptune.experiments.collect import collect, read_report_tables
 from droptune.experiments.differences import Estimate, best_baseline_difference, paired_difference
 from droptune.experiments.summary import PaperFigures, load_summary_spec, paper_differences, summarize, verdict
 from droptune.experiments.tables import choose
@@ -163,7 +163,7 @@ def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_s
         row("PACS", "full", domains=DOMAINS, page="pacs.md", paper={"method": 88.4, "control": 86.5},
             note="A note."),
         row("PACS partial", "partial", domains=["sketch"]),
-        row("Office31", "absent")])
+        row("Office31", "absent"), row("Office31 reported", "absent", report="absent")])
     page = tmp_path / "docs" / "README.md"
     assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(page)]) == 0
     text = page.read_text()
@@ -185,10 +185,56 @@ def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_s
     assert "| PACS: dropout 0.9 − dropout 0 | art_painting | +2.00 ± 1.15 | 3 | -1.00 ± 0.00 |" in lines
     assert "  - dropout 0.9: 1 of 2 run folders finished (1 diverged)" in lines
     assert f"  - sweep folder not found: {tmp_path / 'sweeps' / 'absent'}" in lines
+    assert f"  - sweep folder not found: {tmp_path / 'sweeps' / 'absent'}, nor its report folder " \
+           f"{tmp_path / 'absent'}" in lines
     assert "  - 1 finished run(s) without a partner of the other method (same test domain, trial seed and seed), " \
            "left out of the paired difference" in lines
     assert "- PACS: dropout 0.9 − dropout 0: A note." in lines
     assert "|mean| > 2 SE with at least 2 pairs in every held-out domain" in text
+
+
+def test_a_report_folder_stands_for_its_sweep_when_the_run_folders_are_absent(tmp_path, capsys):
+    """Mutants: the report's skipped.csv ignored (the diverged run not counted); the across-run combinations (no
+    seed) lost on the way (the greedy soup no longer the best baseline); the report read although the sweep folder
+    is there; the page not saying which rows come from a report."""
+    sweep = tmp_path / "sweeps" / "full"
+    baseline_sweep(sweep, greedy=(0.80, 0.85))
+    fake_run(sweep, "dropout 0.9", 0.9, "sketch", 1e-3, 2, 0.9, 0.7, status="diverged")
+    assert main(["report", str(sweep), "--output", str(tmp_path / "docs" / "full")]) == 0
+    spec = summary_file(tmp_path / "docs" / "summary.yaml", [row("PACS", "full", report="full", domains=DOMAINS)])
+    page = tmp_path / "docs" / "README.md"
+    command = ["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(page)]
+    assert main(command) == 0
+    from_runs = page.read_text()
+    assert f"- PACS: dropout 0.9 − dropout 0: the run folders of {sweep}" in from_runs.splitlines()
+    sweep.rename(tmp_path / "elsewhere")
+    assert main(command) == 0
+    from_report = page.read_text()
+    capsys.readouterr()
+    assert f"- PACS: dropout 0.9 − dropout 0: the tables of its report, {tmp_path / 'docs' / 'full' / 'runs.csv'} " \
+           f"(no sweep folder {sweep})" in from_report.splitlines()
+    assert from_report.split("## Sources")[0] == from_runs.split("## Sources")[0]
+    assert "(dropout 0 + greedy soup)" in from_report and "  - dropout 0.9: 4 of 5 run folders finished (1 diverged)" \
+        in from_report.splitlines()
+
+
+def test_a_report_folder_keeps_names_that_look_like_numbers(tmp_path):
+    """Mutant: runs.csv read with pandas' guessed types, so that RotatedDigits' held-out domains ("0", "15", ...)
+    and an all-digit run id come back as numbers and no longer match the dataset's domain names."""
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "dropout 0", 0.0, "15", 1e-3, 0, 0.9, 0.8, name="000123")
+    assert main(["report", str(sweep), "--output", str(tmp_path / "report")]) == 0
+    runs = read_report_tables(tmp_path / "report").runs
+    assert runs["test_domain"].tolist() == ["15"] and runs["run"].tolist() == ["000123"]
+
+
+def test_a_report_folder_without_its_tables_is_one_line_naming_the_file(tmp_path, capsys):
+    """Mutant: a report folder that lacks runs.csv read as a sweep with no runs (a blank row), or a traceback."""
+    (tmp_path / "docs" / "full").mkdir(parents=True)
+    spec = summary_file(tmp_path / "docs" / "summary.yaml", [row("PACS", "full", report="full")])
+    assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(tmp_path / "o.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'docs' / 'full' / 'runs.csv'}: not found" in err
 
 
 @pytest.mark.parametrize("content, message", [

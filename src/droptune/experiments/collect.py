@@ -29,6 +29,8 @@ VALIDATION = {"training_domain": "iid", "oracle": "ood_out"}  # what each select
 CELL_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed")
 RUN_FILES = ("job", "config", "results", "error", "last")  # RunDir's files that make a folder a run's
 CURVE_COLUMNS = ["dataset", "method", "test_domain", "run", "step", "iid", "loss"]
+SKIPPED_COLUMNS = ["path", "reason", "dataset", "method", "test_domain"]
+RUNS_TABLE, SKIPPED_TABLE = "runs.csv", "skipped.csv"  # what `droptune report` writes of a collection
 
 
 class Unusable(Exception):
@@ -69,8 +71,32 @@ def collect(root: Path) -> Collection:
             skipped.append({"path": str(path), "reason": str(reason), "dataset": None, "method": None,
                             "test_domain": None})
     runs = label_hparams(pd.DataFrame(rows))
-    return Collection(runs, pd.DataFrame(skipped, columns=["path", "reason", "dataset", "method", "test_domain"]),
-                      pd.DataFrame(curves, columns=CURVE_COLUMNS))
+    return Collection(runs, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS))
+
+
+def read_report_tables(folder: Path) -> Collection:
+    """The runs.csv and skipped.csv a `droptune report` wrote: the collection of run folders that are not at hand
+    (run folders stay out of the repository, their report folders do not). No curves."""
+    tables = []
+    for name, text_columns in ((RUNS_TABLE, ["run", "path", "dataset", "test_domain", "method", "variant", "hparams"]),
+                               (SKIPPED_TABLE, SKIPPED_COLUMNS)):
+        path = Path(folder) / name
+        try:
+            tables.append(pd.read_csv(path, dtype={column: str for column in text_columns}))
+        except pd.errors.EmptyDataError:  # what to_csv writes of an empty table
+            tables.append(pd.DataFrame())
+        except FileNotFoundError:
+            raise DroptuneError(f"{path}: not found: expected the {name} of a folder written by droptune report"
+                                ) from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise DroptuneError(f"{path}: not a table droptune report wrote ({str(error).splitlines()[0]})") from None
+    runs, skipped = tables
+    missing = [c for c in ("run", "dataset", "test_domain", "method", "seed", "trial_seed", "hparams",
+                           *(f"{s}.{m}" for s in SELECTIONS for m in ("val", "iid", "ood"))) if c not in runs]
+    if missing and not runs.empty:
+        raise DroptuneError(f"{Path(folder) / RUNS_TABLE}: no column {missing[0]!r}: expected runs.csv as droptune "
+                            "report writes it")
+    return Collection(runs, skipped.reindex(columns=SKIPPED_COLUMNS), pd.DataFrame(columns=CURVE_COLUMNS))
 
 
 def describe(path: Path) -> tuple[dict | None, str | None]:

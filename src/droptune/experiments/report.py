@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from droptune.errors import DroptuneError
-from droptune.experiments.collect import Collection, collect
+from droptune.experiments.collect import RUNS_TABLE, SKIPPED_TABLE, Collection, collect
 from droptune.runs.folder import COMBINED
 from droptune.experiments.figures import plot_cloud, plot_curves, plot_dropout_curve
 from droptune.experiments.tables import layout, write_tables
@@ -24,8 +24,8 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
         raise DroptuneError(f"{root} holds no runs: expected a sweep folder (SWEEP_DIR/runs/<job>/) or a folder of "
                             "run folders (each with config.yaml), as droptune sweep and droptune train write them")
     output.mkdir(parents=True, exist_ok=True)
-    collection.runs.to_csv(output / "runs.csv", index=False)
-    collection.skipped.to_csv(output / "skipped.csv", index=False)
+    collection.runs.to_csv(output / RUNS_TABLE, index=False)
+    collection.skipped.to_csv(output / SKIPPED_TABLE, index=False)
     summary, text = write_tables(collection, selection, output)
     domains, methods = layout(collection)
     runs = collection.runs

@@ -6,6 +6,8 @@ The summary file (docs/results/summary.yaml is the project's):
     rows:
       - name: PACS                        # the row's label
         sweep: cpu                        # sweep folder, relative to --sweeps
+        report: pacs-cpu                  # optional: its `droptune report` folder, relative to this file, read
+                                          # (runs.csv, skipped.csv) when the sweep folder is not under --sweeps
         dataset: PACS
         method: dropout 0.9               # the method under test ...
         control: dropout 0                # ... and its control, as `droptune report` names them
@@ -15,7 +17,8 @@ The summary file (docs/results/summary.yaml is the project's):
         note: ...                         # optional, printed under the tables
 
 Every figure comes from training-domain validation (`tables.choose`); the statistics are in `differences`.
-A row whose sweep folder is missing, or whose runs have not all finished, is on the page with the reason.
+A row whose sweep folder (and report folder) is missing, or whose runs have not all finished, is on the page with
+the reason; the page says which rows come from a report's tables rather than the run folders.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import pandas as pd
 
 from droptune.data.registry import get_spec
 from droptune.errors import DroptuneError
-from droptune.experiments.collect import Collection, collect
+from droptune.experiments.collect import Collection, collect, read_report_tables
 from droptune.experiments.differences import (ESTABLISHED_N, ESTABLISHED_SE, BaselineDifference, Estimate,
                                               PairedDifference, best_baseline_difference, paired_difference)
 from droptune.experiments.tables import MISSING, choose, markdown
@@ -56,6 +59,7 @@ class SummaryRow:
     dataset: str
     method: str
     control: str
+    report: str | None = None
     domains: list[str] | None = None
     page: str | None = None
     paper: PaperFigures = field(default_factory=PaperFigures)
@@ -72,6 +76,7 @@ class SummarySpec:
 class RowResult:
     row: SummaryRow
     domains: list[str]
+    source: str | None = None  # where the runs were read: the sweep folder, or the report folder's runs.csv
     paired: PairedDifference | None = None
     baseline: BaselineDifference | None = None
     runs: dict[str, str] = field(default_factory=dict)  # method -> "finished of folders"
@@ -103,8 +108,8 @@ def _row(path: Path, where: str, entry: Any) -> SummaryRow:
     for key in ("name", "sweep", "dataset", "method", "control"):
         if key not in entry:
             raise DroptuneError(f"{path}: {where}: missing field {key!r}")
-    values = {key: _text(path, f"{where}.{key}", entry[key]) for key in ("name", "sweep", "dataset", "method",
-                                                                          "control", "page", "note") if key in entry}
+    texts = ("name", "sweep", "dataset", "method", "control", "report", "page", "note")
+    values = {key: _text(path, f"{where}.{key}", entry[key]) for key in texts if key in entry}
     if values["method"] == values["control"]:
         raise DroptuneError(f"{path}: {where}: method and control are both {values['method']!r}")
     domains = entry.get("domains")
@@ -140,14 +145,24 @@ def _text(path: Path, where: str, value: Any) -> str:
 
 
 def summarize(spec: SummarySpec, sweeps: Path, spec_path: Path) -> list[RowResult]:
-    """Each row's differences from its sweep folder under `sweeps` (each folder read once)."""
-    collections: dict[Path, Collection | None] = {}
+    """Each row's differences from its sweep folder under `sweeps`, else from its report folder's tables (each
+    folder read once)."""
+    collections: dict[Path, Collection] = {}
     results = []
     for i, row in enumerate(spec.rows):
-        root = sweeps / row.sweep
-        if root not in collections:
-            collections[root] = collect(root) if root.is_dir() else None
-        results.append(summarize_row(row, root, collections[root], f"{spec_path}: rows[{i}] ({row.name})"))
+        root, report = sweeps / row.sweep, spec_path.parent / row.report if row.report else None
+        source = root if root.is_dir() else report if report and report.is_dir() else None
+        if source is not None and source not in collections:
+            collections[source] = collect(source) if source == root else read_report_tables(source)
+        result = summarize_row(row, source or root, collections.get(source), f"{spec_path}: rows[{i}] ({row.name})")
+        if source is None:
+            result.problems.append(f"sweep folder not found: {root}" + (f", nor its report folder {report}"
+                                                                         if report else ""))
+        elif source != root:
+            result.source = f"the tables of its report, {source / 'runs.csv'} (no sweep folder {root})"
+        else:
+            result.source = f"the run folders of {root}"
+        results.append(result)
     return results
 
 
@@ -156,7 +171,6 @@ def summarize_row(row: SummaryRow, root: Path, collection: Collection | None, wh
     domains = row.domains or (list(registered.domains) if registered else [])
     result = RowResult(row, domains)
     if collection is None:
-        result.problems.append(f"sweep folder not found: {root}")
         return result
     runs, skipped = collection.runs, collection.skipped
     if runs.empty and skipped.empty:
@@ -245,9 +259,10 @@ def render(spec: SummarySpec, results: list[RowResult], command: str, notes: str
     lines = [f"# {spec.title}", ""]
     if notes:
         lines += [notes.strip(), ""]
-    lines += [f"_Written by `{command}` from the sweeps' run folders. Model selection: training-domain validation "
-              "(the checkpoint and setting with the best accuracy on the training domains' held-out 20%); "
-              "accuracy differences in points of %._", ""]
+    lines += [f"_Written by `{command}` from the sweeps' run folders, or their reports' tables where the run "
+              "folders are not at hand (section Sources). Model selection: training-domain validation (the "
+              "checkpoint and setting with the best accuracy on the training domains' held-out 20%); accuracy "
+              "differences in points of %._", ""]
     header = ["comparison", "o.o.d. Δ, paired ± SE", "pairs", "verdict", "i.i.d. Δ, paired ± SE", "paper o.o.d. Δ",
               "o.o.d. Δ vs best plain baseline ± SE", "paper vs best baseline", "runs (method, control)"]
     rows = []
@@ -276,6 +291,7 @@ def render(spec: SummarySpec, results: list[RowResult], command: str, notes: str
             lines += [f"- {_label(result.row, link=False)}", *(f"  - {p}" for p in result.problems)]
     if not any(result.problems for result in results):
         lines += ["Every run of every row finished and has its partner."]
+    lines += ["", "## Sources", "", *(f"- {_label(r.row, link=False)}: {r.source}" for r in results if r.source)]
     lines += ["", "## How to read it", "", *_rules()]
     notes_lines = [f"- {_label(r.row, link=False)}: {r.row.note.strip()}" for r in results if r.row.note]
     if notes_lines:
