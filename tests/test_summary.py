@@ -276,12 +276,26 @@ def test_a_method_name_unknown_to_its_sweep_is_an_error_naming_the_row_and_the_s
     assert "dataset 'VLCS' has no run in" in capsys.readouterr().err
 
 
+def test_a_presets_method_whose_sweep_has_not_started_is_a_problem_line_not_an_error(tmp_path):
+    """Mutant: a row naming a preset's method not yet run in a shared sweep folder (pacs-head-cpu's "dropout 0.9
+    random head" in pacs-long-cpu's folder) stops the whole page like a typo; or is not said on the page."""
+    paired_sweep(tmp_path / "sweeps" / "full")
+    spec = summary_file(tmp_path / "summary.yaml", [
+        row("PACS", "full", domains=DOMAINS), row("head", "full", "dropout 0.9 random head", "dropout 0 random head")])
+    assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(tmp_path / "o.md")]) == 0
+    lines = (tmp_path / "o.md").read_text().splitlines()
+    assert f"  - dropout 0.9 random head: no run folder in {tmp_path / 'sweeps' / 'full'} yet (a preset's method: " \
+           "its sweep has not started)" in lines
+    assert "| head: dropout 0.9 random head − dropout 0 random head | – | – | – | – | – | – | – | 0/0, 0/0 |" in lines
+    assert any(line.startswith("| PACS: dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | established") for line in lines)
+
+
 def test_the_projects_summary_file_names_methods_of_the_presets():
     """Mutant: docs/results/summary.yaml names a method no preset runs (the page would fail on the real sweeps)."""
     spec = load_summary_spec(REPO / "docs" / "results" / "summary.yaml")
     presets = REPO / "src" / "droptune" / "experiments" / "presets"
     names = {m["name"] for path in presets.glob("*.yaml") for m in yaml.safe_load(path.read_text())["methods"]}
-    assert len(spec.rows) == 5
+    assert len(spec.rows) == 7
     for entry in spec.rows:
         assert {entry.method, entry.control} <= names, entry.name
 
