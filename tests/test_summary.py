@@ -162,9 +162,11 @@ def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_s
     spec = summary_file(tmp_path / "summary.yaml", [
         row("PACS", "full", domains=DOMAINS, page="pacs.md", paper={"method": 88.4, "control": 86.5},
             note="A note."),
-        row("PACS partial", "partial", domains=["sketch"]),
+        row("PACS partial", "partial", domains=["sketch"], page="partial.md"),
         row("Office31", "absent"), row("Office31 reported", "absent", report="absent")])
     page = tmp_path / "docs" / "README.md"
+    page.parent.mkdir()
+    (page.parent / "pacs.md").write_text("# PACS\n")
     assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(page)]) == 0
     text = page.read_text()
     assert text.split("\n## Per held-out domain")[0].rstrip() in capsys.readouterr().out
@@ -184,6 +186,7 @@ def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_s
     assert "| Office31: dropout 0.9 − dropout 0 | – | – | – | – | – | – | – | – |" in lines
     assert "| PACS: dropout 0.9 − dropout 0 | art_painting | +2.00 ± 1.15 | 3 | -1.00 ± 0.00 |" in lines
     assert "  - dropout 0.9: 1 of 2 run folders finished (1 diverged)" in lines
+    assert "  - its page partial.md is not written yet (not linked)" in lines and "(partial.md)" not in text
     assert f"  - sweep folder not found: {tmp_path / 'sweeps' / 'absent'}" in lines
     assert f"  - sweep folder not found: {tmp_path / 'sweeps' / 'absent'}, nor its report folder " \
            f"{tmp_path / 'absent'}" in lines

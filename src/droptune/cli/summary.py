@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from droptune.errors import DroptuneError
@@ -16,6 +17,10 @@ def _summary(args: argparse.Namespace) -> int:
         raise DroptuneError(f"notes file not found: {args.notes}")
     spec = load_summary_spec(args.spec)
     results = summarize(spec, args.sweeps, args.spec)
+    for result in results:  # a page is linked once it exists beside the summary page
+        if result.row.page and not (args.output.parent / result.row.page).is_file():
+            result.problems.append(f"its page {result.row.page} is not written yet (not linked)")
+            result.row = replace(result.row, page=None)
     command = ["droptune summary", str(args.spec), "--sweeps", str(args.sweeps), "--output", str(args.output)]
     if args.notes is not None:
         command += ["--notes", str(args.notes)]
