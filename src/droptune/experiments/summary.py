@@ -34,13 +34,13 @@ import yaml
 
 from droptune.data.registry import get_spec
 from droptune.errors import DroptuneError
-from droptune.experiments.collect import Collection, collect, read_report_tables
+from droptune.experiments import PRESETS
+from droptune.experiments.collect import RUNS_TABLE, Collection, collect, read_report_tables
 from droptune.experiments.differences import (ESTABLISHED_N, ESTABLISHED_SE, BaselineDifference, Estimate,
                                               PairedDifference, best_baseline_difference, paired_difference)
 from droptune.experiments.tables import MISSING, choose, markdown
 from droptune.training.config import load_yaml_file
 
-PRESETS = Path(__file__).resolve().parent / "presets"
 SELECTION = "training_domain"
 TITLE = "Summary: very large dropout against its controls"
 
@@ -161,7 +161,7 @@ def summarize(spec: SummarySpec, sweeps: Path, spec_path: Path) -> list[RowResul
             result.problems.append(f"sweep folder not found: {root}" + (f", nor its report folder {report}"
                                                                          if report else ""))
         elif source != root:
-            result.source = f"the tables of its report, {source / 'runs.csv'} (no sweep folder {root})"
+            result.source = f"the tables of its report, {source / RUNS_TABLE} (no sweep folder {root})"
         else:
             result.source = f"the run folders of {root}"
         results.append(result)

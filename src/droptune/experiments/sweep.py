@@ -18,11 +18,11 @@ import numpy as np
 from droptune.data.registry import get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
+from droptune.experiments import PRESETS
 from droptune.experiments.combos import check_methods
 from droptune.experiments.jobs import Job
 from droptune.training.config import TrainConfig, coerce, coerce_value, load_yaml_file
 
-PRESETS = Path(__file__).resolve().parent / "presets"
 # Set by the sweep for each job; a base or a method may not set them.
 JOB_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed", "output_dir")
 DISTRIBUTIONS = ("choice", "uniform", "log_uniform")
