@@ -424,7 +424,8 @@ def test_greedy_soup_keeps_a_candidate_that_improves_it_and_judges_the_next_agai
 
 
 def test_greedy_soup_re_estimates_batchnorm_before_each_choice(trained, tmp_path):
-    """Mutant: greedy's BatchNorm re-estimation before each i.i.d. choice dropped (candidates scored on stale statistics).
+    """Mutant: greedy's BatchNorm re-estimation before each i.i.d. choice dropped (candidates scored on stale
+    statistics).
 
     Two `--no-freeze-bn` copies of one run, the second with stale BatchNorm statistics (running means shifted far
     off): their average holds the first's weights, so with re-estimated statistics the candidate scores exactly as

@@ -14,7 +14,7 @@ from droptune.cli.main import main
 from droptune.errors import DroptuneError
 from droptune.experiments.collect import collect, read_report_tables
 from droptune.experiments.differences import Estimate, best_baseline_difference, paired_difference
-from droptune.experiments.summary import PaperFigures, load_summary_spec, paper_differences, summarize, verdict
+from droptune.experiments.summary import PaperFigures, load_summary_spec, paper_differences, preset_methods, verdict
 from droptune.experiments.tables import choose
 from test_report import checkpoints, fake_run
 
@@ -296,8 +296,7 @@ def test_a_presets_method_whose_sweep_has_not_started_is_a_problem_line_not_an_e
 def test_the_projects_summary_file_names_methods_of_the_presets():
     """Mutant: docs/results/summary.yaml names a method no preset runs (the page would fail on the real sweeps)."""
     spec = load_summary_spec(REPO / "docs" / "results" / "summary.yaml")
-    presets = REPO / "src" / "droptune" / "experiments" / "presets"
-    names = {m["name"] for path in presets.glob("*.yaml") for m in yaml.safe_load(path.read_text())["methods"]}
+    names = preset_methods()
     assert len(spec.rows) == 7
     for entry in spec.rows:
         assert {entry.method, entry.control} <= names, entry.name

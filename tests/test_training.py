@@ -101,7 +101,8 @@ def test_a_records_loss_is_the_mean_training_loss_since_the_last_evaluation(imag
             x, y = zip(*(images[key] for key in batches.batch(step)))
             losses.append(F.cross_entropy(model(torch.stack(x)), torch.tensor(y)).item())
     assert [r["step"] for r in records] == [4, 5]
-    assert [r["lr"] for r in records] == pytest.approx([1e-13, 1e-13], rel=1e-6, abs=0), "the backbone's, decayed half-way"
+    assert [r["lr"] for r in records] == pytest.approx([1e-13, 1e-13], rel=1e-6, abs=0), \
+        "the backbone's, decayed half-way"
     assert [r["loss"] for r in records] == pytest.approx([sum(losses[:4]) / 4, losses[4]], rel=1e-4)
     assert len({round(v, 4) for v in losses}) == 5, "the fixture's batches must differ in loss"
 
