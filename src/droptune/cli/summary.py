@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from dataclasses import replace
 from pathlib import Path
 
 from droptune.errors import DroptuneError
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from droptune.experiments.summary import load_summary_spec, render, summarize
+    from droptune.experiments.summary import load_summary_spec, render, summarize, unlink_unwritten_pages
 
     if args.notes is not None and not args.notes.is_file():
         raise DroptuneError(f"notes file not found: {args.notes}")
     spec = load_summary_spec(args.spec)
     results = summarize(spec, args.sweeps, args.spec)
-    for result in results:  # a page is linked once it exists beside the summary page
-        if result.row.page and not (args.output.parent / result.row.page).is_file():
-            result.problems.append(f"its page {result.row.page} is not written yet (not linked)")
-            result.row = replace(result.row, page=None)
+    unlink_unwritten_pages(results, args.output.parent)
     command = ["droptune summary", str(args.spec), "--sweeps", str(args.sweeps), "--output", str(args.output)]
     if args.notes is not None:
         command += ["--notes", str(args.notes)]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,14 @@ def summarize(spec: SummarySpec, sweeps: Path, spec_path: Path) -> list[RowResul
             result.source = f"the run folders of {root}"
         results.append(result)
     return results
+
+
+def unlink_unwritten_pages(results: list[RowResult], folder: Path) -> None:
+    """Rows link their page only once it exists in `folder` (the summary page's): a problem line until then."""
+    for result in results:
+        if result.row.page and not (folder / result.row.page).is_file():
+            result.problems.append(f"its page {result.row.page} is not written yet (not linked)")
+            result.row = replace(result.row, page=None)
 
 
 def summarize_row(row: SummaryRow, root: Path, collection: Collection | None, where: str) -> RowResult:
