@@ -14,6 +14,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from droptune.data import transfer
 from droptune.data.images import read_rgb
 from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
-from droptune.runs.folder import FolderBusy, RunDir, exclusive
+from droptune.runs.folder import FolderBusy, RunDir, exclusive, holder
 from droptune.training.trainer import is_collapsed, train
 
 TINY = ["--backbone", "resnet10t", "--weights", "none", "--image-size", "16", "--batch-size", "2", "--steps", "2",
@@ -292,6 +293,23 @@ def test_a_killed_holder_releases_the_lock(toy, tmp_path, capsys):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert main([str(a) for a in train_toy(toy, tmp_path)]) == 0
+
+
+def test_the_lock_names_its_live_holder_and_forgets_a_dead_one(tmp_path):
+    """What `droptune summary`/`report` call a running run: a process killed with -9 leaves its pid in the lock
+    file, but no longer holds it; a holder on another host cannot be checked from here."""
+    folder = tmp_path / "new"
+    process = hold_lock(folder)
+    assert holder(folder) == f"pid {process.pid} on {socket.gethostname()}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (folder / ".lock").read_text().split()[0] == str(process.pid)
+    assert holder(folder) is None
+    (folder / ".lock").write_text("4242 elsewhere\n")
+    assert holder(folder) == "pid 4242 on elsewhere"
+    with exclusive(folder, "run folder"):
+        assert holder(folder) == f"pid {os.getpid()} on {socket.gethostname()}"
+    assert holder(folder) is None
 
 
 def test_kill_9_of_a_training_run_then_resume_at_once(toy, tmp_path):

@@ -2,7 +2,9 @@
 
 import json
 import math
+import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ from droptune.experiments.collect import collect
 from droptune.experiments.figures import cloud, dropout_families
 from droptune.experiments.report import write_report
 from droptune.experiments.tables import cell_means, choose, layout
+from droptune.runs.folder import exclusive
 from droptune.training.config import TrainConfig
 
 LRS = (1e-3, 5e-4)
@@ -206,6 +209,26 @@ def test_partial_sweep_marks_missing_cells_and_lists_every_skipped_run(tmp_path)
     assert "| dropout 0.5 | – | – | – | – | – |" in lines, "a method known only from an interrupted run"
     assert "| dropout 0.9 | 80.0 ± 0.0 | 20.0 (n=1) | – | 60.7 ± 6.4 | – |" in lines
     assert len((tmp_path / "out" / "skipped.csv").read_text().splitlines()) == 1 + 10
+
+
+def test_a_run_in_progress_is_said_running_by_which_process_until_it_stops(tmp_path):
+    """Mutants: a live run called not started or interrupted; a run whose process has let go still called running."""
+    fake_sweep(tmp_path)
+    live = tmp_path / "runs" / "live"
+    live.mkdir()
+    TrainConfig(dataset="PACS", data_dir=None, test_domain="sketch", dropout=0.5).save(live / "config.yaml")
+
+    def reason():
+        skipped = collect(tmp_path).skipped
+        return skipped.loc[skipped["path"].str.endswith("/live"), "reason"].item()
+
+    with exclusive(live, "run folder"):
+        process = f"pid {os.getpid()} on {socket.gethostname()}"
+        assert reason() == f"running ({process}, no evaluation yet)"
+        (live / "last.pt").write_bytes(b"")
+        (live / "metrics.jsonl").write_text(json.dumps({"step": 4}) + "\n")
+        assert reason() == f"running ({process}, last evaluation at step 4)"
+    assert reason().startswith("interrupted (last evaluation at step 4)")
 
 
 def test_report_command_writes_tables_and_figures(tmp_path, capsys):

@@ -16,6 +16,8 @@ from droptune.experiments.collect import collect, read_report_tables
 from droptune.experiments.differences import Estimate, best_baseline_difference, paired_difference
 from droptune.experiments.summary import PaperFigures, load_summary_spec, paper_differences, preset_methods, verdict
 from droptune.experiments.tables import choose
+from droptune.runs.folder import exclusive
+from droptune.training.config import TrainConfig
 from test_report import checkpoints, fake_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -291,6 +293,20 @@ def test_a_presets_method_whose_sweep_has_not_started_is_a_problem_line_not_an_e
            "its sweep has not started)" in lines
     assert "| head: dropout 0.9 random head − dropout 0 random head | – | – | – | – | – | – | – | 0/0, 0/0 |" in lines
     assert any(line.startswith("| PACS: dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | established") for line in lines)
+
+
+def test_a_run_in_progress_is_counted_as_running(tmp_path):
+    """Mutant: a run whose folder a live process holds counted as not started (the summary of a running sweep)."""
+    sweep = tmp_path / "sweeps" / "full"
+    paired_sweep(sweep)
+    live = sweep / "runs" / "live"
+    live.mkdir()
+    config = TrainConfig(dataset="PACS", data_dir=None, test_domain="sketch", dropout=0.9, seed=4, trial_seed=4)
+    (live / "job.json").write_text(json.dumps({"method": "dropout 0.9", "config": config.to_dict()}))
+    spec = summary_file(tmp_path / "summary.yaml", [row("PACS", "full", domains=DOMAINS)])
+    with exclusive(live, "run folder"):
+        assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(tmp_path / "o.md")]) == 0
+    assert "  - dropout 0.9: 7 of 8 run folders finished (1 running)" in (tmp_path / "o.md").read_text().splitlines()
 
 
 def test_the_projects_summary_file_names_methods_of_the_presets():

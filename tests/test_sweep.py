@@ -16,7 +16,7 @@ from droptune.experiments.launchers import LocalLauncher, RayLauncher, SlurmLaun
 from droptune.experiments.runner import run_sweep
 from droptune.experiments.sweep import load_spec, parse_spec
 from droptune.training.config import TrainConfig
-from droptune.runs.folder import RunDir
+from droptune.runs.folder import RunDir, exclusive
 from droptune.training.trainer import train
 
 TINY_BASE = {"backbone": "resnet10t", "weights": "none", "image_size": 16, "batch_size": 3, "steps": 4,
@@ -234,13 +234,25 @@ def test_cli_sweep_local_launcher_then_report(image_folder, tmp_path, capsys):
     runs = sorted((sweep_dir / "runs").iterdir())
     assert [state(RunDir(r)) for r in runs] == [DONE] * 2
     assert all((r / "log.txt").exists() for r in runs)
+    with exclusive(runs[0], "run folder"):  # as a `droptune train --resume` of it would
+        assert main(args + ["--dry-run"]) == 0
+    states = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:3]}
+    assert states == {runs[0].name: "running", runs[1].name: "done"}
+    more_file = tmp_path / "more.yaml"  # another sweep into the same folder: its file beside the first one's
+    more_file.write_text(spec_file.read_text())
+    assert main(["sweep", str(more_file), "--output", str(sweep_dir), "--dropouts", "0"]) == 0
     assert main(args) == 0
     assert "0 run(s) started" in capsys.readouterr().out
+    expanded = {p.name: yaml.safe_load(p.read_text()) for p in sweep_dir.glob("sweep*.yaml")}
+    assert {name: (data["name"], len(data["methods"])) for name, data in expanded.items()} == {
+        "sweep.yaml": ("tiny", 2), "sweep-more.yaml": ("more", 1)}
     assert main(["report", str(sweep_dir)]) == 0
     out = capsys.readouterr().out
     assert "| dropout 0 |" in out and "| dropout 0.5 |" in out
     report = sweep_dir / "report" / "training_domain"
     assert {"tables.md", "tables.tex", "tables.csv", "runs.csv"} <= {p.name for p in report.iterdir()}
+    page = (report / "report.md").read_text()
+    assert page.index("## Sweep files") < page.index("`sweep/sweep.yaml`") < page.index("`sweep/sweep-more.yaml`")
 
 
 def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pretrained_file, tmp_path, capsys):

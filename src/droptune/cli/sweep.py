@@ -59,7 +59,7 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _sweep(args: argparse.Namespace) -> int:
     from droptune.experiments.jobs import state
     from droptune.experiments.sweep import load_spec
-    from droptune.runs.folder import exclusive
+    from droptune.runs.folder import exclusive, holder
 
     spec = load_spec(args.spec, spec_overrides(args))
     output = args.output or Path("sweeps") / spec.name
@@ -69,7 +69,8 @@ def _sweep(args: argparse.Namespace) -> int:
         for job in jobs:
             c = job.config
             hparams = ", ".join(f"{k}={v}" for k, v in job.hparams.items()) or "default"
-            print(f"{job.id:<12} {state(job.run):<11} {c.dataset:<14} {c.test_domain:<14} {job.method:<18} "
+            shown = "running" if holder(job.run.path) else state(job.run)
+            print(f"{job.id:<12} {shown:<11} {c.dataset:<14} {c.test_domain:<14} {job.method:<18} "
                   f"{c.trial_seed},{c.seed}    {hparams}")
         print(f"\n{len(jobs)} jobs in {output}/runs; nothing was run (--dry-run)")
         return 0
@@ -84,9 +85,9 @@ def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job
     from droptune.experiments.jobs import FAILED, read_error, state
     from droptune.experiments.launchers import make_launcher
     from droptune.experiments.runner import run_sweep
-    from droptune.runs.folder import RunDir
+    from droptune.runs.folder import RunDir, spec_file
 
-    (output / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    spec_file(output, spec.name).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     options = {
         "local": {"workers": args.workers},
         "slurm": {"partition": args.slurm_partition, "account": args.slurm_account, "time_min": args.slurm_time,

@@ -20,7 +20,7 @@ import yaml
 
 from droptune.combining.methods import COMBINATIONS
 from droptune.errors import DroptuneError
-from droptune.runs.folder import COMBINED, GROUP_FILE, RunDir
+from droptune.runs.folder import COMBINED, GROUP_FILE, RunDir, holder
 from droptune.runs.results import CombinationResults, RunResults
 from droptune.training.config import RUNTIME_FIELDS
 
@@ -182,6 +182,10 @@ def _results(path: Path, kind: type[RunResults] | type[CombinationResults]) -> R
 
 def _why_unfinished(path: Path) -> str:
     run = RunDir(path)
+    step = _last_evaluated_step(run)
+    running = holder(path)
+    if running:  # before error.json: a sweep's retry of a failed job is running
+        return f"running ({running}, " + ("no evaluation yet)" if step is None else f"last evaluation at step {step})")
     if run.error.exists():
         try:
             record = json.loads(run.error.read_text())
@@ -189,14 +193,18 @@ def _why_unfinished(path: Path) -> str:
         except (OSError, ValueError, KeyError, TypeError):
             return "failed (error.json unreadable)"
     if run.last.exists():
-        try:
-            step = json.loads(run.metrics.read_text().splitlines()[-1])["step"]
-        except (OSError, ValueError, KeyError, IndexError):
-            step = "?"
         stopped = run.read_interrupted()
         how = f"stopped by {stopped['signal']} at step {stopped['step']}, " if stopped else ""
-        return f"interrupted ({how}last evaluation at step {step}); running the sweep again resumes it"
+        return (f"interrupted ({how}last evaluation at step {'?' if step is None else step}); running the sweep "
+                "again resumes it")
     return "not started"
+
+
+def _last_evaluated_step(run: RunDir) -> int | None:
+    try:
+        return int(json.loads(run.metrics.read_text().splitlines()[-1])["step"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 def _effective_features(path: Path) -> float:

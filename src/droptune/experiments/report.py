@@ -7,7 +7,7 @@ from pathlib import Path
 
 from droptune.errors import DroptuneError
 from droptune.experiments.collect import RUNS_TABLE, SKIPPED_TABLE, Collection, collect
-from droptune.runs.folder import COMBINED
+from droptune.runs.folder import COMBINED, spec_files
 from droptune.experiments.figures import plot_cloud, plot_curves, plot_dropout_curve
 from droptune.experiments.tables import layout, write_tables
 
@@ -61,10 +61,9 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
 def write_document(root: Path, document: Path, collection: Collection, tables: str,
                    figures: list[tuple[str, Path]], notes: Path | None) -> None:
     """One Markdown page: `notes` (the reader's context and discussion), the tables, the figures, what the
-    runs cost, the sweep file, and every run folder left out."""
+    runs cost, the sweep files, and every run folder left out."""
     runs = collection.runs
     base = runs[runs["variant"].isna()] if not runs.empty else runs
-    spec = root / "sweep.yaml"
     lines = [f"# {root.name}: report", ""]
     if notes is not None:
         lines += [notes.read_text().strip(), ""]
@@ -86,8 +85,11 @@ def write_document(root: Path, document: Path, collection: Collection, tables: s
     lines += ["", f"{len(skipped)} run folder(s) not in the tables" + (":" if len(skipped) else "."), ""]
     lines += [f"- `{Path(row.path).name}` ({row.method}, {row.test_domain}): {row.reason}"
               for row in skipped.itertuples()]
-    if spec.exists():
-        lines += ["", "## Sweep file", "", f"`{root.name}/sweep.yaml`, as `droptune sweep` expanded it:", "",
-                  "```yaml", spec.read_text().strip(), "```"]
+    specs = spec_files(root)
+    if specs:
+        lines += ["", "## Sweep file" + ("s" if len(specs) > 1 else "")]
+    for spec in specs:
+        lines += ["", f"`{root.name}/{spec.name}`, as `droptune sweep` expanded it:", "", "```yaml",
+                  spec.read_text().strip(), "```"]
     document.parent.mkdir(parents=True, exist_ok=True)
     document.write_text("\n".join(lines) + "\n")

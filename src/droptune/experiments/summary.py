@@ -241,9 +241,12 @@ def _count_runs(result: RowResult, method: str, runs: pd.DataFrame, skipped: pd.
 
 
 def _kind(reason: str) -> str:
-    """'not started', 'interrupted', 'failed', the status of a run that did not complete, or 'unreadable'."""
-    if reason == "not started" or reason.split()[0] in ("interrupted", "failed"):
-        return reason.split(" (")[0].split()[0] if reason != "not started" else reason
+    """'not started', 'running', 'interrupted', 'failed', the status of a run that did not complete, or
+    'unreadable'."""
+    if reason == "not started":
+        return reason
+    if reason.split()[0] in ("running", "interrupted", "failed"):
+        return reason.split()[0]
     return reason.split("'")[1] if reason.startswith("status '") else "unreadable"
 
 

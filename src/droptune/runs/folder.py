@@ -8,7 +8,7 @@
     head_start.safetensors  the head probed before training (head_init: probe)
     feature_usage.json  which features the head uses (`droptune analyze features`), read by `droptune report`
     last.pt           resumable state (model, optimizer, scheduler, step, RNG), replaced atomically
-    .lock             locked by the process that trains the run, for as long as it runs
+    .lock             locked by the process that trains the run, for as long as it runs; holds its pid and host
     interrupted.json  the run stopped on a signal after saving last.pt (signal, step); gone once it resumes
     job.json          a sweep's job (method, hyper-parameters, config), written before it first runs
     error.json        a sweep job's last failure: message, traceback, attempts
@@ -16,6 +16,8 @@
     tensorboard/      TensorBoard event files of metrics.jsonl's scalars (`--tensorboard`)
 
 A combination of runs (`droptune combine`) is a folder too: results.json and, for soups, soup.safetensors.
+A sweep folder holds runs/<job>/, combined/<group>/<method>/ and the sweeps run into it as they were expanded:
+sweep.yaml, and sweep-<name>.yaml for each other sweep that shares the folder.
 """
 
 from __future__ import annotations
@@ -24,15 +26,21 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from droptune.errors import DroptuneError
 from droptune.runs.results import CombinationResults, Results, RunResults, read_results, write_results
 
 LOCK = ".lock"
+SPEC_FILE = "sweep.yaml"  # SWEEP_DIR/sweep.yaml: the sweep as `droptune sweep` expanded it
+UNSAFE = re.compile(r"[^\w.-]")  # characters a sweep's name may not bring into a file name
 COMBINED = "combined"  # a sweep's combinations: SWEEP_DIR/combined/<group>/<method>/ (run folders of their own)
 GROUP_FILE = "group.json"  # in SWEEP_DIR/combined/<group>/: the split, method and member jobs of the group
 _held: set[int] = set()  # descriptors of the locks this process holds
@@ -57,21 +65,60 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise FolderBusy(f"{what} {folder} is in use by another droptune process (pid {holder}): wait for it "
-                         "to end, or use another folder") from None
+        raise FolderBusy(f"{what} {folder} is in use by another droptune process ({holder(folder) or 'pid unknown'}"
+                         "): wait for it to end, or use another folder") from None
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
     _held.add(fd)
     try:
         yield
     finally:
+        os.ftruncate(fd, 0)
         if created and os.listdir(folder) == [LOCK]:
             (folder / LOCK).unlink()
             folder.rmdir()
         _held.discard(fd)
         os.close(fd)
+
+
+def holder(folder: Path) -> str | None:
+    """'pid N on HOST' of the process holding `folder`'s lock, or None when no live process holds it.
+
+    Read without taking the lock, so that looking never makes a starting run find its folder busy: the holder
+    writes its pid and host into the lock file and empties it on release. A process killed with -9 leaves them
+    behind; on this host its pid is checked, on another host it is trusted.
+    """
+    try:
+        fields = (folder / LOCK).read_text().split()
+        pid = int(fields[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    host = fields[1] if len(fields) > 1 else socket.gethostname()  # older versions wrote the pid alone
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+    return f"pid {pid} on {host}"
+
+
+def spec_file(folder: Path, name: str) -> Path:
+    """Where the expanded sweep `name` is kept in its output folder: sweep.yaml, unless that file holds another
+    sweep that ran into the same folder."""
+    first = folder / SPEC_FILE
+    try:
+        held = yaml.safe_load(first.read_text()).get("name", name)
+    except (OSError, yaml.YAMLError, AttributeError):
+        return first
+    return first if held == name else folder / f"sweep-{UNSAFE.sub('_', name)}.yaml"
+
+
+def spec_files(folder: Path) -> list[Path]:
+    """The expanded sweeps kept in a sweep's output folder, the first one's first."""
+    return [path for path in (folder / SPEC_FILE, *sorted(folder.glob("sweep-*.yaml"))) if path.is_file()]
 
 
 def _forget_locks_in_child() -> None:
