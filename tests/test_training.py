@@ -140,7 +140,8 @@ def test_workers_are_the_configs_or_else_the_devices_default(image_folder, tmp_p
 
 def test_a_run_is_collapsed_by_its_selected_iid_and_its_final_loss(image_folder, tmp_path):
     """Mutants: results' `collapsed` always true for a selected checkpoint (`and` -> `or`), never computed
-    (`selected is not None` -> `is None`), judged on the selected o.o.d. accuracy, or on the last-but-one loss.
+    (`selected is not None` -> `is None`), judged on the selected o.o.d. accuracy, or on the last-but-one loss;
+    the selected step's i.i.d. and o.o.d. accuracy swapped in results.json, or its cost not one training.
 
     The trainer's end is fed evaluation records written here: the selected (earliest best) step at the majority rate
     (0.75: 3 of the 4 held-out images are of one class) with a high o.o.d. accuracy and a low loss, the last step with
@@ -156,6 +157,7 @@ def test_a_run_is_collapsed_by_its_selected_iid_and_its_final_loss(image_folder,
 
     stuck = finish("stuck", 0.75, 0.95, (0.1, 0.7))
     assert 0.7 >= 0.9 * math.log(2) and stuck["step"] == 4 and stuck["collapsed"] is True
+    assert (stuck["iid"], stuck["ood"], stuck["cost"]) == (0.75, 0.95, {"trainings": 1, "forward_passes": 1})
     assert finish("learned", 1.0, 0.5, (0.1, 0.7))["collapsed"] is False
     assert finish("converged", 0.75, 0.5, (0.7, 0.1))["collapsed"] is False
 
