@@ -234,10 +234,15 @@ def test_cli_sweep_local_launcher_then_report(image_folder, tmp_path, capsys):
     runs = sorted((sweep_dir / "runs").iterdir())
     assert [state(RunDir(r)) for r in runs] == [DONE] * 2
     assert all((r / "log.txt").exists() for r in runs)
-    with exclusive(runs[0], "run folder"):  # as a `droptune train --resume` of it would
+    results = (runs[0] / "results.json").rename(tmp_path / "results.json")  # as if it were still training
+    with exclusive(runs[0], "run folder"):
         assert main(args + ["--dry-run"]) == 0
-    states = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:3]}
-    assert states == {runs[0].name: "running", runs[1].name: "done"}
+    results.rename(runs[0] / "results.json")
+    with exclusive(runs[1], "run folder"):  # a `droptune train --resume` of a finished run: it stays done
+        assert main(args + ["--dry-run"]) == 0
+    out = capsys.readouterr().out.split("nothing was run (--dry-run)")
+    states = [{line.split()[0]: line.split()[1] for line in part.strip().splitlines()[1:3]} for part in out[:2]]
+    assert states == [{runs[0].name: "running", runs[1].name: "done"}, {runs[0].name: "done", runs[1].name: "done"}]
     more_file = tmp_path / "more.yaml"  # another sweep into the same folder: its file beside the first one's
     more_file.write_text(spec_file.read_text())
     assert main(["sweep", str(more_file), "--output", str(sweep_dir), "--dropouts", "0"]) == 0

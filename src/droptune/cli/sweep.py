@@ -57,7 +57,7 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from droptune.experiments.jobs import state
+    from droptune.experiments.jobs import DIVERGED, DONE, state
     from droptune.experiments.sweep import load_spec
     from droptune.runs.folder import exclusive, holder
 
@@ -69,7 +69,9 @@ def _sweep(args: argparse.Namespace) -> int:
         for job in jobs:
             c = job.config
             hparams = ", ".join(f"{k}={v}" for k, v in job.hparams.items()) or "default"
-            shown = "running" if holder(job.run.path) else state(job.run)
+            shown = state(job.run)
+            if shown not in (DONE, DIVERGED) and holder(job.run.path):  # a finished run's lock names no one
+                shown = "running"
             print(f"{job.id:<12} {shown:<11} {c.dataset:<14} {c.test_domain:<14} {job.method:<18} "
                   f"{c.trial_seed},{c.seed}    {hparams}")
         print(f"\n{len(jobs)} jobs in {output}/runs; nothing was run (--dry-run)")
