@@ -70,7 +70,8 @@ def _sweep(args: argparse.Namespace) -> int:
             c = job.config
             hparams = ", ".join(f"{k}={v}" for k, v in job.hparams.items()) or "default"
             shown = state(job.run)
-            if shown not in (DONE, DIVERGED) and holder(job.run.path):  # a finished run's lock names no one
+            # a finished run's lock is a resume that changes nothing, or an old lock file's stale pid
+            if shown not in (DONE, DIVERGED) and holder(job.run.path):
                 shown = "running"
             print(f"{job.id:<12} {shown:<11} {c.dataset:<14} {c.test_domain:<14} {job.method:<18} "
                   f"{c.trial_seed},{c.seed}    {hparams}")

@@ -182,9 +182,9 @@ def _results(path: Path, kind: type[RunResults] | type[CombinationResults]) -> R
 
 def _why_unfinished(path: Path) -> str:
     run = RunDir(path)
-    step = _last_evaluated_step(run)
     running = holder(path)
     if running:  # before error.json: a sweep's retry of a failed job is running
+        step = _last_evaluated_step(run)
         return f"running ({running}, " + ("no evaluation yet)" if step is None else f"last evaluation at step {step})")
     if run.error.exists():
         try:
@@ -195,6 +195,7 @@ def _why_unfinished(path: Path) -> str:
     if run.last.exists():
         stopped = run.read_interrupted()
         how = f"stopped by {stopped['signal']} at step {stopped['step']}, " if stopped else ""
+        step = _last_evaluated_step(run)
         return (f"interrupted ({how}last evaluation at step {'?' if step is None else step}); running the sweep "
                 "again resumes it")
     return "not started"
