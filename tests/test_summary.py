@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from droptune.cli.main import main
 from droptune.errors import DroptuneError
 from droptune.experiments.collect import collect, read_report_tables
-from droptune.experiments.differences import Estimate, best_baseline_difference, paired_difference
+from droptune.experiments.differences import (Estimate, average_over_domains, best_baseline_difference,
+                                              paired_difference)
 from droptune.experiments.summary import PaperFigures, load_summary_spec, paper_differences, preset_methods, verdict
 from droptune.experiments.tables import choose
 from droptune.runs.folder import exclusive
@@ -59,7 +61,10 @@ def test_paired_difference_has_the_pairs_mean_and_standard_error_per_domain_and_
     assert average.se == pytest.approx(math.sqrt(0.01**2 / 3 + 0.02**2 / 3) / 2)
     assert paired.average["iid"].mean == pytest.approx(-0.01) and paired.average["iid"].se == pytest.approx(0)
     assert paired.missing == [] and paired.unpaired == 1
-    assert average.established, "0.02 > 2 × 0.0065"
+    # Welch–Satterthwaite: (a + b)² / (a² / 2 + b² / 2), a and b the domains' se² / 4; 3.1 SE, yet p = 0.055
+    a, b = 0.01**2 / 3 / 4, 0.02**2 / 3 / 4
+    assert average.df == pytest.approx((a + b) ** 2 / (a**2 / 2 + b**2 / 2))
+    assert average.p_value == pytest.approx(0.0548, abs=1e-4) and not average.established
 
 
 def test_a_domain_without_pairs_leaves_no_average(tmp_path):
@@ -71,16 +76,36 @@ def test_a_domain_without_pairs_leaves_no_average(tmp_path):
 
 
 @pytest.mark.parametrize("estimate, expected", [
-    (Estimate(0.02, 0.0099, 2), "established (2.0 SE)"),
-    (Estimate(-0.03, 0.01, 3), "established (3.0 SE)"),
-    (Estimate(0.02, 0.01, 2), "not established (2.0 SE)"),
-    (Estimate(0.05, 0.001, 1), "not established (n = 1)"),
-    (Estimate(0.05, float("nan"), 2), "not established (n = 2)"),
+    (Estimate(0.02, 0.0099, 2, 1.0), "not established (t = 2.0, 1.0 df, p = 0.293)"),
+    (Estimate(-0.03, 0.01, 3, 2.0), "not established (t = 3.0, 2.0 df, p = 0.0955)"),
+    (Estimate(-0.0431, 0.01, 3, 2.0), "established (t = 4.3, 2.0 df, p = 0.0498)"),
+    (Estimate(0.0429, 0.01, 3, 2.0), "not established (t = 4.3, 2.0 df, p = 0.0503)"),
+    (Estimate(0.5, 0.01, 20, 19.0), "established (t = 50.0, 19.0 df, p < 0.001)"),
+    (Estimate(0.01, 0.0, 2, 1.0), "established (SE 0)"),
+    (Estimate(0.0, 0.0, 2, 1.0), "not established (SE 0)"),
+    (Estimate(0.05, 0.001, 1, 0.0), "not established (n = 1)"),
+    (Estimate(0.05, float("nan"), 2, 1.0), "not established (n = 2)"),
 ])
-def test_established_needs_more_than_two_standard_errors_and_two_pairs(estimate, expected):
-    """Mutants: |mean| ≥ 2 SE instead of >; the sign ignored the other way (a loss never established); n = 1
-    (no SE) or an undefined SE counted as established."""
+def test_established_needs_a_t_test_at_five_percent_and_two_pairs(estimate, expected):
+    """Mutants: a fixed 2 SE instead of the t-test (the first two rows); the degrees of freedom ignored (a normal
+    quantile); p ≤ 0.05 instead of <; the sign ignored the other way (a loss never established); n = 1 (no SE)
+    or an undefined SE counted as established."""
     assert verdict(estimate) == expected
+
+
+def test_the_average_over_domains_is_welchs_t_test():
+    """Over two domains the average's t, degrees of freedom and p are Welch's two-sample test of one domain's
+    differences against the other's negated (mean(x) + mean(y) = mean(x) − mean(−y)), computed by scipy.
+    Mutants: the degrees of freedom summed (n − 1 + n − 1) or the fewest of any domain."""
+    x, y = np.array([0.02, 0.05, 0.03]), np.array([0.01, -0.04])
+    domains = [Estimate(float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))), len(v), len(v) - 1.0)
+               for v in (x, y)]
+    average = average_over_domains(domains)
+    welch = stats.ttest_ind(x, -y, equal_var=False)
+    assert average.mean / average.se == pytest.approx(welch.statistic)
+    assert average.df == pytest.approx(welch.df) and average.p_value == pytest.approx(welch.pvalue)
+    one = domains[0]
+    assert one.p_value == pytest.approx(stats.ttest_1samp(x, 0).pvalue)
 
 
 def baseline_sweep(root, greedy=(0.75, 0.83)):
@@ -181,7 +206,8 @@ def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_s
     ses = {key: np.std(values, ddof=1) / math.sqrt(len(values)) for key, values in cells.items()}
     mean = (means["t", "sketch"] + means["t", "art_painting"] - means["c", "sketch"] - means["c", "art_painting"]) / 2
     se = math.sqrt(sum(value**2 for value in ses.values())) / 2
-    assert ("| [PACS](pacs.md): dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | established (3.1 SE) | -1.00 ± 0.00 "
+    assert ("| [PACS](pacs.md): dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | not established (t = 3.1, 2.9 df, "
+            "p = 0.0548) | -1.00 ± 0.00 "
             f"| +1.9 | {100 * mean:+.2f} ± {100 * se:.2f} (dropout 0) | +1.9 (the control) | 7/7, 6/6 |") in lines
     assert "| PACS partial: dropout 0.9 − dropout 0 | +10.00 | 1 | not established (n = 1) | +0.00 | – | " \
            "+10.00 (dropout 0) | – | 1/2, 1/1 |" in lines
@@ -195,7 +221,7 @@ def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_s
     assert "  - 1 finished run(s) without a partner of the other method (same test domain, trial seed and seed), " \
            "left out of the paired difference" in lines
     assert "- PACS: dropout 0.9 − dropout 0: A note." in lines
-    assert "|mean| > 2 SE with at least 2 pairs in every held-out domain" in text
+    assert "rejects at 5% (p < 0.05) with at least 2 pairs in every held-out domain" in text
 
 
 def test_a_report_folder_stands_for_its_sweep_when_the_run_folders_are_absent(tmp_path, capsys):
@@ -292,7 +318,7 @@ def test_a_presets_method_whose_sweep_has_not_started_is_a_problem_line_not_an_e
     assert f"  - dropout 0.9 random head: no run folder in {tmp_path / 'sweeps' / 'full'} yet (a preset's method: " \
            "its sweep has not started)" in lines
     assert "| head: dropout 0.9 random head − dropout 0 random head | – | – | – | – | – | – | – | 0/0, 0/0 |" in lines
-    assert any(line.startswith("| PACS: dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | established") for line in lines)
+    assert any(line.startswith("| PACS: dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | not established") for line in lines)
 
 
 def test_a_run_in_progress_is_counted_as_running(tmp_path):

@@ -4,7 +4,10 @@ Paired (treatment − control): runs are paired by (test domain, trial seed, see
 seed, so that the two runs of a pair differ only in the method. Per test domain: the mean and standard error
 (sample standard deviation, as the tables) of the pairs' differences; over the domains: the mean of the
 domain means with SE = sqrt(Σ se²) / domains, the domains independent, as the tables' average column.
-A paired difference is *established* when |mean| > 2 SE with at least 2 pairs in every domain.
+A paired difference is *established* when a two-sided t-test of "no difference" rejects at 5%, with at least 2
+pairs in every domain: t = mean / SE, with n − 1 degrees of freedom in one domain and, over the domains,
+Welch–Satterthwaite's (Σ se²)² / Σ (se⁴ / (n − 1)). With 2 seeds a domain's SE has a single degree of freedom;
+the t-test, unlike a fixed "2 SE", charges for it.
 
 Against the best plain baseline: of the control and its along-run and across-run combinations ("<control> +
 ensemble", "<control> + uniform soup", ...), the one with the best average o.o.d. accuracy; the difference of
@@ -17,26 +20,38 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
+from scipy import stats
 
 from droptune.experiments.tables import AVERAGE, METRICS, REPLICATE, cell_means, domain_average, mean_se
 
 PAIR = ["test_domain", *REPLICATE]
-ESTABLISHED_SE = 2.0  # |mean| > this many standard errors ...
+ESTABLISHED_P = 0.05  # a two-sided t-test's level ...
 ESTABLISHED_N = 2  # ... with at least this many pairs in every domain
 
 
 @dataclass(frozen=True)
 class Estimate:
     """A mean with its standard error (NaN when undefined), as fractions; n: replicates (for an average over
-    domains, the fewest of any domain)."""
+    domains, the fewest of any domain); df: the standard error's degrees of freedom (NaN where no test is drawn)."""
 
     mean: float
     se: float
     n: int
+    df: float = math.nan
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided t-test of a zero mean; NaN with fewer than 2 replicates or no SE. An SE of 0 (every pair
+        differs by the same amount) gives 0 for a nonzero mean."""
+        if self.n < ESTABLISHED_N or math.isnan(self.se):
+            return math.nan
+        if self.se == 0:
+            return 0.0 if self.mean != 0 else 1.0
+        return float(2 * stats.t.sf(abs(self.mean) / self.se, self.df))
 
     @property
     def established(self) -> bool:
-        return self.n >= ESTABLISHED_N and not math.isnan(self.se) and abs(self.mean) > ESTABLISHED_SE * self.se
+        return self.p_value < ESTABLISHED_P
 
 
 @dataclass(frozen=True)
@@ -71,9 +86,7 @@ def paired_difference(chosen: pd.DataFrame, treatment: str, control: str, domain
     missing = [d for d in domains if d not in per_domain]
     average = None
     if per_domain and not missing:
-        average = {metric: Estimate(*domain_average(*zip(*((e[metric].mean, e[metric].se, e[metric].n)
-                                                            for e in per_domain.values()))))
-                   for metric in METRICS}
+        average = {metric: average_over_domains([e[metric] for e in per_domain.values()]) for metric in METRICS}
     return PairedDifference(per_domain, average, missing, len(sides[0]) + len(sides[1]) - 2 * len(pairs))
 
 
@@ -100,4 +113,11 @@ def best_baseline_difference(chosen: pd.DataFrame, treatment: str, control: str,
 
 
 def _estimate(values: pd.Series) -> Estimate:
-    return Estimate(float(values["mean"]), float(values["se"]), int(values["n"]))
+    return Estimate(float(values["mean"]), float(values["se"]), int(values["n"]), float(values["n"]) - 1)
+
+
+def average_over_domains(domains: list[Estimate]) -> Estimate:
+    """The mean over the domains (as the tables' average) with Welch–Satterthwaite's degrees of freedom."""
+    mean, se, n = domain_average([e.mean for e in domains], [e.se for e in domains], [e.n for e in domains])
+    spread = sum(e.se**4 / e.df for e in domains if e.se > 0)
+    return Estimate(mean, se, n, sum(e.se**2 for e in domains) ** 2 / spread if spread > 0 else math.nan)

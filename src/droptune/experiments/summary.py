@@ -36,7 +36,7 @@ from droptune.data.registry import get_spec
 from droptune.errors import DroptuneError
 from droptune.experiments import PRESETS
 from droptune.experiments.collect import RUNS_TABLE, Collection, collect, read_report_tables
-from droptune.experiments.differences import (ESTABLISHED_N, ESTABLISHED_SE, BaselineDifference, Estimate,
+from droptune.experiments.differences import (ESTABLISHED_N, ESTABLISHED_P, BaselineDifference, Estimate,
                                               PairedDifference, best_baseline_difference, paired_difference)
 from droptune.experiments.tables import MISSING, choose, markdown
 from droptune.training.config import load_yaml_file
@@ -262,8 +262,12 @@ def verdict(estimate: Estimate | None) -> str:
         return MISSING
     if estimate.n < ESTABLISHED_N or math.isnan(estimate.se):
         return f"not established (n = {estimate.n})"
-    ratio = f"{abs(estimate.mean) / estimate.se:.1f} SE" if estimate.se > 0 else "SE 0"
-    return f"{'established' if estimate.established else 'not established'} ({ratio})"
+    word = "established" if estimate.established else "not established"
+    if estimate.se == 0:
+        return f"{word} (SE 0)"
+    p = estimate.p_value
+    return (f"{word} (t = {abs(estimate.mean) / estimate.se:.1f}, {estimate.df:.1f} df, "
+            f"p {'< 0.001' if p < 0.001 else f'= {p:.3g}'})")
 
 
 def paper_differences(paper: PaperFigures) -> tuple[str, str]:
@@ -333,8 +337,12 @@ def _rules() -> list[str]:
         "seed, seed): the same split and seed, only the method differs. Per held-out domain, the mean and standard "
         "error (sample standard deviation / √n) of the pairs' differences; over the domains, the mean of the "
         "domain means, SE = √(Σ SE²) / D. pairs: the fewest pairs of any domain.",
-        f"- **Verdict.** A difference is *established* when |mean| > {ESTABLISHED_SE:g} SE with at least "
-        f"{ESTABLISHED_N} pairs in every held-out domain; otherwise *not established*, whatever its sign.",
+        f"- **Verdict.** A difference is *established* when a two-sided t-test of no difference rejects at "
+        f"{ESTABLISHED_P:.0%} (p < {ESTABLISHED_P:g}) with at least {ESTABLISHED_N} pairs in every held-out domain; "
+        "otherwise *not established*, whatever its sign. t = |mean| / SE; its degrees of freedom (df) are n − 1 in "
+        "one domain and, over the domains, Welch–Satterthwaite's (Σ SE²)² / Σ (SE⁴ / (n − 1)): with 2 seeds a "
+        "domain's SE rests on one degree of freedom, and the test asks for more than 2 SE to make up for it "
+        "(t > 4.3 at 2 df, 2.8 at 4 df).",
         "- **Best plain baseline.** Of the control and its along-run (checkpoint ensemble, SWA) and across-run "
         "(ensemble of runs, uniform soup, greedy soup) combinations, the one with the best average o.o.d. accuracy, "
         "named in the cell. The difference is unpaired: SE = √(SE₁² + SE₂²) of the two table cells, none where a "
