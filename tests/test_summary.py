@@ -106,6 +106,9 @@ def test_the_average_over_domains_is_welchs_t_test():
     assert average.df == pytest.approx(welch.df) and average.p_value == pytest.approx(welch.pvalue)
     one = domains[0]
     assert one.p_value == pytest.approx(stats.ttest_1samp(x, 0).pvalue)
+    # every pair differing by the same amount: no spread, so certain unless that amount is 0
+    assert (Estimate(0.01, 0.0, 2, 1.0).p_value, Estimate(0.0, 0.0, 2, 1.0).p_value) == (0.0, 1.0)
+    assert math.isnan(average_over_domains([Estimate(0.01, 0.0, 2, 1.0), Estimate(0.02, 0.0, 3, 2.0)]).df)
 
 
 def baseline_sweep(root, greedy=(0.75, 0.83)):

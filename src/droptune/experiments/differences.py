@@ -119,5 +119,5 @@ def _estimate(values: pd.Series) -> Estimate:
 def average_over_domains(domains: list[Estimate]) -> Estimate:
     """The mean over the domains (as the tables' average) with Welch–Satterthwaite's degrees of freedom."""
     mean, se, n = domain_average([e.mean for e in domains], [e.se for e in domains], [e.n for e in domains])
-    spread = sum(e.se**4 / e.df for e in domains if e.se > 0)
+    spread = sum(e.se**4 / e.df for e in domains if e.df > 0)
     return Estimate(mean, se, n, sum(e.se**2 for e in domains) ** 2 / spread if spread > 0 else math.nan)
