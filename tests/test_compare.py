@@ -1,10 +1,12 @@
 """`droptune compare`, the main job, on a tiny run per (test domain, dropout rate): its table is its runs' numbers."""
 
+import argparse
 import json
 
 import numpy as np
 
-from droptune.cli.main import main
+from droptune.cli.main import build_parser, main
+from droptune.experiments.compare import COMPARE_BUDGET
 
 TINY = ["--backbone", "resnet10t", "--weights", "none", "--image-size", "16", "--batch-size", "3", "--steps", "4",
         "--eval-every", "2", "--workers", "0", "--no-progress"]
@@ -38,3 +40,12 @@ def test_compare_tables_each_runs_selected_numbers_and_reuses_finished_runs(imag
     assert main(argv) == 0
     assert "\n".join(lines) in capsys.readouterr().out
     assert {key: (output / f"{key[0]}-p{key[1]}" / "metrics.jsonl").stat().st_mtime_ns for key in runs} == stamps
+
+
+def test_compare_help_shows_its_own_budget_not_the_papers():
+    """Mutant: `droptune compare --help` prints the paper's defaults (224 px, 10,000 steps) that it does not use."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {action.dest: action.help for action in commands.choices["compare"]._actions}
+    for name, value in COMPARE_BUDGET.items():
+        assert helps[name].endswith(f"(default for this command: {value})"), name
+    assert helps["momentum"].endswith("(default: 0.9)")

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from droptune.errors import DroptuneError
 from droptune.training.config import RUNTIME_FIELDS, TrainConfig, base_type, coerce, field_types, read_yaml
 from droptune.runs.folder import RunDir
 
 
-def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One flag per TrainConfig field; unset flags stay absent so lower layers show through."""
-    group = parser.add_argument_group("training config (defaults: the paper's recipe)")
+def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                     defaults: Mapping[str, Any] | None = None) -> None:
+    """One flag per TrainConfig field; unset flags stay absent so lower layers show through. `defaults`: the
+    command's own base layer (e.g. `compare`'s budget), shown in the help instead of the paper's value."""
+    defaults = defaults or {}
+    group = parser.add_argument_group("training config (defaults: the paper's recipe"
+                                      + (", but this command's budget where marked)" if defaults else ")"))
     group.add_argument("--config", type=Path, help="YAML file of config fields (flags override it)")
     types = field_types()
     for f in dataclasses.fields(TrainConfig):
@@ -21,8 +27,11 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             continue
         kind, _ = base_type(types[f.name])
         flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        help_text = f"{f.metadata['help']} (default: {default})"
+        if f.name in defaults:
+            help_text = f"{f.metadata['help']} (default for this command: {defaults[f.name]})"
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            help_text = f"{f.metadata['help']} (default: {default})"
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif kind is list:

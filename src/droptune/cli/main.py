@@ -50,6 +50,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def add_training_commands(commands) -> None:
     from droptune.cli.config_flags import add_config_flags
+    from droptune.experiments.compare import COMPARE_BUDGET
 
     train = commands.add_parser("train", help="fine-tune one model, leaving one domain out")
     add_config_flags(train)
@@ -60,7 +61,7 @@ def add_training_commands(commands) -> None:
         "compare", help="the main job: p=0 vs p=0.9 for every held-out domain, as a table",
         description="Fine-tune with each dropout rate for each held-out domain and print i.i.d./o.o.d. "
                     f"accuracy. Defaults are a 2-core CPU budget on the built-in RotatedDigits.")
-    add_config_flags(compare, skip=("output_dir", "test_domain", "dropout"))
+    add_config_flags(compare, skip=("output_dir", "test_domain", "dropout"), defaults=COMPARE_BUDGET)
     compare.add_argument("--test-domains", nargs="+",
                          help="held-out domains (default: all; 0 30 75 for RotatedDigits)")
     compare.add_argument("--dropouts", nargs="+", type=float, default=[0.0, 0.9], help="dropout rates")

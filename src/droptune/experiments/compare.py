@@ -9,7 +9,6 @@ import numpy as np
 
 from droptune.training.config import TrainConfig
 from droptune.runs.folder import RunDir
-from droptune.training.trainer import train
 
 # A budget at which p = 0.9 has plateaued (by i.i.d. accuracy) on RotatedDigits on 2 CPU cores;
 # see README "The main job" for the measurements behind it.
@@ -27,6 +26,7 @@ DEFAULT_TEST_DOMAINS = {"RotatedDigits": ("0", "30", "75")}
 def run_comparison(base: TrainConfig, test_domains: Sequence[str], dropouts: Sequence[float],
                    output_dir: Path) -> list[dict]:
     """Train (or reuse finished) runs for every (test domain, dropout) pair; their results in order."""
+    from droptune.training.trainer import train  # here, so that every command's parser reads the budget without torch
     results = []
     for domain in test_domains:
         for p in dropouts:
