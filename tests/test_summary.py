@@ -321,7 +321,8 @@ def test_a_presets_method_whose_sweep_has_not_started_is_a_problem_line_not_an_e
     assert f"  - dropout 0.9 random head: no run folder in {tmp_path / 'sweeps' / 'full'} yet (a preset's method: " \
            "its sweep has not started)" in lines
     assert "| head: dropout 0.9 random head − dropout 0 random head | – | – | – | – | – | – | – | 0/0, 0/0 |" in lines
-    assert any(line.startswith("| PACS: dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | not established") for line in lines)
+    expected = "| PACS: dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | not established"
+    assert any(line.startswith(expected) for line in lines)
 
 
 def test_a_run_in_progress_is_counted_as_running(tmp_path):

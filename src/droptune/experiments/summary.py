@@ -338,10 +338,10 @@ def _rules() -> list[str]:
         "error (sample standard deviation / √n) of the pairs' differences; over the domains, the mean of the "
         "domain means, SE = √(Σ SE²) / D. pairs: the fewest pairs of any domain.",
         f"- **Verdict.** A difference is *established* when a two-sided t-test of no difference rejects at "
-        f"{ESTABLISHED_P:.0%} (p < {ESTABLISHED_P:g}) with at least {ESTABLISHED_N} pairs in every held-out domain; "
-        "otherwise *not established*, whatever its sign. t = |mean| / SE; its degrees of freedom (df) are n − 1 in "
-        "one domain and, over the domains, Welch–Satterthwaite's (Σ SE²)² / Σ (SE⁴ / (n − 1)): with 2 seeds a "
-        "domain's SE rests on one degree of freedom, and the test asks for more than 2 SE to make up for it "
+        f"{ESTABLISHED_P:.0%} (p < {ESTABLISHED_P:g}) with at least {ESTABLISHED_N} pairs in every held-out "
+        "domain; otherwise *not established*, whatever its sign. t = |mean| / SE; its degrees of freedom (df) are "
+        "n − 1 in one domain and, over the domains, Welch–Satterthwaite's (Σ SE²)² / Σ (SE⁴ / (n − 1)): with 2 "
+        "seeds a domain's SE rests on one degree of freedom, and the test asks for more than 2 SE to make up for it "
         "(t > 4.3 at 2 df, 2.8 at 4 df).",
         "- **Best plain baseline.** Of the control and its along-run (checkpoint ensemble, SWA) and across-run "
         "(ensemble of runs, uniform soup, greedy soup) combinations, the one with the best average o.o.d. accuracy, "
