@@ -10,7 +10,7 @@ import yaml
 
 from droptune.errors import DroptuneError
 from droptune.console import add_progress_flag
-from droptune.experiments import PRESETS
+from droptune.experiments import preset_names
 
 if TYPE_CHECKING:
     from droptune.experiments.jobs import Job
@@ -148,8 +148,7 @@ def add_sweep_commands(commands) -> None:
         description="Expand a sweep file (datasets × test domains × hyper-parameters × seeds × methods) into jobs, "
                     "each in SWEEP_DIR/runs/<job id>, and run those not finished. Running it again skips finished "
                     "jobs and resumes interrupted ones. The same file runs with every launcher.")
-    presets = ", ".join(sorted(path.stem for path in PRESETS.glob("*.yaml")))
-    sweep.add_argument("spec", help=f"sweep YAML file, or a preset: {presets} (with --dry-run: its jobs)")
+    sweep.add_argument("spec", help=f"sweep YAML file, or a preset: {preset_names()} (with --dry-run: its jobs)")
     sweep.add_argument("--output", type=Path, help="sweep folder (default: sweeps/<sweep name>)")
     sweep.add_argument("--launcher", choices=LAUNCHERS, default="local", help="where jobs run (default: local)")
     sweep.add_argument("--max-retries", type=int, default=1, help="re-runs of a failed job (default: 1)")

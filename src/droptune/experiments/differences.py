@@ -40,6 +40,11 @@ class Estimate:
     df: float = math.nan
 
     @property
+    def t(self) -> float:
+        """|mean| / SE, the t statistic of a zero mean."""
+        return abs(self.mean) / self.se
+
+    @property
     def p_value(self) -> float:
         """Two-sided t-test of a zero mean; NaN with fewer than 2 replicates or no SE. An SE of 0 (every pair
         differs by the same amount) gives 0 for a nonzero mean."""
@@ -47,7 +52,7 @@ class Estimate:
             return math.nan
         if self.se == 0:
             return 0.0 if self.mean != 0 else 1.0
-        return float(2 * stats.t.sf(abs(self.mean) / self.se, self.df))
+        return float(2 * stats.t.sf(self.t, self.df))
 
     @property
     def established(self) -> bool:

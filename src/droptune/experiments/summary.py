@@ -266,7 +266,7 @@ def verdict(estimate: Estimate | None) -> str:
     if estimate.se == 0:
         return f"{word} (SE 0)"
     p = estimate.p_value
-    return (f"{word} (t = {abs(estimate.mean) / estimate.se:.1f}, {estimate.df:.1f} df, "
+    return (f"{word} (t = {estimate.t:.1f}, {estimate.df:.1f} df, "
             f"p {'< 0.001' if p < 0.001 else f'= {p:.3g}'})")
 
 

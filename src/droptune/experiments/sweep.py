@@ -18,7 +18,7 @@ import numpy as np
 from droptune.data.registry import get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
-from droptune.experiments import PRESETS
+from droptune.experiments import PRESETS, preset_names
 from droptune.experiments.combos import check_methods
 from droptune.experiments.jobs import Job
 from droptune.training.config import TrainConfig, coerce, coerce_value, load_yaml_file
@@ -143,8 +143,8 @@ def load_spec(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
     if not path.exists() and (PRESETS / f"{name_or_path}.yaml").exists():
         path = PRESETS / f"{name_or_path}.yaml"
     if not path.is_file():
-        presets = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
-        raise DroptuneError(f"sweep file not found: {name_or_path} (expected a YAML file or a preset: {presets})")
+        raise DroptuneError(f"sweep file not found: {name_or_path} (expected a YAML file or a preset: "
+                            f"{preset_names()})")
     data = load_yaml_file(path, "sweep file")
     if not isinstance(data, dict):
         raise DroptuneError(f"{path} must hold a mapping of sweep keys, got {type(data).__name__}")
