@@ -55,6 +55,20 @@ def test_evaluate_writes_metrics_per_domain(trained, tmp_path, capsys):
     assert "| c | 12 |" in capsys.readouterr().out
 
 
+def test_registered_dataset_found_under_the_environments_data_dir(trained, tmp_path, monkeypatch, capsys):
+    run, _ = trained
+    data_dir = tmp_path / "datasets"
+    make_image_folder(data_dir / "OfficeCaltech10", domains=("amazon", "caltech", "dslr", "webcam"), per_class=2)
+    monkeypatch.setenv("DROPTUNE_DATA_DIR", str(data_dir))
+    output = tmp_path / "e.json"
+    command = ["evaluate", str(run), "--dataset", "OfficeCaltech10", "--output", str(output)]
+    assert main([*command, "--domains", "dslr"]) == 0
+    assert json.loads(output.read_text())["domains"]["dslr"]["images"] == 4
+    monkeypatch.delenv("DROPTUNE_DATA_DIR")
+    assert main(command) == 2
+    assert "needs a data directory" in capsys.readouterr().err
+
+
 def test_classes_matched_by_name(trained, tmp_path, capsys):
     run, _ = trained
     other = make_image_folder(tmp_path / "other", domains=("x",), classes=("dog", "cat"), per_class=2)

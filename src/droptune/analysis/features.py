@@ -19,7 +19,7 @@ import torch
 from matplotlib.figure import Figure
 
 from droptune.analysis.subject import Subject
-from droptune.experiments.figures import save
+from droptune.plotting import save
 
 
 def k_grid(num_features: int) -> list[int]:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from droptune.analysis.subject import Subject
 from droptune.errors import DroptuneError
-from droptune.experiments.figures import save
+from droptune.plotting import save
 
 State = dict[str, torch.Tensor]
 

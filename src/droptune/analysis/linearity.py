@@ -16,9 +16,9 @@ import torch
 from matplotlib.figure import Figure
 
 from droptune.analysis.subject import Subject
-from droptune.experiments.figures import save
 from droptune.models.linearized import LinearizedClassifier
 from droptune.models.loading import load_strict
+from droptune.plotting import save
 
 
 def weight_changes(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -34,9 +34,9 @@ def add_summary_commands(commands) -> None:
     summary = commands.add_parser(
         "summary", help="one page across sweeps: each comparison's paired difference, its baselines, the paper's",
         description="For each row of a summary file (YAML: name, sweep, dataset, method, control, and optionally "
-                    "domains, page, paper, note), the paired o.o.d. and i.i.d. difference method − control with its "
-                    "standard error and whether it is established, the difference from the best plain baseline "
-                    "(the control and its ensembles, averages and soups) and the paper's figures, under "
+                    "report, domains, page, paper, note), the paired o.o.d. and i.i.d. difference method − control "
+                    "with its standard error and whether it is established, the difference from the best plain "
+                    "baseline (the control and its ensembles, averages and soups) and the paper's figures, under "
                     "training-domain validation. A missing sweep or unfinished runs are listed with the reason.")
     summary.add_argument("spec", type=Path, metavar="SUMMARY_FILE", help="e.g. docs/results/summary.yaml")
     summary.add_argument("--output", type=Path, required=True, help="the Markdown page to write")

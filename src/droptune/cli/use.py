@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def add_use_commands(commands) -> None:
     evaluate.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"),
                           help="which of the run's models (default: the selected one)")
     evaluate.add_argument("--dataset", required=True, help="registered dataset name or folder of domains")
-    evaluate.add_argument("--data-dir", type=Path, help="folder holding registered datasets")
+    evaluate.add_argument("--data-dir", type=Path, default=os.environ.get("DROPTUNE_DATA_DIR"),
+                          help="folder holding registered datasets (default: $DROPTUNE_DATA_DIR)")
     evaluate.add_argument("--domains", nargs="+", help="domains to score (default: all)")
     evaluate.add_argument("--output", type=Path, help="evaluation.json path (default: in the run folder)")
     evaluate.add_argument("--batch-size", type=int, default=64)

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from droptune.experiments.collect import CELL_FIELDS
 from droptune.experiments.tables import AVERAGE
+from droptune.plotting import save
 from droptune.training.config import RUNTIME_FIELDS
 
 MAX_POINTS = 10_000
@@ -40,14 +41,6 @@ def cloud(runs: pd.DataFrame, selection: str, domains: list[str], max_points: in
     points = np.mean([s[choice[:, d]] for d, s in enumerate(settings)], axis=0)
     mean = np.mean([s.mean(axis=0) for s in settings], axis=0)
     return points, mean, total, used
-
-
-def save(figure: Figure, stem: Path) -> list[Path]:
-    """PNG and PDF; matplotlib's object API, so no GUI backend or global figure state is involved."""
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        figure.savefig(path, dpi=150, bbox_inches="tight")
-    return paths
 
 
 def plot_cloud(runs: pd.DataFrame, dataset: str, domains: list[str], methods: list[str], selection: str,
