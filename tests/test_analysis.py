@@ -59,16 +59,11 @@ def test_linearized_gradient_at_the_origin_is_the_network_gradient():
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
 
 
-def test_linearized_config_needs_frozen_batchnorm_and_keeps_older_identities():
+def test_linearized_config_needs_frozen_batchnorm():
     with pytest.raises(DroptuneError, match="linearized"):
         TrainConfig(linearized=True, freeze_bn=False)
     with pytest.raises(DroptuneError, match="frozen BatchNorm"):
         LinearizedClassifier(build_model("resnet18", 2, weights="none", freeze_bn=False))
-    plain = TrainConfig()
-    fields = {k: v for k, v in plain.to_dict().items() if k != "linearized"}
-    assert "linearized" not in json.dumps(fields)
-    assert plain.identity() != TrainConfig(linearized=True).identity()
-    assert plain.run_dir() == TrainConfig(linearized=False).run_dir()
 
 
 def test_effective_numbers_count_features_that_contribute():
@@ -85,6 +80,9 @@ def test_interpolation_between_states_keeps_integer_tensors_and_endpoints():
     b = {"w": torch.ones(3), "n": torch.tensor(7)}
     assert torch.equal(between(a, b, 0.0)["w"], a["w"]) and torch.equal(between(a, b, 1.0)["w"], b["w"])
     assert torch.allclose(between(a, b, 0.25)["w"], torch.full((3,), 0.25))
+    for alpha in (0.0, 0.25, 1.0):  # a counter (BatchNorm's num_batches_tracked) is taken from the end model
+        n = between(a, b, alpha)["n"]
+        assert n.dtype == torch.int64 and n.item() == 7
     with pytest.raises(DroptuneError, match="different tensors"):
         between(a, {"w": b["w"]}, 0.5)
 
@@ -119,8 +117,11 @@ def test_features_keep_all_gives_the_runs_accuracy_and_none_a_constant(runs, tmp
         assert full["k"] == usage["num_features"] == 1280
         assert full["iid"] == pytest.approx(done["iid"]) and full["ood"] == pytest.approx(done["ood"])
         assert usage["iid"] == pytest.approx(done["iid"])
-        assert 1 <= usage["participation_ratio"] <= 1280 and 1 <= usage["entropy"] <= 1280
-        assert sum(usage["contribution_sorted"]) == pytest.approx(1)
+        shares = torch.tensor(usage["contribution_sorted"], dtype=torch.float64)
+        assert shares.sum() == pytest.approx(1) and (shares[:-1] >= shares[1:]).all()
+        assert usage["participation_ratio"] == pytest.approx(1 / float((shares ** 2).sum()), rel=1e-4)
+        positive = shares[shares > 0]
+        assert usage["entropy"] == pytest.approx(float(torch.exp(-(positive * positive.log()).sum())), rel=1e-4)
         assert json.loads((folder / "feature_usage.json").read_text())["run"] == folder.name
     # With no feature kept every image gets one prediction: each accuracy is one class's share of its images.
     subject = Subject(read_run(runs["p0"]), torch.device("cpu"))
@@ -143,7 +144,10 @@ def test_linearized_run_scores_its_first_order_model(runs, tmp_path):
     assert result["first_order"]["ood"] == pytest.approx(done["ood"])
     assert 0 < result["relative_change"]["all"] < 1
     assert set(result["relative_change"]) > {"backbone.conv_stem.weight", "all"}
-    assert 0 <= result["agreement_ood"] <= 1 and result["feature_error_iid"] > 0
+    # On one set of images (the test domain's 80%), two models' accuracies differ by at most the share they
+    # disagree on (i.i.d. accuracy is a mean over domains, its agreement pooled: no such bound).
+    assert abs(result["network"]["ood"] - result["first_order"]["ood"]) <= 1 - result["agreement_ood"] + 1e-9
+    assert result["feature_error_iid"] > 0
     assert (out / "linearity.png").is_file()
 
 

@@ -72,6 +72,60 @@ def test_save_load_round_trip_and_identity(tmp_path):
     assert config.replace(seed=1).identity() != config.identity()
 
 
+# config.yaml of run 64dc106f677c of the pacs-long-cpu evidence sweep, written by droptune 1db655b: before the
+# `linearized`, `device_augment` and `tensorboard` fields existed. Its folder name is its identity.
+OLDER_RUN = """dataset: PACS
+data_dir: /work/shared/data
+test_domain: cartoon
+backbone: efficientnet_lite0
+weights: default
+dropout: 0.5
+freeze_bn: true
+lr: 0.001
+head_lr_mult: 1.0
+weight_decay: 0.0001
+momentum: 0.9
+steps: 1600
+lr_milestones: null
+lr_gamma: 0.1
+batch_size: 32
+image_size: 112
+augment: null
+clean_holdout: true
+holdout_fraction: 0.2
+eval_every: 200
+eval_batch_size: null
+selection: training_domain
+seed: 1
+trial_seed: 0
+head_seed: null
+head_init: probe
+ensemble_start: null
+ensemble_outputs: probs
+average_start: null
+ema_decay: null
+swad: false
+bn_steps: 100
+output_dir: /work/sweeps/pacs-long-cpu/runs/64dc106f677c
+device: auto
+amp: none
+channels_last: true
+compile: false
+workers: null
+cache_dir: sweeps/.image-cache
+progress: false
+"""
+
+
+def test_fields_added_later_keep_older_runs_identities(tmp_path):
+    """A field added after run folders existed must leave their identity (job id, resume guard) as it was."""
+    path = tmp_path / "config.yaml"
+    path.write_text(OLDER_RUN)
+    older = TrainConfig.load(path)
+    assert older.identity() == "64dc106f677c"
+    assert older.replace(linearized=True).identity() != "64dc106f677c"
+
+
 def test_resume_allows_only_runtime_changes(tmp_path):
     TrainConfig(steps=20).save(tmp_path / "config.yaml")
     with pytest.raises(DroptuneError, match="cannot resume .*: it holds no checkpoint \\(last.pt\\)"):

@@ -37,7 +37,6 @@ def events(folder):
 
 
 def test_tensorboard_holds_the_scalars_of_metrics_jsonl_across_a_resume(image_folder, tmp_path):
-    pytest.importorskip("tensorboard")
     config = TrainConfig(dataset=str(image_folder), **TOY, tensorboard=True, progress=False,
                          output_dir=str(tmp_path / "run"))
     assert config.identity() == config.replace(tensorboard=False).identity()  # a runtime field: same job id

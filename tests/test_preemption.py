@@ -195,7 +195,7 @@ def test_submitit_requeues_a_task_signalled_before_its_time_limit_and_it_resumes
     """Slurm's --signal (USR2 by submitit's default) before the time limit: the run saves, submitit requeues the
     task through RequeuedExecute.checkpoint, and the requeued task resumes from last.pt.
     Mutant guarded: a callable without `checkpoint` (submitit ends the task instead of requeueing it)."""
-    submitit = pytest.importorskip("submitit")
+    import submitit
     config = toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "part"), steps=60, eval_every=10,
                         workers=0, **VARIANTS)
     job = Job(config, "dropout 0.5")

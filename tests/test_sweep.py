@@ -316,7 +316,6 @@ def test_local_launcher_gives_each_worker_one_gpu(monkeypatch, image_folder, tmp
 
 
 def test_submitit_launcher_with_its_local_executor(image_folder, tmp_path):
-    pytest.importorskip("submitit")
     jobs = tiny_spec(image_folder).jobs(tmp_path / "sweep")
     launcher = SlurmLauncher(folder=tmp_path / "sweep" / "slurm", cluster="local", time_min=5, gpus_per_job=0,
                              cpus_per_job=1, partition="gpu", poll_s=0.5)
@@ -326,7 +325,6 @@ def test_submitit_launcher_with_its_local_executor(image_folder, tmp_path):
 
 
 def test_slurm_options_reach_the_job_array(tmp_path, monkeypatch):
-    pytest.importorskip("submitit")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("sbatch", "srun"):  # stand-ins: the executor is only configured here, nothing is submitted
@@ -343,7 +341,7 @@ def test_slurm_options_reach_the_job_array(tmp_path, monkeypatch):
 
 
 def test_ray_launcher_on_a_local_ray_instance(image_folder, tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
+    import ray
     # Keep the instance on the loopback address (Ray otherwise binds to the machine's network address).
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     monkeypatch.setattr("ray._private.ray_constants.ENABLE_RAY_CLUSTER", False, raising=False)

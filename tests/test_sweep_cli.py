@@ -81,7 +81,6 @@ def capture(monkeypatch, launcher_class) -> list:
 def test_slurm_options_reach_the_launcher_through_the_command_line(spec_file, tmp_path, monkeypatch, capsys):
     """Mutants: a `--slurm-*` flag dropped or sent to another field between the command line and the launcher;
     Slurm chosen on a machine without sbatch (it must say so in one line)."""
-    pytest.importorskip("submitit")
     seen = capture(monkeypatch, SlurmLauncher)
     argv = ["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", "slurm"]
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -106,7 +105,6 @@ def test_slurm_options_reach_the_launcher_through_the_command_line(spec_file, tm
 
 def test_ray_options_reach_the_launcher_through_the_command_line(spec_file, tmp_path, monkeypatch):
     """Mutant: a `--ray-*` flag dropped or sent to another field between the command line and the launcher."""
-    pytest.importorskip("ray")
     seen = capture(monkeypatch, RayLauncher)
     with pytest.raises(Recorded):
         main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", "ray", "--ray-address",
@@ -141,7 +139,6 @@ def test_a_local_worker_that_dies_is_recorded_with_its_status(image_folder, tmp_
 
 def test_a_lost_slurm_task_is_recorded_with_its_error(image_folder, tmp_path, monkeypatch):
     """Mutant: a Slurm task that died (node failure, time limit) counts as a job that recorded its own outcome."""
-    pytest.importorskip("submitit")
 
     class Lost:
         def done(self):

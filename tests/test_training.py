@@ -210,4 +210,7 @@ def test_cli_train_prints_results(image_folder, tmp_path, capsys):
             "--workers", "0", "--no-progress", "--output-dir", str(tmp_path / "run")]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "chosen by training_domain selection" in out and "o.o.d." in out
+    done = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert f"step {done['step']} chosen by training_domain selection" in out
+    assert f"i.i.d. {100 * done['iid']:.1f}%   o.o.d. {100 * done['ood']:.1f}%" in out
+    assert f"{'b':<20} {'test/in':<8} {100 * done['acc']['b']['in']:>7.1f}%" in out

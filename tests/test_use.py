@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import droptune
 from droptune.cli.main import main
+from droptune.data.loaders import DomainImages
+from droptune.data.registry import open_dataset
 from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
 from droptune.training.trainer import train
@@ -29,15 +33,24 @@ def trained(tmp_path_factory):
     return config.run_dir(), data
 
 
+def domain_c_hits(trained) -> int:
+    """Images of the test domain c that the run's selected step got right, from its results.json (10 in, 2 out)."""
+    run, _ = trained
+    accuracy = json.loads((run / "results.json").read_text())["acc"]["c"]
+    return round(10 * accuracy["in"] + 2 * accuracy["out"])
+
+
 def test_load_model_predicts_like_the_run(trained):
     run, data = trained
     loaded = droptune.load_model(run)
     assert loaded.classes == ["cat", "dog"] and not loaded.model.training
-    image = Image.open(data / "a" / "dog" / "0.png")
-    x = loaded.transform(image)
-    assert x.dtype == torch.uint8 and x.shape == (3, 16, 16)
-    logits = loaded.model(x[None])
-    assert logits.shape == (1, 2)
+    hits = 0
+    for label, name in enumerate(loaded.classes):
+        for path in sorted((data / "c" / name).glob("*.png")):
+            x = loaded.transform(Image.open(path))
+            assert x.dtype == torch.uint8 and x.shape == (3, 16, 16)
+            hits += int(loaded.model(x[None]).argmax(1).item() == label)
+    assert hits == domain_c_hits(trained)
 
 
 def test_evaluate_writes_metrics_per_domain(trained, tmp_path, capsys):
@@ -52,6 +65,7 @@ def test_evaluate_writes_metrics_per_domain(trained, tmp_path, capsys):
         assert metrics["accuracy"] == pytest.approx(matrix.diag().sum().item() / 12)
         assert 0 <= metrics["ece"] <= 1 and metrics["nll"] > 0
         assert set(metrics["per_class_accuracy"]) == {"cat", "dog"}
+    assert report["c"]["accuracy"] * 12 == pytest.approx(domain_c_hits(trained))
     assert "| c | 12 |" in capsys.readouterr().out
 
 
@@ -70,9 +84,17 @@ def test_registered_dataset_found_under_the_environments_data_dir(trained, tmp_p
 
 
 def test_classes_matched_by_name(trained, tmp_path, capsys):
+    """A dataset holding only dogs: its class 0 is the model's class 1."""
     run, _ = trained
-    other = make_image_folder(tmp_path / "other", domains=("x",), classes=("dog", "cat"), per_class=2)
-    assert main(["evaluate", str(run), "--dataset", str(other), "--output", str(tmp_path / "e.json")]) == 0
+    dogs = make_image_folder(tmp_path / "dogs", domains=("x",), classes=("dog",), per_class=4)
+    output = tmp_path / "e.json"
+    assert main(["evaluate", str(run), "--dataset", str(dogs), "--output", str(output)]) == 0
+    metrics = json.loads(output.read_text())["domains"]["x"]
+    assert metrics["confusion"]["matrix"][0] == [0, 0] and sum(metrics["confusion"]["matrix"][1]) == 4
+    loaded = droptune.load_model(run)
+    said_dog = sum(loaded.model(loaded.transform(Image.open(path))[None]).argmax(1).item() == 1
+                   for path in sorted((dogs / "x" / "dog").glob("*.png")))
+    assert metrics["accuracy"] * 4 == pytest.approx(said_dog)
     wrong = make_image_folder(tmp_path / "wrong", domains=("x",), classes=("cat", "horse"), per_class=2)
     assert main(["evaluate", str(run), "--dataset", str(wrong), "--output", str(tmp_path / "e.json")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
@@ -120,6 +142,35 @@ def test_predict_lists_unreadable_files_and_goes_on(trained, tmp_path, capsys):
     assert header == "file,class_1,probability_1"
     first = next(r for r in records if r["file"].endswith("cat/0.png"))
     assert row.split(",")[:2] == [first["file"], first["classes"][0]]
+
+
+def test_predict_reads_images_as_the_runs_evaluation_did(trained, tmp_path):
+    """JPEGs decoded at reduced scale as evaluation decodes them, 16-bit grayscale scaled (not clipped to white),
+    a mode PIL would guess at refused with its reason."""
+    run, _ = trained
+    folder = tmp_path / "photos"
+    (folder / "x" / "cat").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        smooth = np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # 64 px
+        Image.fromarray(smooth).save(folder / "x" / "cat" / f"{i}.jpg", quality=90)
+    gray = np.array([[0, 40, 90, 200]] * 4, np.uint8).repeat(8, 0).repeat(8, 1)
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    Image.fromarray(gray, "L").save(tmp_path / "eight.png")
+    Image.fromarray(gray.astype(np.float32)).save(tmp_path / "float.tif")
+    output = tmp_path / "p.jsonl"
+    files = [folder / "x", tmp_path / "sixteen.png", tmp_path / "eight.png", tmp_path / "float.tif"]
+    assert main(["predict", str(run), *map(str, files), "--top-k", "2", "--output", str(output)]) == 0
+    records = {Path(r["file"]).name: dict(zip(r["classes"], r["probabilities"]))
+               for r in map(json.loads, output.read_text().splitlines())}
+    assert "float.tif" not in records
+    assert records["sixteen.png"] == pytest.approx(records["eight.png"], abs=1e-6)
+    loaded = droptune.load_model(run)
+    evaluation = DomainImages(open_dataset(str(folder)), 16)
+    for i in range(3):
+        with torch.no_grad():
+            probs = loaded.model(evaluation[(0, i, None)][0][None]).softmax(1)[0]
+        assert records[f"{i}.jpg"] == pytest.approx(dict(zip(loaded.classes, probs.tolist())), abs=1e-6)
 
 
 def test_class_names_come_from_results_json_and_old_runs_fall_back_to_the_dataset(trained, tmp_path):

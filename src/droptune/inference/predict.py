@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from droptune.console import bar
 from droptune.data.domains import IMAGE_EXTENSIONS
+from droptune.data.images import UnreadableImage, read_rgb
 from droptune.errors import DroptuneError
 from droptune.inference.loading import LoadedModel
-from droptune.console import bar
 
 
 def image_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -29,12 +29,12 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _read(path: Path, transform) -> torch.Tensor | str:
+def _read(path: Path, loaded: LoadedModel) -> torch.Tensor | str:
+    """The image as the run's evaluation read it (same decoder, same reduced-scale JPEG decode), or why not."""
     try:
-        with Image.open(path) as image:
-            return transform(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        return f"{error}"
+        return loaded.transform(read_rgb(path, loaded.config.image_size))
+    except UnreadableImage as error:
+        return error.reason
 
 
 @torch.inference_mode()
@@ -48,7 +48,7 @@ def predict(loaded: LoadedModel, files: Sequence[Path], top_k: int = 1, batch_si
     for start in bar(progress, iterable=range(0, len(files), batch_size), unit="batch", desc="predicting"):
         batch, paths = [], []
         for path in files[start:start + batch_size]:
-            x = _read(path, loaded.transform)
+            x = _read(path, loaded)
             if isinstance(x, str):
                 unreadable.append((path, x))
             else:
