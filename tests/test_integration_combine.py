@@ -7,8 +7,14 @@ the along-run baselines, dropout with a 10× head lr, and plain fine-tuning (p =
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+import droptune
 from droptune.cli.main import main
+from droptune.data.loaders import DomainImages
+from droptune.data.registry import open_dataset
+from droptune.data.splits import split_domain
 from droptune.training.config import TrainConfig
 from droptune.training.trainer import train
 
@@ -56,4 +62,24 @@ def test_pacs_runs_from_one_probe_combine_every_way(pacs_slice, tmp_path, capsys
     best_alone = max(runs, key=lambda name: runs[name]["iid"])
     assert greedy["members"][0] == best_alone and set(greedy["members"]) <= set(settings)
     assert greedy["iid"] >= greedy["greedy"][0]["iid"] - 1e-9
-    assert (output / "uniform_soup" / "soup.safetensors").exists()
+    # Recomputed here: the soup's weights are the members' mean (their BatchNorm statistics are all the frozen
+    # pre-trained ones), and the soup and the ensemble score on photo's 80% as the combine step recorded.
+    members = [load_file(str(tmp_path / name / "best.safetensors")) for name in settings]
+    soup = load_file(str(output / "uniform_soup" / "soup.safetensors"))
+    for key, tensor in soup.items():
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor, sum(m[key] for m in members) / 3, atol=1e-6), key
+    dataset = open_dataset(str(pacs_slice))
+    photo = dataset.domain_index("photo")
+    keep = split_domain(len(dataset.labels(photo)), "photo", 0).train
+    images = DomainImages(dataset, 32)
+    x = torch.stack([images[(photo, int(i), None)][0] for i in keep])
+    labels = torch.as_tensor(dataset.labels(photo)[keep])
+
+    def accuracy(*folders) -> float:
+        with torch.no_grad():
+            probs = sum(droptune.load_model(folder).model(x).softmax(1) for folder in folders)
+        return (probs.argmax(1) == labels).float().mean().item()
+
+    assert accuracy(output / "uniform_soup") == pytest.approx(combined["uniform_soup"]["ood"])
+    assert accuracy(*(tmp_path / name for name in settings)) == pytest.approx(combined["ensemble"]["ood"])
