@@ -47,7 +47,7 @@ def test_load_model_predicts_like_the_run(trained):
     hits = 0
     for label, name in enumerate(loaded.classes):
         for path in sorted((data / "c" / name).glob("*.png")):
-            x = loaded.transform(Image.open(path))
+            x = loaded.read(path)
             assert x.dtype == torch.uint8 and x.shape == (3, 16, 16)
             hits += int(loaded.model(x[None]).argmax(1).item() == label)
     assert hits == domain_c_hits(trained)
@@ -92,7 +92,7 @@ def test_classes_matched_by_name(trained, tmp_path, capsys):
     metrics = json.loads(output.read_text())["domains"]["x"]
     assert metrics["confusion"]["matrix"][0] == [0, 0] and sum(metrics["confusion"]["matrix"][1]) == 4
     loaded = droptune.load_model(run)
-    said_dog = sum(loaded.model(loaded.transform(Image.open(path))[None]).argmax(1).item() == 1
+    said_dog = sum(loaded.model(loaded.read(path)[None]).argmax(1).item() == 1
                    for path in sorted((dogs / "x" / "dog").glob("*.png")))
     assert metrics["accuracy"] * 4 == pytest.approx(said_dog)
     wrong = make_image_folder(tmp_path / "wrong", domains=("x",), classes=("cat", "horse"), per_class=2)

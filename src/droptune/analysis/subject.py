@@ -12,8 +12,6 @@ import torch
 from torch import nn
 
 from droptune.combining.runs import Run, Split
-from droptune.data.cache import CachedDomains
-from droptune.data.domains import ImageFolderDomains
 from droptune.data.loaders import EvalSplit, make_loader
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
@@ -22,6 +20,7 @@ from droptune.models.model import DropoutClassifier, build_model
 from droptune.training.bench import Bench
 from droptune.training.device import place
 from droptune.training.evaluate import accuracy_of, autocast
+from droptune.training.run_inputs import initial_model
 
 
 @dataclass
@@ -42,9 +41,6 @@ class Subject:
         self.run = run
         self.config = run.config
         self.split = Split(run.config, device, workers, data_dir)
-        dataset = self.split.dataset
-        if self.config.cache_dir and isinstance(dataset, ImageFolderDomains):
-            self.split.dataset = CachedDomains(dataset, self.config.image_size, self.config.cache_dir)
         splits = None if max_images is None else [subset(s, max_images) for s in self.split.protocol.eval_splits]
         self.bench: Bench = self.split.bench(run, splits)
         self.device = device
@@ -64,8 +60,7 @@ class Subject:
 
     def pretrained(self) -> DropoutClassifier:
         """The pre-trained backbone the run started from, with the run's fine-tuned head."""
-        config = self.config
-        model = build_model(config.backbone, self.num_classes, config.dropout, config.weights, config.freeze_bn)
+        model = initial_model(self.config, self.num_classes)
         head = {k.removeprefix("head."): v for k, v in self.weights().items() if k.startswith("head.")}
         load_strict(model.head, head, str(self.run.weights))
         return self._placed(model)

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from droptune.data.loaders import DomainImages, EvalSplit
-from droptune.data.registry import open_dataset
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict
 from droptune.models.linearized import LinearizedClassifier
@@ -21,6 +20,7 @@ from droptune.training.bench import Bench
 from droptune.training.config import TrainConfig
 from droptune.training.device import eval_batch_size, place
 from droptune.training.protocol import LeaveOneDomainOut
+from droptune.training.run_inputs import initial_model, run_dataset
 
 # What runs must share to be compared or combined: the same images in the same train/held-out/test parts.
 PROTOCOL: dict[str, Callable[[Run], object]] = {
@@ -88,7 +88,7 @@ class Split:
     """The protocol of a set of runs, rebuilt from the first one's config: the evaluation sets they were scored on."""
 
     def __init__(self, config: TrainConfig, device: torch.device, workers: int, data_dir: str | None = None):
-        self.dataset = open_dataset(config.dataset, data_dir or config.data_dir)
+        self.dataset = run_dataset(config, data_dir)
         self.protocol = LeaveOneDomainOut.from_config(config, self.dataset)
         self.device = device
         self.workers = workers
@@ -97,10 +97,11 @@ class Split:
         """The run's architecture holding its selected weights (or `weights`); the pre-trained start is not
         reloaded, except by a linearized run, whose model is a function of it."""
         config = run.config
-        model = build_model(config.backbone, len(self.dataset.classes), config.dropout,
-                            config.weights if config.linearized else "none", config.freeze_bn)
+        num_classes = len(self.dataset.classes)
         if config.linearized:
-            model = LinearizedClassifier(model)
+            model = LinearizedClassifier(initial_model(config, num_classes))
+        else:
+            model = build_model(config.backbone, num_classes, config.dropout, "none", config.freeze_bn)
         load_strict(model, weights if weights is not None else read_state_dict(run.weights), str(run.weights))
         return place(model, self.device, config.channels_last)
 

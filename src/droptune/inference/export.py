@@ -53,10 +53,9 @@ def check_images(loaded: LoadedModel, files: Sequence[Path] = ()) -> tuple[torch
     """A batch to compare exports on: the files given, else images of the held-out domain when its dataset is
     found, else random pixels; and a description of it."""
     from droptune.data.registry import open_dataset
-    from droptune.data.images import read_rgb
 
     if files:
-        return torch.stack([loaded.transform(read_rgb(Path(f))) for f in files]), f"{len(files)} images given"
+        return torch.stack([loaded.read(f) for f in files]), f"{len(files)} images given"
     config = loaded.config
     try:
         dataset = open_dataset(config.dataset, config.data_dir)

@@ -35,6 +35,13 @@ class LoadedModel:
     results: dict  # the folder's results.json ({} for an exported folder)
     about: dict  # source (run or soup), name, variant or method, and ABOUT_FIELDS
 
+    def read(self, path: str | os.PathLike) -> torch.Tensor:
+        """An image file as the run's evaluation read it: the same decoder (16-bit grayscale scaled, a JPEG decoded
+        at reduced scale) and transform; an image that cannot be read faithfully raises UnreadableImage."""
+        from droptune.data.images import read_rgb
+
+        return self.transform(read_rgb(path, self.config.image_size))
+
 
 def load_model(path: str | os.PathLike, variant: str = "best", device: str = "cpu") -> LoadedModel:
     """The model of a finished run, a soup folder of `droptune combine` or a `droptune export` folder, in eval

@@ -101,18 +101,20 @@ Fine-tuning runs: {cost.get('trainings', 1)}{_wall_time(d)}. Forward passes per 
 
 Input: RGB images resized to {size}×{size} (bilinear, no crop), scaled to [0, 1] and normalized with mean
 {tuple(cfg['mean'])} and std {tuple(cfg['std'])}; `timm.data.resolve_data_config` and
-`timm.data.create_transform` build this from `config.json`.
+`timm.data.create_transform` build this from `config.json`. (droptune's evaluation decoded a JPEG larger
+than twice that size at a reduced scale first, PIL's `draft`: pixels differ by a few levels.)
 
 ```python
 import timm
 model = timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True).eval()  # or "hf-hub:OWNER/REPO"
 ```
 
-With droptune (`model(x)` takes uint8 images from `loaded.transform` and normalizes them itself):
+With droptune (`model(x)` takes uint8 images, as `loaded.read` gives them, and normalizes them itself):
 
 ```python
 import droptune
 loaded = droptune.load_model("PATH/TO/THIS/FOLDER")
+probabilities = loaded.model(loaded.read("image.jpg")[None]).softmax(1)
 ```
 
 A `model.onnx` or `model.torchscript.pt` file, when present, takes {d['input']}.

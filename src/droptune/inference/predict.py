@@ -11,7 +11,7 @@ import torch
 
 from droptune.console import bar
 from droptune.data.domains import IMAGE_EXTENSIONS
-from droptune.data.images import UnreadableImage, read_rgb
+from droptune.data.images import UnreadableImage
 from droptune.errors import DroptuneError
 from droptune.inference.loading import LoadedModel
 
@@ -30,9 +30,8 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def _read(path: Path, loaded: LoadedModel) -> torch.Tensor | str:
-    """The image as the run's evaluation read it (same decoder, same reduced-scale JPEG decode), or why not."""
     try:
-        return loaded.transform(read_rgb(path, loaded.config.image_size))
+        return loaded.read(path)
     except UnreadableImage as error:
         return error.reason
 

@@ -22,16 +22,16 @@ from safetensors.torch import load_file
 
 from droptune.data.domains import MultiDomainDataset
 from droptune.data.loaders import DomainImages, make_loader
-from droptune.data.registry import open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict
-from droptune.models.model import DropoutClassifier, build_model
+from droptune.models.model import DropoutClassifier
 from droptune.training.checkpoint import save_weights
 from droptune.training.config import PROBE_LR, PROBE_STEPS, TrainConfig
 from droptune.training.device import eval_batch_size, place
 from droptune.training.evaluate import autocast
 from droptune.training.protocol import LeaveOneDomainOut
+from droptune.training.run_inputs import initial_model, run_dataset
 
 PROBE_BATCH = 256
 # What a probe must share with the runs that start from it (the last two keep its images out of their held-out sets).
@@ -146,12 +146,10 @@ def linear_probe(config: TrainConfig, device: torch.device, workers: int, steps:
     Returns the head's state and the probe's metadata, with its i.i.d. accuracy.
     """
     if protocol is None:
-        protocol = LeaveOneDomainOut.from_config(config, open_dataset(config.dataset, config.data_dir))
+        protocol = LeaveOneDomainOut.from_config(config, run_dataset(config))
     dataset = protocol.dataset
     if model is None:
-        torch.manual_seed(stable_seed("init", config.seed))
-        model = build_model(config.backbone, len(dataset.classes), config.dropout, config.weights, config.freeze_bn)
-        place(model, device, config.channels_last)
+        model = place(initial_model(config, len(dataset.classes)), device, config.channels_last)
     model.eval()
     images = DomainImages(dataset, config.image_size)
     train_x, train_y = _features(model, images, [(d, int(i), None) for d, indices in protocol.train_parts()

@@ -17,14 +17,9 @@ import torch.nn.functional as F
 
 from droptune import console
 from droptune.data.batch_augment import augment_batch
-from droptune.data.cache import CachedDomains
-from droptune.data.domains import ImageFolderDomains
 from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, DomainImages, make_loader
-from droptune.data.registry import open_dataset
-from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.models.linearized import LinearizedClassifier
-from droptune.models.model import build_model
 from droptune.runs.folder import RunDir
 from droptune.runs.results import RunResults
 from droptune.training.along_run import along_run_baselines, baseline_results
@@ -38,6 +33,7 @@ from droptune.training.interrupt import Interrupted, StopRequest, signal_name
 from droptune.training.metrics_log import MetricsLog
 from droptune.training.optim import make_optimizer, make_scheduler
 from droptune.training.protocol import LeaveOneDomainOut
+from droptune.training.run_inputs import initial_model, run_dataset
 from droptune.training.selection import is_better, select, selections
 
 CHECK_EVERY = 10  # steps between loss checks (each one synchronizes with the device)
@@ -54,14 +50,9 @@ class Trainer:
         self.run = RunDir(config.run_dir())
         self.metrics = MetricsLog(self.run, config.steps, config.tensorboard, not console.shown(config.progress))
         self.device = resolve_device(config.device)
-        self.dataset = open_dataset(config.dataset, config.data_dir)
-        if config.cache_dir and isinstance(self.dataset, ImageFolderDomains):
-            self.dataset = CachedDomains(self.dataset, config.image_size, config.cache_dir, progress=config.progress)
+        self.dataset = run_dataset(config, progress=config.progress)
         self.protocol = LeaveOneDomainOut.from_config(config, self.dataset)
-
-        torch.manual_seed(stable_seed("init", config.seed))
-        self.model = build_model(config.backbone, len(self.dataset.classes), config.dropout, config.weights,
-                                 config.freeze_bn)
+        self.model = initial_model(config, len(self.dataset.classes))
         self.channels_last = config.channels_last
         place(self.model, self.device, self.channels_last)
         self.workers = config.workers if config.workers is not None else default_workers(

@@ -1,0 +1,33 @@
+"""A run's dataset and initial model, built the one way training builds them.
+
+The probe, combinations of runs and the analyses rebuild what a run trained on; built anywhere else,
+a run with an image cache would be scored on other augmented held-out images (the cache crops the
+resized image, the files the full one), and a run from random weights would start somewhere else.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from droptune.data.cache import CachedDomains
+from droptune.data.domains import ImageFolderDomains, MultiDomainDataset
+from droptune.data.registry import open_dataset
+from droptune.data.splits import stable_seed
+from droptune.models.model import DropoutClassifier, build_model
+from droptune.training.config import TrainConfig
+
+
+def run_dataset(config: TrainConfig, data_dir: str | None = None, progress: bool | None = False) -> MultiDomainDataset:
+    """The run's dataset (under `data_dir` when it has moved), read through its image cache if it used one."""
+    dataset = open_dataset(config.dataset, data_dir or config.data_dir)
+    if config.cache_dir and isinstance(dataset, ImageFolderDomains):
+        dataset = CachedDomains(dataset, config.image_size, config.cache_dir, progress=progress)
+    return dataset
+
+
+def initial_model(config: TrainConfig, num_classes: int) -> DropoutClassifier:
+    """The model before its first step: pre-trained weights, and whatever is random (the head, or all of it with
+    weights 'none') drawn from the run's seed. Seeds torch's global generator, as training does before it goes
+    on to draw from it."""
+    torch.manual_seed(stable_seed("init", config.seed))
+    return build_model(config.backbone, num_classes, config.dropout, config.weights, config.freeze_bn)
