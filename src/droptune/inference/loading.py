@@ -13,6 +13,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from droptune.data.images import read_rgb
 from droptune.errors import DroptuneError
 from droptune.inference import hub_layout
 from droptune.models.loading import load_strict, read_state_dict
@@ -38,8 +39,6 @@ class LoadedModel:
     def read(self, path: str | os.PathLike) -> torch.Tensor:
         """An image file as the run's evaluation read it: the same decoder (16-bit grayscale scaled, a JPEG decoded
         at reduced scale) and transform; an image that cannot be read faithfully raises UnreadableImage."""
-        from droptune.data.images import read_rgb
-
         return self.transform(read_rgb(path, self.config.image_size))
 
 
