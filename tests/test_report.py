@@ -193,22 +193,24 @@ def test_partial_sweep_marks_missing_cells_and_lists_every_skipped_run(tmp_path)
     fake_run(tmp_path, "dropout 0.9", 0.9, "photo", 1e-3, 0, 0.3, 0.2, status="diverged", name="diverged")
     fake_run(tmp_path, "dropout 0.9", 0.9, "cartoon", 1e-3, 0, 0.3, 0.2, name="collapsed")
     (runs / "empty").mkdir()
+    (runs / "binary").mkdir()
+    (runs / "binary" / "config.yaml").write_bytes(b"\xff\xfe\x00dataset")
 
     collection, text, notes = write_report(tmp_path, tmp_path / "out")
     assert notes[0] == "1 finished run(s) collapsed to the majority class (column collapsed in runs.csv): dropout 0.9"
     reasons = dict(zip(collection.skipped["path"].map(lambda p: p.split("/")[-1]), collection.skipped["reason"]))
-    assert len(reasons) == 6 + 4
+    assert len(reasons) == 6 + 5
     assert reasons["failed-0.001-0"] == "failed after 2 attempt(s): RuntimeError: out of memory"
     assert reasons["garbled"].startswith("results.json is not valid JSON")
     assert reasons["interrupted"].startswith("interrupted (last evaluation at step 4)")
     assert reasons["diverged"] == "status 'diverged' in results.json"
-    assert reasons["empty"] == "no readable job.json or config.yaml"
+    assert reasons["empty"] == reasons["binary"] == "no readable job.json or config.yaml"
     lines = text.splitlines()
     assert "| method | art_painting | cartoon | photo | sketch | average |" in lines
     assert "| dropout 0 | 75.0 ± 0.0 (n=2) | – | – | – | – |" in lines, "a seed is missing, and three domains"
     assert "| dropout 0.5 | – | – | – | – | – |" in lines, "a method known only from an interrupted run"
     assert "| dropout 0.9 | 80.0 ± 0.0 | 20.0 (n=1) | – | 60.7 ± 6.4 | – |" in lines
-    assert len((tmp_path / "out" / "skipped.csv").read_text().splitlines()) == 1 + 10
+    assert len((tmp_path / "out" / "skipped.csv").read_text().splitlines()) == 1 + 11
 
 
 def test_a_run_in_progress_is_said_running_by_which_process_until_it_stops(tmp_path):
@@ -281,6 +283,12 @@ def test_report_page_has_notes_tables_figures_combinations_and_the_sweep_file(tm
     assert "```yaml\ndatasets: [PACS]\n```" in text
     assert main(["report", str(tmp_path), "--notes", str(tmp_path / "missing.md")]) == 2
     assert "notes file not found" in capsys.readouterr().err
+    notes.write_bytes(b"\xff notes")
+    for argv, message in ((["--document", str(page), "--notes", str(notes)], f"cannot read notes file {notes}: not "
+                           "UTF-8 text"), (["--output", str(notes)], f"{notes}: File exists")):
+        assert main(["report", str(tmp_path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
 
 
 def test_cloud_has_one_point_per_combination_of_settings(tmp_path):

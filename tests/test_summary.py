@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from scipy import stats
@@ -271,6 +272,38 @@ def test_a_report_folder_without_its_tables_is_one_line_naming_the_file(tmp_path
     assert err.count("\n") == 1 and f"{tmp_path / 'docs' / 'full' / 'runs.csv'}: not found" in err
 
 
+@pytest.mark.parametrize("cell, shown", [("", "blank"), ("0.8x", "'0.8x'")])
+def test_a_report_table_with_an_unreadable_accuracy_is_one_line_naming_the_run(tmp_path, capsys, cell, shown):
+    """Mutant: a blank cell silently dropped (its pair with it) or a text cell a traceback in the subtraction."""
+    sweep = tmp_path / "sweeps" / "full"
+    paired_sweep(sweep)
+    assert main(["report", str(sweep), "--output", str(tmp_path / "docs" / "full")]) == 0
+    table = tmp_path / "docs" / "full" / "runs.csv"
+    runs = pd.read_csv(table, dtype=str)
+    runs.loc[0, "training_domain.ood"] = cell
+    runs.to_csv(table, index=False)
+    spec = summary_file(tmp_path / "docs" / "summary.yaml", [row("PACS", "full", report="full")])
+    assert main(["summary", str(spec), "--sweeps", str(tmp_path / "elsewhere"), "--output", str(tmp_path / "o.md")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"droptune: error: {table}: run {runs.loc[0, 'run']}: training_domain.ood is {shown}: expected an " \
+                  "accuracy\n"
+
+
+def test_the_summary_page_never_replaces_its_inputs_and_unreadable_notes_are_one_line(tmp_path, capsys):
+    spec = summary_file(tmp_path / "summary.yaml", [row()])
+    notes = tmp_path / "notes.md"
+    notes.write_bytes(b"\xff\xfe notes")
+    for argv, message in ((["--output", str(spec)], f"--output {spec} is the summary file"),
+                          (["--output", str(notes), "--notes", str(notes)], f"--output {notes} is the notes file"),
+                          (["--output", str(tmp_path / "o.md"), "--notes", str(notes)],
+                           f"cannot read notes file {notes}: not UTF-8 text"),
+                          (["--output", str(tmp_path)], f"{tmp_path}: Is a directory")):
+        assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert yaml.safe_load(spec.read_text())["rows"] == [row()] and notes.read_bytes() == b"\xff\xfe notes"
+
+
 @pytest.mark.parametrize("content, message", [
     ("rows: [{name: a, sweep: s, dataset: PACS, method: dropout 0.9}]", "rows[0]: missing field 'control'"),
     ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, colour: red}]",
@@ -281,6 +314,8 @@ def test_a_report_folder_without_its_tables_is_one_line_naming_the_file(tmp_path
      "rows[0].domains: 'sketchy' is not a domain of PACS"),
     ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: x}]", "method and control are both 'x'"),
     ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: [y]}]", "rows[0].control: expected text"),
+    ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, paper: {control: 86.5}}]",
+     "rows[0].paper: no method"),
     ("rows: {name: a}", "expected a mapping with a non-empty list `rows`"),
     ("rows: [a, b", "is not valid YAML"),
 ])

@@ -83,6 +83,9 @@ def test_random_search_is_keyed_by_name(image_folder):
     ({"methods": [{"name": "a", "dropout": 0.1}, {"name": "b", "dropout": 0.1}]}, "have the same config"),
     ({"test_domains": ["z"]}, "has no test domain 'z': expected one of a, b, c"),
     ({"methods": []}, "'methods' must be a non-empty list"),
+    ({"seeds": [0, 1, 0]}, "test.yaml: 'seeds' repeats 0: each value once"),
+    ({"trial_seeds": [2, 2]}, "test.yaml: 'trial_seeds' repeats 2: each value once"),
+    ({"test_domains": ["b", "b"]}, "test.yaml: 'test_domains' repeats b: each value once"),
 ])
 def test_spec_errors_name_the_key_and_what_was_expected(image_folder, tmp_path, changes, message):
     with pytest.raises(DroptuneError, match=message.replace("(", r"\(")):

@@ -115,6 +115,29 @@ def test_bad_model_folders_get_one_line(trained, tmp_path, capsys):
         droptune.load_model(run, variant="swa")
 
 
+def test_bad_arguments_are_one_line(trained, tmp_path, capsys):
+    run, data = trained
+    evaluation = ["evaluate", str(run), "--dataset", str(data), "--output", str(tmp_path / "e.json")]
+    for extra, message in ((["--batch-size", "0"], "argument --batch-size: expected an integer of at least 1, got 0"),
+                           (["--workers", "-1"], "argument --workers: expected an integer of at least 0, got -1")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*evaluation, *extra])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert main([*evaluation, "--device", "cdu"]) == 2
+    assert capsys.readouterr().err == "droptune: error: invalid device 'cdu': expected auto, cpu, cuda or cuda:N\n"
+    assert main(["evaluate", str(tmp_path / "nowhere"), "--dataset", str(data)]) == 2
+    assert capsys.readouterr().err == f"droptune: error: model folder not found: {tmp_path / 'nowhere'}\n"
+    assert main([*evaluation[:4], "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(f"{tmp_path}: Is a directory\n")
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(run), str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.startswith(f"droptune: error: no image files in {tmp_path / 'empty'} (looked for")
+    output = tmp_path / "new" / "folder" / "p.csv"
+    assert main(["predict", str(run), str(data / "a" / "cat"), "--output", str(output)]) == 0
+    assert len(output.read_text().splitlines()) == 1 + 6
+
+
 def test_undecodable_image_gets_one_line(trained, tmp_path, capsys):
     run, _ = trained
     broken = make_image_folder(tmp_path / "broken", domains=("x",), per_class=2)

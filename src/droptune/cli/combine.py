@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from droptune.cli.arguments import count
+
 
 def _combine(args: argparse.Namespace) -> int:
     from droptune.combining.combine import combine
@@ -63,7 +65,7 @@ def add_combine_commands(commands) -> None:
     combine.add_argument("--ensemble-outputs", choices=ENSEMBLE_OUTPUTS, default="probs",
                          help="what the ensemble averages (default: probs)")
     combine.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    combine.add_argument("--workers", type=int, help="data-loader processes (default: chosen per device)")
+    combine.add_argument("--workers", type=count(0), help="data-loader processes (default: chosen per device)")
     combine.add_argument("--data-dir", help="folder that holds the datasets, if not where the runs found them")
     combine.set_defaults(run=_combine)
 

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from droptune.cli.arguments import count
+
 DEFAULT_DATA_DIR = "data"
 
 
@@ -89,7 +91,7 @@ def add_data_commands(commands) -> None:
     verify.add_argument("target", metavar="NAME|PATH")
     verify.add_argument("--data-dir", type=Path, help=data_dir_help)
     verify.add_argument("--no-decode", action="store_true", help="skip decoding the images (quick check)")
-    verify.add_argument("--workers", type=int, help="threads that decode images (default: up to 4)")
+    verify.add_argument("--workers", type=count(1), help="threads that decode images (default: up to 4)")
     verify.set_defaults(run=_verify)
 
     info = jobs.add_parser("info", help="domains, classes and image counts of a dataset folder",

@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     except DroptuneError as error:
         print(f"droptune: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except OSError as error:  # a path given on the command line: a folder where a file goes, a file that exists
+        if error.filename is None:
+            raise
+        paths = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+        print(f"droptune: error: {paths}: {error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("droptune: interrupted; `droptune train --resume RUN_DIR` continues from the last checkpoint",
               file=sys.stderr)

@@ -11,9 +11,13 @@ from droptune.errors import DroptuneError
 
 def _summary(args: argparse.Namespace) -> int:
     from droptune.experiments.summary import load_summary_spec, render, summarize, unlink_unwritten_pages
+    from droptune.runs.files import read_text
 
     if args.notes is not None and not args.notes.is_file():
         raise DroptuneError(f"notes file not found: {args.notes}")
+    for given, what in ((args.spec, "the summary file"), (args.notes, "the notes file")):
+        if given is not None and args.output.resolve() == given.resolve():
+            raise DroptuneError(f"--output {args.output} is {what}: writing the page would replace it")
     spec = load_summary_spec(args.spec)
     results = summarize(spec, args.sweeps, args.spec)
     unlink_unwritten_pages(results, args.output.parent)
@@ -21,7 +25,7 @@ def _summary(args: argparse.Namespace) -> int:
     if args.notes is not None:
         command += ["--notes", str(args.notes)]
     page = render(spec, results, " ".join(shlex.quote(c) if i else c for i, c in enumerate(command)),
-                  args.notes.read_text() if args.notes is not None else None)
+                  read_text(args.notes, "notes file") if args.notes is not None else None)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(page)
     print(page.split("\n## Per held-out domain")[0].rstrip())

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from droptune.cli.arguments import count
 from droptune.errors import DroptuneError
 from droptune.console import add_progress_flag
 from droptune.experiments import preset_names
@@ -164,7 +165,7 @@ def add_sweep_commands(commands) -> None:
     spec.add_argument("--grid", nargs="+", metavar="FIELD=V1,V2", help="hyper-parameter grid entries")
     spec.add_argument("--set", nargs="+", metavar="FIELD=VALUE", help="config fields for every job")
     local = sweep.add_argument_group("--launcher local")
-    local.add_argument("--workers", type=int, help="jobs at once (default: one per GPU, else 1)")
+    local.add_argument("--workers", type=count(1), help="jobs at once (default: one per GPU, else 1)")
     slurm = sweep.add_argument_group("--launcher slurm (through submitit: one job array)")
     slurm.add_argument("--slurm-partition")
     slurm.add_argument("--slurm-account")

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from droptune.cli.arguments import count
 from droptune.console import add_progress_flag
 
 
@@ -76,8 +77,8 @@ def add_use_commands(commands) -> None:
                           help="folder holding registered datasets (default: $DROPTUNE_DATA_DIR)")
     evaluate.add_argument("--domains", nargs="+", help="domains to score (default: all)")
     evaluate.add_argument("--output", type=Path, help="evaluation.json path (default: in the run folder)")
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--workers", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=count(1), default=64)
+    evaluate.add_argument("--workers", type=count(0), default=0)
     evaluate.add_argument("--device", default="cpu")
     add_progress_flag(evaluate)
     evaluate.set_defaults(run=_evaluate)
@@ -88,7 +89,7 @@ def add_use_commands(commands) -> None:
     predict.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"))
     predict.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first")
     predict.add_argument("--output", type=Path, default=Path("predictions.csv"), help=".csv or .jsonl")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=count(1), default=32)
     predict.add_argument("--device", default="cpu")
     add_progress_flag(predict)
     predict.set_defaults(run=_predict)

@@ -96,6 +96,17 @@ def read_report_tables(folder: Path) -> Collection:
     if missing and not runs.empty:
         raise DroptuneError(f"{Path(folder) / RUNS_TABLE}: no column {missing[0]!r}: expected runs.csv as droptune "
                             "report writes it")
+    for column in (f"{s}.{m}" for s in SELECTIONS for m in ("val", "iid", "ood")):
+        if runs.empty:
+            break
+        values = pd.to_numeric(runs[column], errors="coerce")
+        required = column in ("training_domain.iid", "training_domain.ood")  # every completed run has them
+        bad = values.isna() & (runs[column].notna() | required)
+        if bad.any():
+            run, value = runs[bad].iloc[0][["run", column]]
+            shown = repr(value) if pd.notna(value) else "blank"
+            raise DroptuneError(f"{Path(folder) / RUNS_TABLE}: run {run}: {column} is {shown}: expected an accuracy")
+        runs[column] = values
     return Collection(runs, skipped.reindex(columns=SKIPPED_COLUMNS), pd.DataFrame(columns=CURVE_COLUMNS))
 
 
@@ -108,7 +119,7 @@ def describe(path: Path) -> tuple[dict | None, str | None]:
         pass
     try:
         config = yaml.safe_load(RunDir(path).config.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8 text
         return None, None
     if not isinstance(config, dict) or not isinstance(config.get("dropout"), (int, float)):
         return None, None

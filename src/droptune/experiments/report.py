@@ -7,9 +7,10 @@ from pathlib import Path
 
 from droptune.errors import DroptuneError
 from droptune.experiments.collect import RUNS_TABLE, SKIPPED_TABLE, Collection, collect
-from droptune.runs.folder import COMBINED, spec_files
 from droptune.experiments.figures import plot_cloud, plot_curves, plot_dropout_curve
 from droptune.experiments.tables import layout, write_tables
+from droptune.runs.files import read_text
+from droptune.runs.folder import COMBINED, spec_files
 
 
 def write_report(root: Path, output: Path, selection: str = "training_domain",
@@ -66,7 +67,7 @@ def write_document(root: Path, document: Path, collection: Collection, tables: s
     base = runs[runs["variant"].isna()] if not runs.empty else runs
     lines = [f"# {root.name}: report", ""]
     if notes is not None:
-        lines += [notes.read_text().strip(), ""]
+        lines += [read_text(notes, "notes file").strip(), ""]
     lines += [line.replace("# ", "## ", 1) if line.startswith("#") else line for line in tables.splitlines()]
     lines += ["", "## Figures", ""]
     for title, path in figures:
@@ -90,6 +91,6 @@ def write_document(root: Path, document: Path, collection: Collection, tables: s
         lines += ["", "## Sweep file" + ("s" if len(specs) > 1 else "")]
     for spec in specs:
         lines += ["", f"`{root.name}/{spec.name}`, as `droptune sweep` expanded it:", "", "```yaml",
-                  spec.read_text().strip(), "```"]
+                  read_text(spec, "sweep file").strip(), "```"]
     document.parent.mkdir(parents=True, exist_ok=True)
     document.write_text("\n".join(lines) + "\n")

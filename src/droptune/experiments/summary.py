@@ -137,6 +137,9 @@ def _paper(path: Path, where: str, entry: Any) -> PaperFigures:
     for key, value in figures.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DroptuneError(f"{path}: {where}.{key}: expected an accuracy in %, got {value!r}")
+    if figures and "method" not in entry:
+        raise DroptuneError(f"{path}: {where}: no method: the paper's figures are set against its method's, "
+                            f"got {entry!r}")
     return PaperFigures(entry.get("method"), entry.get("control"), {str(k): float(v) for k, v in baselines.items()})
 
 

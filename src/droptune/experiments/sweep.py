@@ -196,7 +196,14 @@ def _list_of(data: dict, key: str, kind: type, source: str, default: list | None
         values = [values]
     if not isinstance(values, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
         raise DroptuneError(f"{source}: {key!r} must be a list of {kind.__name__}, got {values!r}")
+    _check_unique(values, key, source)
     return values
+
+
+def _check_unique(values: list, key: str, source: str) -> None:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise DroptuneError(f"{source}: {key!r} repeats {', '.join(repeated)}: each value once")
 
 
 def _overrides(values: Any, source: str) -> dict[str, Any]:
@@ -237,6 +244,7 @@ def _test_domains(value: Any, source: str) -> str | list[str] | dict[str, str | 
         if v == "all":
             return "all"
         if isinstance(v, list) and v:
+            _check_unique([str(d) for d in v], "test_domains", source)
             return [str(d) for d in v]
         raise DroptuneError(f"{source}: 'test_domains' must be 'all', a list of domains, or a mapping "
                             f"from dataset to either; got {v!r}")

@@ -20,6 +20,7 @@ from droptune.models.loading import load_strict, read_state_dict
 from droptune.runs.folder import RunDir
 from droptune.runs.results import CombinationResults
 from droptune.training.config import TrainConfig, coerce
+from droptune.training.device import resolve_device
 
 VARIANTS = ("best", "swa", "ema", "swad")
 # What a model is, as export writes it into config.json and the model card.
@@ -48,6 +49,9 @@ def load_model(path: str | os.PathLike, variant: str = "best", device: str = "cp
     if variant not in VARIANTS:
         raise DroptuneError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     folder = Path(path)
+    if not folder.is_dir():
+        raise DroptuneError(f"model folder not found: {folder}")
+    target = resolve_device(device)
     run = RunDir(folder)
     if run.config.is_file():
         loaded = _load_run(run, variant)
@@ -60,7 +64,7 @@ def load_model(path: str | os.PathLike, variant: str = "best", device: str = "cp
             raise DroptuneError(f"variant {variant!r} is one of a run's models; {folder} is "
                                 f"{'an exported model' if exported else 'a combination of runs'}")
         loaded = _load_export(folder) if exported else _load_soup(folder)
-    loaded.model.to(device)
+    loaded.model.to(target)
     return loaded
 
 

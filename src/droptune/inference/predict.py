@@ -26,6 +26,9 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
             files.append(item)
         else:
             raise DroptuneError(f"no such image file or folder: {item}")
+    if not files:
+        raise DroptuneError(f"no image files in {', '.join(map(str, inputs))} (looked for "
+                            f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files
 
 
@@ -64,6 +67,7 @@ def predict(loaded: LoadedModel, files: Sequence[Path], top_k: int = 1, batch_si
 
 def write_predictions(records: list[dict], output: Path) -> None:
     """CSV (file, class_1, probability_1, ...) or JSON Lines, by the output's extension."""
+    output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".jsonl":
         output.write_text("".join(json.dumps(r) + "\n" for r in records))
         return

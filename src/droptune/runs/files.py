@@ -1,4 +1,5 @@
-"""Atomic files: a reader never sees half a file, an interruption never corrupts one."""
+"""Atomic files: a reader never sees half a file, an interruption never corrupts one; text files read with an
+error that names them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from droptune.errors import DroptuneError
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -21,6 +24,15 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file the user named (notes, a sweep file); one that is not text is a one-line error."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DroptuneError(f"cannot read {what} {path}: not UTF-8 text ({error.reason} at byte {error.start})"
+                            ) from None
 
 
 def save_json(obj: Any, path: Path) -> None:
