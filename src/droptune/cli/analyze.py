@@ -108,11 +108,11 @@ def add_analyze_commands(commands) -> None:
         parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
                             help="completed run folders of one split")
         parser.add_argument("--output", type=Path, required=True, help="folder for the JSON and the figure")
-        parser.add_argument("--max-images", type=count(1), help="score at most this many images per evaluation set "
+        parser.add_argument("--max-images", type=int, help="score at most this many images per evaluation set "
                             "(a seeded subset; default: all)")
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         parser.add_argument("--workers", type=count(0), default=0, help="data-loader processes")
         parser.add_argument("--data-dir", help="where the runs' dataset is, if not where they were trained")
         if name == "interpolate":
-            parser.add_argument("--points", type=count(2), default=11, help="values of α from 0 to 1")
+            parser.add_argument("--points", type=int, default=11, help="values of α from 0 to 1")
         parser.set_defaults(run=run)
