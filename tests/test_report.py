@@ -249,7 +249,12 @@ def test_report_command_writes_tables_and_figures(tmp_path, capsys):
     assert csv[0] == "dataset,method,metric,test_domain,mean,se,n,selection"
     assert any(line.startswith("PACS,dropout 0.9,ood,sketch,60.6667,6.3") for line in csv)
     assert main(["report", str(tmp_path), "--selection", "oracle"]) == 0
-    assert "| dropout 0.9 | 85.0 ± 0.0 | 85.0 ± 5.8 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| dropout 0.9 | 85.0 ± 0.0 | 85.0 ± 5.8 |" in out and "PACS: convergence curves: PACS_curves.png" in out
+    for metrics in tmp_path.glob("runs/*/metrics.jsonl"):
+        metrics.unlink()
+    assert main(["report", str(tmp_path)]) == 0
+    assert "PACS: no convergence curves (needs the runs' metrics.jsonl)" in capsys.readouterr().out
 
 
 def test_report_page_has_notes_tables_figures_combinations_and_the_sweep_file(tmp_path, capsys):

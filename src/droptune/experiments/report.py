@@ -50,8 +50,9 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
         if files:
             figures.append((f"{dataset}: accuracy against the dropout rate", files[0]))
         files = plot_curves(collection.curves, dataset, methods[dataset], output / f"{dataset}_curves")
+        messages.append(f"{dataset}: convergence curves: {files[0].name}, {files[1].name}" if files else
+                        f"{dataset}: no convergence curves (needs the runs' metrics.jsonl)")
         if files:
-            messages.append(f"{dataset}: convergence curves: {files[0].name}, {files[1].name}")
             figures.append((f"{dataset}: convergence (training domains only)", files[0]))
     document = document or output / "report.md"
     write_document(Path(root), document, collection, text, figures, notes)
