@@ -96,9 +96,7 @@ def read_report_tables(folder: Path) -> Collection:
     if missing and not runs.empty:
         raise DroptuneError(f"{Path(folder) / RUNS_TABLE}: no column {missing[0]!r}: expected runs.csv as droptune "
                             "report writes it")
-    for column in (f"{s}.{m}" for s in SELECTIONS for m in ("val", "iid", "ood")):
-        if runs.empty:
-            break
+    for column in (f"{s}.{m}" for s in SELECTIONS for m in ("val", "iid", "ood") if f"{s}.{m}" in runs):
         values = pd.to_numeric(runs[column], errors="coerce")
         required = column in ("training_domain.iid", "training_domain.ood")  # every completed run has them
         bad = values.isna() & (runs[column].notna() | required)
