@@ -71,6 +71,8 @@ TARGETS = {
                       (("tests/test_training.py", "-k", "mean_training_loss or timings or workers or collapsed"),
                        PROTOCOL_RUNS, ("tests/test_training.py",), ("tests/test_precision.py", "-k", "channels_last"),
                        ("tests/test_combining.py", "-k", "along_run"))),
+    "run_inputs": Target("src/droptune/training/run_inputs.py", ("run_dataset", "initial_model"),
+                         (("tests/test_run_inputs.py", "tests/test_cache_training.py"), PROTOCOL_RUNS)),
     "tables": Target("src/droptune/experiments/tables.py", ("choose", "mean_se", "cell_means", "_averages",
                                                            "domain_average"),
                      (("tests/test_report.py", "tests/test_summary.py"),)),

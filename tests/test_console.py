@@ -10,13 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import make_image_folder
 from droptune.cli.main import main
 from droptune.experiments.runner import Progress
 from droptune.training.config import TrainConfig
 from droptune.training.metrics_log import MetricsLog, scalars
 from droptune.runs.folder import RunDir
 from droptune.training.trainer import train
-from tests.conftest import make_image_folder
 
 TOY = dict(test_domain="c", backbone="resnet10t", weights="none", image_size=16, batch_size=3, steps=8,
            eval_every=4, lr=0.05, dropout=0.5, workers=0)

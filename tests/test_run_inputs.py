@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import torch
 
+from conftest import make_image_folder
 from droptune.analysis.subject import Subject
 from droptune.combining.runs import Split, read_run
 from droptune.models.loading import load_strict, read_state_dict
 from droptune.training.config import TrainConfig
 from droptune.training.trainer import Trainer, train
-from tests.conftest import make_image_folder
 
 CPU = torch.device("cpu")
 
 
 def trained(tmp_path, **changes) -> TrainConfig:
-    config = TrainConfig(dataset=str(make_image_folder(tmp_path / "toy", size=20)), test_domain="c",
-                         backbone="resnet10t", weights="none", image_size=16, batch_size=3, steps=2, eval_every=2,
-                         lr=0.05, dropout=0.5, workers=0, progress=False, output_dir=str(tmp_path / "run"), **changes)
+    settings = dict(dataset=str(make_image_folder(tmp_path / "toy", size=20)), test_domain="c", backbone="resnet10t",
+                    weights="none", image_size=16, batch_size=3, steps=2, eval_every=2, lr=0.05, dropout=0.5,
+                    workers=0, progress=False, output_dir=str(tmp_path / "run"))
+    config = TrainConfig(**{**settings, **changes})
     train(config)
     return config
 
@@ -49,3 +50,15 @@ def test_a_run_from_random_weights_is_rebuilt_at_its_start(tmp_path):
     origin = Trainer(config).model.origin  # the backbone's weights before the first step
     for start in (Subject(run, CPU).pretrained() for _ in range(2)):
         assert all(torch.equal(tensor, origin[name]) for name, tensor in start.backbone.named_parameters())
+
+
+def test_a_registered_dataset_that_moved_is_read_where_the_caller_says(tmp_path):
+    """Mutant: `--data-dir` of combine/analyze ignored, or the run's own data_dir dropped when none is given."""
+    make_image_folder(tmp_path / "old" / "OfficeCaltech10", domains=("amazon", "caltech", "dslr", "webcam"))
+    config = trained(tmp_path, dataset="OfficeCaltech10", data_dir=str(tmp_path / "old"), test_domain="dslr")
+    run = read_run(config.run_dir())
+    split = Split(run.config, CPU, 0)
+    where_trained = split.bench(run).evaluate(split.model(run)).loss
+    (tmp_path / "old").rename(tmp_path / "new")
+    split = Split(run.config, CPU, 0, str(tmp_path / "new"))
+    assert split.bench(run).evaluate(split.model(run)).loss == where_trained

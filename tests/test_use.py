@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import make_image_folder
 import droptune
 from droptune.cli.main import main
 from droptune.data.loaders import DomainImages
@@ -18,7 +19,6 @@ from droptune.data.registry import open_dataset
 from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
 from droptune.training.trainer import train
-from tests.conftest import make_image_folder
 
 
 @pytest.fixture(scope="module")
