@@ -441,7 +441,21 @@ def stale(chosen: list[Named]) -> list[str]:
     return problems
 
 
+def failing_without_a_mutant(sandbox: Sandbox, path: str, stages: tuple[tuple[str, ...], ...],
+                             timeout: float) -> str | None:
+    """The stage that fails on the unmutated code (an import error, a broken test), else None: every mutant would
+    read as killed by it, and prove nothing."""
+    outcome, stage = sandbox.run(path, (REPO / path).read_text(), stages, timeout)
+    return None if outcome == "survived" else f"{stage} ({outcome} without a mutant)"
+
+
 def run_named(sandbox: Sandbox, chosen: list[Named], timeout: float) -> int:
+    for tests in dict.fromkeys(mutant.tests for mutant in chosen):
+        path = next(mutant.path for mutant in chosen if mutant.tests == tests)
+        failing = failing_without_a_mutant(sandbox, path, (tests,), timeout)
+        if failing:
+            print(f"mutate.py: tests {failing}: fix them first; no mutant run", file=sys.stderr)
+            return 2
     survived = 0
     for mutant in chosen:
         text = (REPO / mutant.path).read_text()
@@ -455,6 +469,11 @@ def run_named(sandbox: Sandbox, chosen: list[Named], timeout: float) -> int:
 
 def run_generated(sandbox: Sandbox, mutants: list[Mutant], timeout: float, report: Path | None,
                   stages: int | None = None) -> int:
+    for module in dict.fromkeys(mutant.module for mutant in mutants):
+        failing = failing_without_a_mutant(sandbox, TARGETS[module].path, TARGETS[module].stages[:stages], timeout)
+        if failing:
+            print(f"mutate.py: {module}'s tests {failing}: fix them first; no mutant run", file=sys.stderr)
+            return 2
     rows = []
     for number, mutant in enumerate(mutants, 1):
         start = time.monotonic()

@@ -26,3 +26,26 @@ def test_every_named_mutant_still_applies():
 def test_every_core_module_still_has_its_functions(module):
     """Mutant: a renamed core function silently dropped from mutation testing (generate must refuse instead)."""
     assert mutate.generate(module, mutate.TARGETS[module])
+
+
+class Recording:
+    """A sandbox whose test stages fail on the unmutated code, as an import error in a test file makes them."""
+
+    def __init__(self):
+        self.sources = []
+
+    def run(self, path, source, stages, timeout):
+        self.sources.append(source)
+        return "killed", " ".join(stages[0])
+
+
+def test_tests_that_fail_without_a_mutant_stop_the_run(capsys):
+    """Mutant: stages that fail on the unmutated code (a test importing what the script's runs cannot) count every
+    mutant as killed. Found so: run_inputs' tests once imported tests.conftest, and its 4 mutants all read killed."""
+    sandbox = Recording()
+    mutants = mutate.generate("run_inputs", mutate.TARGETS["run_inputs"])
+    assert mutate.run_generated(sandbox, mutants, 10, None) == 2
+    assert sandbox.sources == [(REPO / mutate.TARGETS["run_inputs"].path).read_text()], "no mutant was run"
+    assert "run_inputs's tests tests/test_run_inputs.py" in capsys.readouterr().err
+    named = [m for m in mutate.NAMED][:1]
+    assert mutate.run_named(Recording(), named, 10) == 2
