@@ -283,7 +283,8 @@ def test_a_report_table_with_an_unreadable_accuracy_is_one_line_naming_the_run(t
     runs.loc[0, "training_domain.ood"] = cell
     runs.to_csv(table, index=False)
     spec = summary_file(tmp_path / "docs" / "summary.yaml", [row("PACS", "full", report="full")])
-    assert main(["summary", str(spec), "--sweeps", str(tmp_path / "elsewhere"), "--output", str(tmp_path / "o.md")]) == 2
+    output = tmp_path / "o.md"
+    assert main(["summary", str(spec), "--sweeps", str(tmp_path / "elsewhere"), "--output", str(output)]) == 2
     err = capsys.readouterr().err
     assert err == f"droptune: error: {table}: run {runs.loc[0, 'run']}: training_domain.ood is {shown}: expected an " \
                   "accuracy\n"
