@@ -33,6 +33,12 @@ def trained(tmp_path_factory):
     return config.run_dir(), data
 
 
+def predicted(loaded, path) -> int:
+    """The model's class index for one image file, read as evaluation reads it."""
+    with torch.no_grad():
+        return int(loaded.model(loaded.read(path)[None]).argmax(1).item())
+
+
 def domain_c_hits(trained) -> int:
     """Images of the test domain c that the run's selected step got right, from its results.json (10 in, 2 out)."""
     run, _ = trained
@@ -49,7 +55,7 @@ def test_load_model_predicts_like_the_run(trained):
         for path in sorted((data / "c" / name).glob("*.png")):
             x = loaded.read(path)
             assert x.dtype == torch.uint8 and x.shape == (3, 16, 16)
-            hits += int(loaded.model(x[None]).argmax(1).item() == label)
+            hits += int(predicted(loaded, path) == label)
     assert hits == domain_c_hits(trained)
 
 
@@ -92,8 +98,7 @@ def test_classes_matched_by_name(trained, tmp_path, capsys):
     metrics = json.loads(output.read_text())["domains"]["x"]
     assert metrics["confusion"]["matrix"][0] == [0, 0] and sum(metrics["confusion"]["matrix"][1]) == 4
     loaded = droptune.load_model(run)
-    said_dog = sum(loaded.model(loaded.read(path)[None]).argmax(1).item() == 1
-                   for path in sorted((dogs / "x" / "dog").glob("*.png")))
+    said_dog = sum(predicted(loaded, path) == 1 for path in sorted((dogs / "x" / "dog").glob("*.png")))
     assert metrics["accuracy"] * 4 == pytest.approx(said_dog)
     wrong = make_image_folder(tmp_path / "wrong", domains=("x",), classes=("cat", "horse"), per_class=2)
     assert main(["evaluate", str(run), "--dataset", str(wrong), "--output", str(tmp_path / "e.json")]) == 2

@@ -26,6 +26,7 @@ from droptune.training.config import RUNTIME_FIELDS
 
 SELECTIONS = ("training_domain", "oracle")
 VALIDATION = {"training_domain": "iid", "oracle": "ood_out"}  # what each selection maximizes
+SCORE_COLUMNS = tuple(f"{s}.{m}" for s in SELECTIONS for m in ("val", "iid", "ood"))  # runs.csv's selected scores
 CELL_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed")
 RUN_FILES = ("job", "config", "results", "error", "last")  # RunDir's files that make a folder a run's
 CURVE_COLUMNS = ["dataset", "method", "test_domain", "run", "step", "iid", "loss"]
@@ -92,11 +93,11 @@ def read_report_tables(folder: Path) -> Collection:
             raise DroptuneError(f"{path}: not a table droptune report wrote ({str(error).splitlines()[0]})") from None
     runs, skipped = tables
     missing = [c for c in ("run", "dataset", "test_domain", "method", "seed", "trial_seed", "hparams",
-                           *(f"{s}.{m}" for s in SELECTIONS for m in ("val", "iid", "ood"))) if c not in runs]
+                           *SCORE_COLUMNS) if c not in runs]
     if missing and not runs.empty:
         raise DroptuneError(f"{Path(folder) / RUNS_TABLE}: no column {missing[0]!r}: expected runs.csv as droptune "
                             "report writes it")
-    for column in (f"{s}.{m}" for s in SELECTIONS for m in ("val", "iid", "ood") if f"{s}.{m}" in runs):
+    for column in (c for c in SCORE_COLUMNS if c in runs):
         values = pd.to_numeric(runs[column], errors="coerce")
         required = column in ("training_domain.iid", "training_domain.ood")  # every completed run has them
         bad = values.isna() & (runs[column].notna() | required)

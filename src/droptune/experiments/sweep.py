@@ -244,8 +244,9 @@ def _test_domains(value: Any, source: str) -> str | list[str] | dict[str, str | 
         if v == "all":
             return "all"
         if isinstance(v, list) and v:
-            _check_unique([str(d) for d in v], "test_domains", source)
-            return [str(d) for d in v]
+            names = [str(d) for d in v]
+            _check_unique(names, "test_domains", source)
+            return names
         raise DroptuneError(f"{source}: 'test_domains' must be 'all', a list of domains, or a mapping "
                             f"from dataset to either; got {v!r}")
 
