@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The evidence sweeps behind docs/results (Office-Caltech-10, Office-31, PACS at convergence), one after the
 # other. Resumable: run it again and finished jobs are skipped, interrupted ones resume from last.pt.
+# PRESETS picks some of them, in the order given (default: all four, in the order below); a sweep whose run folders
+# were lost after its report landed need not run again.
 # The sweeps run from a frozen copy of src/ at one commit, so that work on the code does not change a job's
 # identity (its folder name) half-way through a sweep; pass another commit only to start the sweeps afresh.
 #   bash scripts/evidence.sh [COMMIT]
-#   env: SWEEPS (default /work/sweeps), DATA (default ../shared/data), WORKERS (default 2), PYTHON (.venv's)
+#   env: SWEEPS (default /work/sweeps), DATA (default ../shared/data), WORKERS (default 2), PYTHON (.venv's),
+#        PRESETS (default "officecaltech10-cpu office31-cpu pacs-long-cpu pacs-head-cpu")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -23,7 +26,11 @@ run() {  # preset, output folder
   PYTHONPATH=$frozen/src "$python" -m droptune.cli.main sweep "$1" --data-dir "$data" --output "$sweeps/$2" \
     --workers "${WORKERS:-2}"
 }
-run officecaltech10-cpu officecaltech10-cpu
-run office31-cpu office31-cpu
-run pacs-long-cpu pacs-long-cpu
-run pacs-head-cpu pacs-long-cpu   # shares two runs with pacs-long-cpu
+for preset in ${PRESETS:-officecaltech10-cpu office31-cpu pacs-long-cpu pacs-head-cpu}; do
+  case $preset in
+    officecaltech10-cpu | office31-cpu | pacs-long-cpu) run "$preset" "$preset" ;;
+    pacs-head-cpu) run pacs-head-cpu pacs-long-cpu ;;   # shares two runs with pacs-long-cpu
+    *) echo "evidence.sh: unknown preset '$preset' in PRESETS (expected officecaltech10-cpu, office31-cpu," \
+         "pacs-long-cpu or pacs-head-cpu)" >&2; exit 2 ;;
+  esac
+done
