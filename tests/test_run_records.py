@@ -46,11 +46,15 @@ def test_a_lost_sweep_restored_from_its_records_reports_the_same_and_trains_noth
                                                                        "metrics.jsonl")} <= set(kept)
 
     before = collect(sweep).runs
+    assert main(["report", str(sweep), "--output", str(tmp_path / "before")]) == 0
     shutil.rmtree(sweep)
     assert run_records.main(["restore", str(records), str(sweep)]) == 0
     assert "restored 2 runs" in capsys.readouterr().out
     after = collect(sweep).runs
     assert after.sort_values("run").reset_index(drop=True).equals(before.sort_values("run").reset_index(drop=True))
+    assert main(["report", str(sweep), "--output", str(tmp_path / "after")]) == 0
+    for table in ("runs.csv", "tables.csv"):
+        assert (tmp_path / "after" / table).read_text() == (tmp_path / "before" / table).read_text(), table
 
     capsys.readouterr()
     assert main(["sweep", str(spec_file), "--output", str(sweep)]) == 0
