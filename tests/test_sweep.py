@@ -295,6 +295,31 @@ def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pr
         tiny_spec(image_folder, combine=["soup"])
 
 
+def test_an_ensemble_of_runs_averages_what_the_runs_ensembles_average(image_folder, tmp_path, capsys):
+    """Mutants: the sweep's ensemble of runs always averaging softmax outputs (the `paper` preset sets
+    `ensemble_outputs: logits`), or an ensemble combined with the other outputs kept as done."""
+    from droptune.combining.combine import combine
+
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "datasets": [str(image_folder)], "test_domains": ["c"], "base": {**TINY_BASE, "ensemble_outputs": "logits"},
+        "seeds": [0, 1], "trial_seeds": [0], "methods": [{"name": "dropout 0.9", "dropout": 0.9}],
+        "combine": ["ensemble"]}))
+    sweep_dir = tmp_path / "sweep"
+    assert main(["sweep", str(spec_file), "--output", str(sweep_dir)]) == 0
+    result = next((sweep_dir / "combined").iterdir()) / "ensemble" / "results.json"
+    ensemble = json.loads(result.read_text())
+    runs = sorted((sweep_dir / "runs").iterdir())
+    by_hand = {outputs: combine(runs, ["ensemble"], tmp_path / outputs, device="cpu", workers=0,
+                                outputs=outputs)["ensemble"] for outputs in ("logits", "probs")}
+    assert ensemble["outputs"] == "logits" and ensemble["acc"] == by_hand["logits"]["acc"]
+    result.write_text(json.dumps({**ensemble, **{k: by_hand["probs"][k] for k in ("outputs", "acc", "iid", "ood")}}))
+    capsys.readouterr()
+    assert main(["sweep", str(spec_file), "--output", str(sweep_dir)]) == 0
+    assert "combining 2 runs of" in capsys.readouterr().out, "an ensemble of the other outputs is redone"
+    assert json.loads(result.read_text())["outputs"] == "logits"
+
+
 def test_local_launcher_gives_each_worker_one_gpu(monkeypatch, image_folder, tmp_path):
     seen = []
 

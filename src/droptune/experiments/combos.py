@@ -67,7 +67,9 @@ def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], 
             continue
         folder = Path(sweep_dir) / COMBINED / group.name
         members = sorted(job.id for job in done)
-        todo = [m for m in methods if _members(RunDir(folder / m)) != members]
+        outputs = group.jobs[0].config.ensemble_outputs  # an ensemble of runs averages what the runs' ensembles do
+        todo = [m for m in methods
+                if _outcome(RunDir(folder / m)) != (members, None if COMBINATIONS[m].averages_weights else outputs)]
         if not todo:
             continue
         log(f"combining {len(done)} runs of {group.name}: {', '.join(todo)}")
@@ -76,7 +78,7 @@ def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], 
         for method in todo:
             outcome = RunDir(folder / method)
             try:
-                combine(paths, [method], folder, device, workers)
+                combine(paths, [method], folder, device, workers, outputs=outputs)
             except Exception as error:  # noqa: BLE001 - one group's failure must not stop the others
                 for stale in (outcome.results, outcome.soup):
                     stale.unlink(missing_ok=True)
@@ -88,10 +90,11 @@ def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], 
     return failed
 
 
-def _members(combination: RunDir) -> list[str] | None:
+def _outcome(combination: RunDir) -> tuple[list[str], str | None] | None:
+    """The runs a finished combination combined, and the outputs an ensemble averaged (None for a soup)."""
     try:
         results = combination.read_results(CombinationResults)
-        return None if results is None else sorted(run["run"] for run in results.runs)
+        return None if results is None else (sorted(run["run"] for run in results.runs), results.outputs)
     except (DroptuneError, KeyError, TypeError):
         return None
 
