@@ -124,6 +124,28 @@ def test_oracle_selection_picks_by_the_test_domain_and_scores_the_oracles_checkp
     assert cell(summary, "dropout 0.9 + ensemble", "art_painting", "ood") == pytest.approx((0.87, 0.0, 3))
 
 
+def test_the_papers_aggregation_averages_each_replicates_settings_at_their_own_checkpoints(tmp_path, capsys):
+    """Mutants: --hparams mean ignored (the best setting kept), the mean taken over replicates before the
+    settings, or each run scored at another selection's checkpoint."""
+    fake_sweep(tmp_path)
+    chosen = choose(collect(tmp_path).runs, "training_domain", "mean")
+    summary = cell_means(chosen, {"PACS": ["art_painting", "sketch"]})
+    ood = [np.mean([SKETCH[lr][seed][1] for lr in LRS]) for seed in range(3)]
+    iid = [np.mean([SKETCH[lr][seed][0] for lr in LRS]) for seed in range(3)]
+    assert cell(summary, "dropout 0.9", "sketch", "ood") == pytest.approx((np.mean(ood), se(ood), 3))
+    assert cell(summary, "dropout 0.9", "sketch", "iid") == pytest.approx((np.mean(iid), se(iid), 3))
+    assert set(chosen["hparams"]) == {"mean of 2"}
+    oracle = cell_means(choose(collect(tmp_path).runs, "oracle", "mean"), {"PACS": ["art_painting", "sketch"]})
+    assert cell(oracle, "dropout 0.9", "sketch", "ood")[0] == pytest.approx(np.mean(ood) + 0.05)
+    assert main(["report", str(tmp_path), "--hparams", "mean"]) == 0
+    out = capsys.readouterr().out
+    assert "hyper-parameters: the mean over the settings, per replicate (the paper's tables)" in out
+    csv = pd.read_csv(tmp_path / "report" / "training_domain-hparams-mean" / "tables.csv")
+    assert set(csv["hparams"]) == {"mean"}
+    row = csv[(csv["method"] == "dropout 0.9") & (csv["test_domain"] == "sketch") & (csv["metric"] == "ood")]
+    assert row["mean"].item() == pytest.approx(100 * np.mean(ood), abs=1e-4)
+
+
 def test_average_column_combines_the_domains_standard_errors_as_independent():
     """Mutant: the average's standard error is the mean of the domains' standard errors (or their root mean square).
 
@@ -246,8 +268,8 @@ def test_report_command_writes_tables_and_figures(tmp_path, capsys):
     tex = (report / "tables.tex").read_text()
     assert "art\\_painting" in tex and "60.7 $\\pm$ 6.4" in tex
     csv = (report / "tables.csv").read_text().splitlines()
-    assert csv[0] == "dataset,method,metric,test_domain,mean,se,n,selection"
-    assert any(line.startswith("PACS,dropout 0.9,ood,sketch,60.6667,6.3") for line in csv)
+    assert csv[0] == "dataset,method,metric,test_domain,mean,se,n,selection,hparams"
+    assert any(line.startswith("PACS,dropout 0.9,ood,sketch,60.6667,6.3") and line.endswith(",best") for line in csv)
     assert main(["report", str(tmp_path), "--selection", "oracle"]) == 0
     out = capsys.readouterr().out
     assert "| dropout 0.9 | 85.0 ± 0.0 | 85.0 ± 5.8 |" in out and "PACS: convergence curves: PACS_curves.png" in out

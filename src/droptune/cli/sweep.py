@@ -124,8 +124,10 @@ def _report(args: argparse.Namespace) -> int:
         raise DroptuneError(f"sweep folder not found: {args.sweep_dir}")
     if args.notes is not None and not args.notes.is_file():
         raise DroptuneError(f"notes file not found: {args.notes}")
-    output = args.output or args.sweep_dir / "report" / args.selection
-    collection, text, notes = write_report(args.sweep_dir, output, args.selection, args.document, args.notes)
+    default = args.selection if args.hparams == "best" else f"{args.selection}-hparams-{args.hparams}"
+    output = args.output or args.sweep_dir / "report" / default
+    collection, text, notes = write_report(args.sweep_dir, output, args.selection, args.document, args.notes,
+                                           args.hparams)
     print(text)
     skipped = collection.skipped
     if not skipped.empty:
@@ -193,7 +195,12 @@ def add_sweep_commands(commands) -> None:
     report.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR")
     report.add_argument("--selection", choices=("training_domain", "oracle"), default="training_domain",
                         help="model selection (default: training_domain; oracle is an upper bound)")
-    report.add_argument("--output", type=Path, help="report folder (default: SWEEP_DIR/report/<selection>)")
+    report.add_argument("--hparams", choices=("best", "mean"), default="best",
+                        help="per replicate, the best hyper-parameter setting by the selection (default, DomainBed's "
+                             "tables) or the mean over the settings (the paper's tables), each run at its own "
+                             "selected checkpoint")
+    report.add_argument("--output", type=Path, help="report folder (default: SWEEP_DIR/report/<selection>, "
+                                                    "<selection>-hparams-mean with --hparams mean)")
     report.add_argument("--document", type=Path, help="the Markdown page of tables, figures, run statistics and "
                                                       "sweep file (default: OUTPUT/report.md)")
     report.add_argument("--notes", type=Path, help="Markdown put at the top of the page: context, discussion")

@@ -14,7 +14,8 @@ from droptune.runs.folder import COMBINED, spec_files
 
 
 def write_report(root: Path, output: Path, selection: str = "training_domain",
-                 document: Path | None = None, notes: Path | None = None) -> tuple[Collection, str, list[str]]:
+                 document: Path | None = None, notes: Path | None = None,
+                 hparams: str = "best") -> tuple[Collection, str, list[str]]:
     """Collect `root`'s runs; write runs.csv, skipped.csv, the tables, each dataset's figures and report.md
     (or `document`: tables, figures, run statistics, the sweep file, with `notes` on top) into `output`.
 
@@ -27,7 +28,7 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
     output.mkdir(parents=True, exist_ok=True)
     collection.runs.to_csv(output / RUNS_TABLE, index=False)
     collection.skipped.to_csv(output / SKIPPED_TABLE, index=False)
-    summary, text = write_tables(collection, selection, output)
+    summary, text = write_tables(collection, selection, output, hparams)
     domains, methods = layout(collection)
     runs = collection.runs
     collapsed = runs[runs["variant"].isna() & runs["collapsed"]] if not runs.empty else runs

@@ -4,7 +4,9 @@ Selection, as DomainBed does it: for each (dataset, method, test domain, replica
 hyper-parameter setting with the best validation accuracy under the selection method is chosen
 (training-domain validation: mean accuracy on the training domains' held-out 20%; oracle: the
 test domain's 20%), then each cell is the mean ± standard error over replicates (trial seed, seed)
-of the chosen runs' accuracy at the checkpoint the same selection chose within each run. The standard error uses the sample standard deviation (ddof=1);
+of the chosen runs' accuracy at the checkpoint the same selection chose within each run. The paper's
+tables average over the settings instead (HPARAMS "mean": each replicate's accuracy is the mean over
+its settings, each run still at its own selected checkpoint). The standard error uses the sample standard deviation (ddof=1);
 DomainBed's uses ddof=0, smaller by sqrt((n-1)/n). The average column is the mean of the domain
 means, with the domains' standard errors combined as independent: sqrt(Σ se²) / domains.
 """
@@ -27,18 +29,26 @@ METRICS = {"ood": "o.o.d. accuracy (%), test domain", "iid": "i.i.d. accuracy (%
 REPLICATE = ["trial_seed", "seed"]
 CELL = ["dataset", "method", "test_domain"]
 AVERAGE = "average"
+HPARAMS = {"best": "the best setting by validation, per replicate (DomainBed)",
+           "mean": "the mean over the settings, per replicate (the paper's tables)"}
 MISSING = "–"
 
 
-def choose(runs: pd.DataFrame, selection: str) -> pd.DataFrame:
-    """One row per (dataset, method, test domain, replicate): the setting its validation accuracy picks."""
+def choose(runs: pd.DataFrame, selection: str, hparams: str = "best") -> pd.DataFrame:
+    """One row per (dataset, method, test domain, replicate): the setting its validation accuracy picks, or
+    (hparams "mean") the mean over its settings."""
     columns = CELL + REPLICATE + ["hparams", "iid", "ood"]
     runs = runs.dropna(subset=[f"{selection}.val"]).sort_values(["hparams", "run"]) if not runs.empty else runs
     if runs.empty:
         return pd.DataFrame(columns=columns)
+    runs = runs.rename(columns={f"{selection}.iid": "iid", f"{selection}.ood": "ood"})
     # dropna=False: an across-run combination has a trial seed but no run seed.
-    best = runs.loc[runs.groupby(CELL + REPLICATE, dropna=False)[f"{selection}.val"].idxmax()]
-    best = best.rename(columns={f"{selection}.iid": "iid", f"{selection}.ood": "ood"})
+    replicates = runs.groupby(CELL + REPLICATE, dropna=False)
+    if hparams == "mean":
+        means = replicates.agg(iid=("iid", "mean"), ood=("ood", "mean"), settings=("hparams", "nunique"))
+        means["hparams"] = "mean of " + means.pop("settings").astype(str)
+        return means.reset_index()[columns]
+    best = runs.loc[replicates[f"{selection}.val"].idxmax()]
     return best[columns].reset_index(drop=True)
 
 
@@ -146,12 +156,15 @@ def latex(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"])
 
 
-def write_tables(collection: Collection, selection: str, output: Path) -> tuple[pd.DataFrame, str]:
+def write_tables(collection: Collection, selection: str, output: Path,
+                 hparams: str = "best") -> tuple[pd.DataFrame, str]:
     """tables.md, tables.tex and tables.csv in `output`; returns the summary and the Markdown text."""
     domains, methods = layout(collection)
-    summary = cell_means(choose(collection.runs, selection), domains)
+    summary = cell_means(choose(collection.runs, selection, hparams), domains)
     name = {"training_domain": "training-domain validation", "oracle": "oracle (test-domain validation)"}[selection]
     md, tex = [f"# Accuracy by held-out domain, model selection: {name}"], []
+    if hparams != "best":
+        md[0] += f"; hyper-parameters: {HPARAMS[hparams]}"
     for dataset in domains:
         md.append(f"\n## {dataset}")
         for metric, title in METRICS.items():
@@ -170,6 +183,6 @@ def write_tables(collection: Collection, selection: str, output: Path) -> tuple[
     output.mkdir(parents=True, exist_ok=True)
     (output / "tables.md").write_text(text)
     (output / "tables.tex").write_text("\n".join(tex))
-    pct = summary.assign(mean=100 * summary["mean"], se=100 * summary["se"], selection=selection)
+    pct = summary.assign(mean=100 * summary["mean"], se=100 * summary["se"], selection=selection, hparams=hparams)
     pct.to_csv(output / "tables.csv", index=False, float_format="%.4f")
     return summary, text
