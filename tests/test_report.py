@@ -146,6 +146,23 @@ def test_the_papers_aggregation_averages_each_replicates_settings_at_their_own_c
     assert row["mean"].item() == pytest.approx(100 * np.mean(ood), abs=1e-4)
 
 
+def test_the_report_says_when_a_datasets_runs_were_trained_on_different_images(tmp_path, capsys):
+    """Mutant: runs whose results.json record other image counts (an image added to the dataset between runs)
+    mixed into the tables without a word."""
+    fake_sweep(tmp_path)
+    paths = sorted((tmp_path / "runs").iterdir())
+    for path, counts in zip(paths, ([6, 6], [6, 6], [6, 7])):
+        results = json.loads((path / "results.json").read_text())
+        (path / "results.json").write_text(json.dumps({**results, "images": {"photo": counts}}))
+    warning = "PACS: its runs were trained on 2 different sets of images"
+    assert main(["report", str(tmp_path)]) == 0
+    assert warning in capsys.readouterr().out
+    (paths[2] / "results.json").write_text(json.dumps({**json.loads((paths[2] / "results.json").read_text()),
+                                                        "images": {"photo": [6, 6]}}))
+    assert main(["report", str(tmp_path)]) == 0
+    assert warning not in capsys.readouterr().out
+
+
 def test_average_column_combines_the_domains_standard_errors_as_independent():
     """Mutant: the average's standard error is the mean of the domains' standard errors (or their root mean square).
 

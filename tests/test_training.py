@@ -69,6 +69,26 @@ def test_resume_reaches_the_same_numbers(image_folder, tmp_path, workers):
     assert train(part, resume=True) == resumed, "resuming a finished run changes nothing"
 
 
+def test_a_run_does_not_resume_on_a_dataset_whose_images_changed(image_folder, tmp_path, capsys):
+    """Mutants: resuming with the images of a domain added or removed (its 80/20 split silently redrawn mid-run:
+    the first evaluations scored one split, the rest another), or results.json not recording the counts."""
+    config = toy_config(image_folder, tmp_path)
+    assert train(config, until=6) is None
+    removed = sorted((image_folder / "b" / "dog").iterdir())[0]
+    kept = removed.read_bytes()
+    removed.unlink()
+    with pytest.raises(DroptuneError, match=r"changed since checkpoint .*last\.pt was written \(b: 12 images then, "
+                                            r"11 now\): its 80/20 splits would change mid-run"):
+        train(config, resume=True)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(config.run_dir())]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("droptune: error: ")
+    removed.write_bytes(kept)
+    results = train(config, resume=True)
+    assert results["images"] == {"a": [6, 6], "b": [6, 6], "c": [6, 6]}
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers(image_folder, tmp_path):
     a = train(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "a")))
     b = train(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "b")))

@@ -38,6 +38,10 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
                         f"runs.csv): {', '.join(sorted(set(collapsed['method'])))}")
     for dataset in domains:
         mine = runs[runs["dataset"] == dataset] if not runs.empty else runs
+        contents = mine["images"].dropna().nunique() if "images" in mine else 0
+        if contents > 1:
+            messages.append(f"{dataset}: its runs were trained on {contents} different sets of images (column images "
+                            "in runs.csv: image counts per domain and class), so the tables mix their 80/20 splits")
         if mine.empty:
             messages.append(f"{dataset}: no finished run, no figures")
             continue

@@ -58,6 +58,7 @@ class RunResults:
     cost: dict | None = None  # {"trainings": 1, "forward_passes": 1}
     variants: dict = field(default_factory=dict)  # {along-run baseline: its selected evaluation, selections, cost}
     classes: list[str] | None = None  # class names in the model's output order (schema 2)
+    images: dict | None = None  # {domain: image count per class} the run's splits were drawn from
     schema: int = RESULTS_SCHEMA
 
 

@@ -88,6 +88,24 @@ class LeaveOneDomainOut:
         labels = np.concatenate([self.dataset.labels(d)[self.splits[d].holdout] for d in self.train_domains])
         return float(np.bincount(labels).max() / len(labels))
 
+    @cached_property
+    def images(self) -> dict[str, list[int]]:
+        """Each domain's image count per class: what the 80/20 splits are drawn from, so a run resumed (or a
+        run compared) on other counts would have trained or been scored on other images."""
+        classes = len(self.dataset.classes)
+        return {name: np.bincount(self.dataset.labels(d), minlength=classes).tolist()
+                for d, name in enumerate(self.dataset.domains)}
+
+    def changes_since(self, images: dict[str, list[int]]) -> str | None:
+        """What differs from an earlier run's `images` ("sketch: 8 images then, 7 now"), or None."""
+        changed = []
+        for name in sorted(set(images) | set(self.images)):
+            then, now = sum(images.get(name, [])), sum(self.images.get(name, []))
+            if images.get(name) != self.images.get(name):
+                changed.append(f"{name}: {then} images then, {now} now" if then != now else
+                               f"{name}: {now} images, in other classes")
+        return "; ".join(changed) or None
+
     def describe(self) -> dict:
         return {"dataset": self.dataset.name, "test_domain": self.test_domain,
                 "train_domains": self.train_domain_names}

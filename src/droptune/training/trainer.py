@@ -187,6 +187,7 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         save_torch({
             "config_id": self.config.identity(),
+            "images": self.protocol.images,
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -209,6 +210,11 @@ class Trainer:
         if state["config_id"] != self.config.identity():
             raise DroptuneError(f"checkpoint {self.run.last} was written by a different config than "
                                 f"{self.run.config}; it cannot be resumed with this one")
+        changes = self.protocol.changes_since(state["images"]) if "images" in state else None
+        if changes:
+            raise DroptuneError(f"{self.dataset.name} changed since checkpoint {self.run.last} was written "
+                                f"({changes}): its 80/20 splits would change mid-run; put the images back, or start "
+                                "a new run")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -256,6 +262,7 @@ class Trainer:
             cost={"trainings": 1, "forward_passes": 1},
             variants=baseline_results(records, [b.name for b in self.baselines], config.selection),
             classes=list(self.dataset.classes),
+            images=self.protocol.images,
         )
         self.run.write_results(results)
         return dataclasses.asdict(results)
