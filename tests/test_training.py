@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from droptune.cli.main import main
-from droptune.data.registry import open_dataset
+from droptune.data.registry import dataset_reference, open_dataset
 from droptune.data.loaders import DomainBalancedBatches, DomainImages
 from droptune.models.model import build_model
 from droptune.errors import DroptuneError
@@ -222,6 +222,23 @@ def test_corrupt_image_in_a_loader_worker_is_named_in_one_line(image_folder, tmp
     err = capsys.readouterr().err.strip()
     assert err == f"droptune: error: cannot read image {bad}: " + err.split(": ", 3)[-1]
     assert "\n" not in err and str(bad) in err
+
+
+def test_a_dataset_folder_is_recorded_by_its_absolute_path_however_it_was_typed(image_folder, tmp_path,
+                                                                                monkeypatch):
+    """Mutant: the folder recorded as typed: `toy`, `./toy` and its absolute path were three job ids for one
+    dataset, and a run folder recorded `dataset: toy`, which other commands could not open from elsewhere."""
+    monkeypatch.chdir(image_folder.parent)
+    flags = ["--test-domain", "b", "--backbone", "resnet10t", "--weights", "none", "--image-size", "16",
+             "--batch-size", "2", "--steps", "2", "--eval-every", "2", "--workers", "0", "--no-progress"]
+    for typed, folder in ((image_folder.name, "typed"), (f"./{image_folder.name}", "dotted"),
+                          (str(image_folder), "absolute")):
+        assert main(["train", "--dataset", typed, *flags, "--output-dir", str(tmp_path / folder)]) == 0
+    configs = [TrainConfig.load(tmp_path / folder / "config.yaml") for folder in ("typed", "dotted", "absolute")]
+    assert {config.dataset for config in configs} == {str(image_folder.resolve())}
+    assert len({config.identity() for config in configs}) == 1
+    (image_folder.parent / "PACS").mkdir()
+    assert dataset_reference("PACS") == "PACS", "a registered name stays a name, beside a folder of that name too"
 
 
 def test_cli_train_prints_results(image_folder, tmp_path, capsys):

@@ -41,16 +41,25 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
 
 def flag_values(args: argparse.Namespace) -> dict:
-    """The config fields given on the command line."""
+    """The config fields given on the command line (a dataset folder by its absolute path)."""
+    from droptune.data.registry import dataset_reference
+
     names = set(field_types())
-    return {k: v for k, v in vars(args).items() if k in names}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    if isinstance(values.get("dataset"), str):
+        values["dataset"] = dataset_reference(values["dataset"])
+    return values
 
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
     """base (e.g. a preset) → --config file → flags."""
+    from droptune.data.registry import dataset_reference
+
     layers = dict(base or {})
     if args.config is not None:
         layers.update(read_yaml(args.config))
+        if isinstance(layers.get("dataset"), str):
+            layers["dataset"] = dataset_reference(layers["dataset"])
     layers.update(flag_values(args))
     try:
         return TrainConfig(**coerce(layers, "command line"))

@@ -186,6 +186,13 @@ def unregistered_folder(name: str, data_dir: str | os.PathLike | None = None) ->
     raise unknown_dataset(name)
 
 
+def dataset_reference(name: str) -> str:
+    """How a new run records its dataset: a registered name as given, a folder by its absolute path, so that
+    `mydata`, `./mydata` and `/work/mydata` are one dataset (one job id) and the run folder is usable anywhere."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if get_spec(name) is None and path.is_dir() else name
+
+
 def open_dataset(name: str, data_dir: str | os.PathLike | None = None) -> MultiDomainDataset:
     """A dataset by registered name (under `data_dir` where it is kept in a folder), or by folder path."""
     spec = get_spec(name)
