@@ -1,13 +1,24 @@
+import logging
+import socket
+from urllib.error import URLError
+
 import pytest
 import torch
 import torchvision
+from huggingface_hub.errors import LocalEntryNotFoundError
+from safetensors.torch import load_file
 from torch import nn
 
+from droptune.cli.main import main
 from droptune.errors import DroptuneError
 from droptune.models import DropoutClassifier, build_model, create_backbone, lite_imagenet_classifier
 from droptune.models.loading import load_strict
+from droptune.training.checkpoint import save_weights
 from droptune.training.config import TrainConfig
 from droptune.training.optim import make_optimizer, make_scheduler
+
+TINY_RUN = ["--image-size", "16", "--batch-size", "2", "--steps", "2", "--eval-every", "2", "--workers", "0",
+            "--no-progress"]
 
 
 def tiny_backbone() -> nn.Module:
@@ -169,3 +180,83 @@ def test_uint8_images_are_normalized_by_the_model_like_float_input():
         channels_last = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(channels_last, expected, atol=1e-4)
     assert not any("input_" in k for k in model.state_dict()), "the normalization is not saved with the weights"
+
+
+def no_name_resolution(*args, **kwargs):
+    """What timm's Hub download raises offline (after its retries), cause included."""
+    raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub and we cannot find "
+                                  "the requested files in the local cache.") from socket.gaierror(
+        -2, "Name or service not known")
+
+
+def unreachable_url(*args, **kwargs):
+    """What torch.hub's urllib download (torchvision's weights) raises offline."""
+    raise URLError(socket.gaierror(-2, "Name or service not known"))
+
+
+@pytest.mark.parametrize("backbone, source", [("resnet10t", "timm"), ("resnet18", "torchvision")])
+def test_offline_pretrained_weights_are_one_error_line_with_what_to_do_instead(
+        backbone, source, image_folder, tmp_path, monkeypatch, capsys):
+    """Mutants: the Hub's LocalEntryNotFoundError or urllib's URLError left as a traceback; a message without the
+    backbone, source, reason or the offline alternatives; `except Exception` (a bug in the download code hidden)."""
+    import timm.models._hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached torchvision weights
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", no_name_resolution)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable_url)
+    code = main(["train", "--dataset", str(image_folder), "--test-domain", "c", "--backbone", backbone, *TINY_RUN,
+                 "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (f"droptune: error: cannot download {source}'s pre-trained weights for {backbone} ([Errno -2] "
+                      "Name or service not known); without network, pass --weights none (random initialization), "
+                      "--weights PATH (a local weights file), or use --backbone efficientnet_lite0 with --weights "
+                      "default (its weights are installed, not downloaded)")
+
+    def bug(*args, **kwargs):
+        raise ValueError("a bug, not the network")
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", bug)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        create_backbone(backbone, "default")
+
+
+def test_cli_prefixes_droptunes_warnings_once_and_leaves_other_loggers_alone(tmp_path, monkeypatch, capsys):
+    """Mutant: `logging.basicConfig(format="droptune: ...")` on the root logger, which re-prints every library's
+    warning (the Hub's retries, already printed by its own handler) with droptune's prefix."""
+    monkeypatch.setattr(logging.root, "handlers", [])  # as in a terminal: pytest's capture handlers are not there
+    assert main(["train", "--dataset", "NoSuchSet", "--output-dir", str(tmp_path / "run")]) == 2
+    capsys.readouterr()
+    logging.getLogger("droptune.data.domains").warning("ours")
+    logging.getLogger("timm.models._builder").warning("theirs")
+    assert capsys.readouterr().err.splitlines() == ["droptune: ours", "theirs"]
+
+
+@pytest.mark.parametrize("backbone", ["resnet10t", "resnet18"])
+def test_a_droptune_model_file_gives_its_backbone_and_a_fresh_head(backbone, tmp_path):
+    """Mutants: a `backbone.`-prefixed file refused as not fitting, or its backbone tensors dropped (left random);
+    the new head's shape taken from the file's head."""
+    trained = build_model(backbone, num_classes=3, weights="none")
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(1.0)
+    path = tmp_path / "best.safetensors"
+    save_weights(trained.state_dict(), path)
+    model = build_model(backbone, num_classes=5, weights=str(path))
+    assert model.head.fc.out_features == 5
+    assert all(torch.equal(value, trained.backbone.state_dict()[key]) for key, value in
+               model.backbone.state_dict().items())
+
+
+def test_fine_tuning_from_a_runs_best_weights(image_folder, pretrained_file, tmp_path, capsys):
+    """The user's walkthrough: `--weights runs/X/best.safetensors`. Mutant: that file refused as not fitting."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "--dataset", str(image_folder), "--test-domain", "c", "--backbone", "resnet10t",
+                 "--weights", str(pretrained_file), *TINY_RUN, "--output-dir", str(first)]) == 0
+    best = load_file(str(first / "best.safetensors"))
+    assert main(["train", "--dataset", str(image_folder), "--test-domain", "a", "--backbone", "resnet10t",
+                 "--weights", str(first / "best.safetensors"), *TINY_RUN, "--output-dir", str(second)]) == 0, \
+        capsys.readouterr().err
+    model = build_model("resnet10t", num_classes=2, weights=str(first / "best.safetensors"))
+    assert all(torch.equal(value, best[f"backbone.{key}"]) for key, value in model.backbone.state_dict().items())

@@ -89,8 +89,31 @@ def one_line(error: BaseException) -> str:
     return re.sub(r"^droptune(\.\w+)+: ", "", last) if "Traceback" in str(error) else " ".join(lines)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each record (tests replace it), like logging's last-resort handler."""
+
+    def __init__(self):
+        logging.Handler.__init__(self, logging.WARNING)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+
+def log_to_stderr() -> None:
+    """droptune's own warnings as `droptune: ...` lines; other libraries' records (the Hub's) are left to them.
+
+    Not the root logger's handler: libraries that print their own records would show each twice.
+    """
+    log = logging.getLogger("droptune")
+    if not any(isinstance(h, _CurrentStderr) for h in log.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("droptune: %(message)s"))
+        log.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="droptune: %(message)s")
+    log_to_stderr()
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 from torch import nn
@@ -20,6 +21,8 @@ from droptune.models.loading import load_strict, read_state_dict, without_prefix
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 LITE_VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 NO_WEIGHTS = (None, "", "none", "random")
+# What a failed download of pre-trained weights raises (torch.hub's urllib; timm adds the Hub's errors).
+NETWORK_ERRORS = (URLError, ConnectionError, TimeoutError)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,6 +41,29 @@ def _is_file(weights: str | None) -> bool:
                                           or Path(weights).exists())
 
 
+def _backbone_state(path: str, classifier: str) -> dict[str, torch.Tensor]:
+    """A weights file's backbone tensors: less `classifier`, or the `backbone.*` ones of a droptune model file.
+
+    A run's `best.safetensors` holds droptune's whole model (`backbone.*`, `head.fc.*`); fine-tuning
+    from it takes its backbone, and the new run builds its own head.
+    """
+    state = read_state_dict(path)
+    if "head.fc.weight" in state and all(k.startswith(("backbone.", "head.")) for k in state):
+        return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    return without_prefix(state, classifier)
+
+
+def _download_failed(name: str, source: str, error: BaseException) -> DroptuneError:
+    """Offline or unreachable servers: one line with the innermost reason and what works without network."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error.reason if isinstance(error, URLError) else error).strip().splitlines()
+    return DroptuneError(
+        f"cannot download {source}'s pre-trained weights for {name} ({lines[0] if lines else type(error).__name__}); "
+        "without network, pass --weights none (random initialization), --weights PATH (a local weights file), "
+        "or use --backbone efficientnet_lite0 with --weights default (its weights are installed, not downloaded)")
+
+
 def torchvision_resnet(name: str, weights: str | None = "default") -> Backbone:
     """A torchvision ResNet; `weights` is a torchvision enum name, "default", "none" or a file."""
     import torchvision
@@ -47,9 +73,8 @@ def torchvision_resnet(name: str, weights: str | None = "default") -> Backbone:
     if weights in NO_WEIGHTS or _is_file(weights):
         model = torchvision.models.get_model(name, weights=None)
         if _is_file(weights):
-            state = read_state_dict(weights)
             model.fc = nn.Identity()
-            load_strict(model, without_prefix(state, "fc"), str(weights))
+            load_strict(model, _backbone_state(weights, "fc"), str(weights))
     else:
         enum = torchvision.models.get_model_weights(name)
         try:
@@ -59,7 +84,10 @@ def torchvision_resnet(name: str, weights: str | None = "default") -> Backbone:
                 f"unknown weights {weights!r} for {name}: expected one of {', '.join(enum.__members__)}, "
                 "'none', or a path to a weights file"
             ) from None
-        model = torchvision.models.get_model(name, weights=chosen)
+        try:
+            model = torchvision.models.get_model(name, weights=chosen)
+        except NETWORK_ERRORS as error:
+            raise _download_failed(name, "torchvision", error) from None
     num_features = model.fc.in_features if isinstance(model.fc, nn.Linear) else model.inplanes
     model.fc = nn.Identity()
     return Backbone(model, num_features, IMAGENET_MEAN, IMAGENET_STD)
@@ -74,14 +102,17 @@ def _timm_backbone(model: nn.Module) -> Backbone:
 def timm_model(name: str, weights: str | None = "default") -> Backbone:
     """Any timm model; "default" loads timm's pretrained weights (needs the hub or its cache)."""
     import timm
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         if _is_file(weights):
             model = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
-            state = read_state_dict(weights)
-            load_strict(model, without_prefix(state, model.pretrained_cfg.get("classifier", "")), str(weights))
+            classifier = model.pretrained_cfg.get("classifier", "")
+            load_strict(model, _backbone_state(weights, classifier), str(weights))
         else:
             model = timm.create_model(name, pretrained=weights not in NO_WEIGHTS, num_classes=0, drop_rate=0.0)
+    except (LocalEntryNotFoundError, HfHubHTTPError, *NETWORK_ERRORS) as error:
+        raise _download_failed(name, "timm", error) from None
     except RuntimeError as error:
         if "Unknown model" in str(error):
             raise DroptuneError(f"unknown backbone {name!r}: not a torchvision ResNet, EfficientNet-Lite "
