@@ -150,6 +150,18 @@ def test_yaml_exponent_floats_and_portable_identity(tmp_path):
     assert config.replace(data_dir="/elsewhere").identity() == config.identity()
 
 
+
+def test_unquoted_yaml_off_and_on_set_device_augment(tmp_path):
+    """Catches `coerce_value` rejecting `device_augment: off` in a config file: YAML 1.1 reads unquoted off/on
+    as false/true, which a str field refused ("must be str, got False")."""
+    path = tmp_path / "c.yaml"
+    for text, expected in (("off", "off"), ("on", "on"), ("'off'", "off"), ("auto", "auto")):
+        path.write_text(f"device_augment: {text}\n")
+        assert TrainConfig.load(path).device_augment == expected, text
+    path.write_text("device_augment: 1\n")
+    with pytest.raises(DroptuneError, match="invalid device_augment = '1': expected one of auto, on, off"):
+        TrainConfig.load(path)
+
 def test_every_field_has_flag_help():
     parser = argparse.ArgumentParser()
     add_config_flags(parser)

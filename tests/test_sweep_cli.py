@@ -46,6 +46,33 @@ def test_flags_override_the_sweep_file(image_folder, spec_file, tmp_path, capsys
     assert "--grid 'lr': expected NAME=VALUE" in capsys.readouterr().err
 
 
+
+def test_set_device_augment_off_and_on_reach_every_job(spec_file, tmp_path, monkeypatch, capsys):
+    """Catches `coerce_value` (training/config.py) rejecting the booleans YAML reads for unquoted off/on, so that
+    `--set device_augment=off` failed ("must be str, got False"), or mapping them the wrong way round."""
+    import droptune.experiments.sweep as sweep_module
+
+    load, specs = sweep_module.load_spec, []
+    monkeypatch.setattr(sweep_module, "load_spec", lambda *args: specs.append(load(*args)) or specs[-1])
+    for value, expected in (("off", "off"), ("on", "on"), ("'off'", "off"), ("auto", "auto")):
+        argv = ["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--dry-run",
+                "--set", f"device_augment={value}"]
+        assert main(argv) == 0, capsys.readouterr().err
+        assert {job.config.device_augment for job in specs[-1].jobs(tmp_path / "sweep")} == {expected}, value
+
+
+@pytest.mark.parametrize("pair,message", [
+    ("device_augment=[1]", "config field 'device_augment' in --set must be str, got [1]"),
+    ("stepz=3", "unknown config field 'stepz' in --set: expected one of"),
+    ("seed=1", "--set sets 'seed', which the sweep sets for each job"),
+])
+def test_set_errors_name_the_flag_not_the_sweep_file(spec_file, tmp_path, capsys, pair, message):
+    """Catches `spec_overrides` (cli/sweep.py) merging `--set` values into the file's base unchecked, so that their
+    errors named "<sweep file> base", a key the user never wrote."""
+    assert main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--dry-run", "--set", pair]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(spec_file) not in err
+
 def test_max_retries_bounds_the_attempts_of_a_failing_job(tmp_path, image_folder, capsys):
     """Mutants: `--max-retries` ignored (the default 1 used); a negative count accepted; failures not listed."""
     spec = tmp_path / "broken.yaml"

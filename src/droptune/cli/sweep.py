@@ -54,7 +54,10 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.grid:
         overrides["grid"] = _assignments(args.grid, "--grid")
     if args.set:
-        overrides["base"] = _assignments(args.set, "--set")
+        from droptune.experiments.sweep import config_overrides
+
+        # checked here, before they join the file's base, so that their errors name the flag
+        overrides["base"] = config_overrides(_assignments(args.set, "--set"), "--set")
     return {k: v for k, v in overrides.items() if v is not None}
 
 

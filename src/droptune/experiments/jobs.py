@@ -117,9 +117,13 @@ def execute(job: Job) -> str:
 
 
 class RequeuedExecute:
-    """`execute` for submitit: a task stopped by Slurm's signal before its time limit (or by a preemption)
-    saves its run, then hands the signal back to submitit, which calls `checkpoint` and requeues the task;
-    the requeued task resumes the run from last.pt. Submitit recognizes it by its `checkpoint` method."""
+    """`execute` for submitit: a task that receives a stop signal saves its run, then raises the signal again
+    into submitit's own handler for it. For USR2, which Slurm sends `--slurm-signal-delay` seconds before the
+    time limit, that handler calls `checkpoint` and requeues the task (`scontrol requeue`, within submitit's
+    timeout count), and the requeued task resumes the run from last.pt. For SIGTERM (a preemption, scancel)
+    submitit's handler only logs it ("bypass"): the task returns the run's interrupted state and submitit
+    requeues nothing; Slurm itself restarts it only where PreemptMode=REQUEUE, else the next `droptune sweep`
+    resumes it. Submitit recognizes a checkpointable function by its `checkpoint` method."""
 
     def __call__(self, job: Job) -> str:
         try:

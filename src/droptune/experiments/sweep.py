@@ -163,7 +163,7 @@ def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
     datasets = _list_of(data, "datasets", str, source)
     if not datasets:
         raise DroptuneError(f"{source}: 'datasets' must name at least one dataset")
-    base = _overrides(data.get("base") or {}, f"{source} base")
+    base = config_overrides(data.get("base") or {}, f"{source} base")
     grid = data.get("grid") or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise DroptuneError(f"{source}: 'grid' must map config fields to non-empty lists of values, got {grid!r}")
@@ -206,7 +206,8 @@ def _check_unique(values: list, key: str, source: str) -> None:
         raise DroptuneError(f"{source}: {key!r} repeats {', '.join(repeated)}: each value once")
 
 
-def _overrides(values: Any, source: str) -> dict[str, Any]:
+def config_overrides(values: Any, source: str) -> dict[str, Any]:
+    """Config fields for every job of a method or of the sweep, checked; errors name `source`."""
     if not isinstance(values, dict):
         raise DroptuneError(f"{source} must be a mapping of config fields, got {values!r}")
     _check_not_job_fields(values, source)
@@ -227,7 +228,8 @@ def _methods(values: Any, source: str, varied: set[str]) -> list[Method]:
     for entry in values:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise DroptuneError(f"{source}: each method needs a 'name' and config overrides, got {entry!r}")
-        overrides = _overrides({k: v for k, v in entry.items() if k != "name"}, f"{source} method {entry['name']!r}")
+        overrides = config_overrides({k: v for k, v in entry.items() if k != "name"},
+                                     f"{source} method {entry['name']!r}")
         clash = sorted(set(overrides) & varied)
         if clash:
             raise DroptuneError(f"{source}: method {entry['name']!r} sets {clash[0]!r}, which the grid or random "

@@ -220,6 +220,8 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
     kind, optional = base_type(types[name])
     if value is None and optional:
         return None
+    if name == "device_augment" and isinstance(value, bool):
+        return "on" if value else "off"  # YAML 1.1 reads unquoted on/off (and yes/no) as booleans
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str):
