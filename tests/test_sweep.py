@@ -62,6 +62,19 @@ def test_job_ids_are_config_hashes_and_stable(image_folder, tmp_path):
     assert {j.id for j in jobs} < {j.id for j in more.jobs(tmp_path / "sweep")}, "adding a method keeps the others"
 
 
+def test_a_sweeps_dataset_folder_is_one_dataset_however_it_is_typed(image_folder, monkeypatch):
+    """Mutant: a sweep file's folder kept as typed (`toy`, `./toy` and the absolute path: three sets of job ids for
+    one dataset, so a sweep rerun from another spelling trained everything again); a test_domains mapping keyed
+    by the folder as typed then matching no dataset."""
+    monkeypatch.chdir(image_folder.parent)
+    ids = [{job.id for job in tiny_spec(image_folder, datasets=[typed], test_domains={typed: ["b"]}).jobs("sweep")}
+           for typed in (image_folder.name, f"./{image_folder.name}", str(image_folder))]
+    assert ids[0] == ids[1] == ids[2] and len(ids[0]) == 2
+    job = tiny_spec(image_folder, datasets=[image_folder.name], test_domains={image_folder.name: ["b"]}).jobs("s")[0]
+    assert (job.config.dataset, job.config.test_domain) == (str(image_folder.resolve()), "b")
+    assert tiny_spec(image_folder, datasets=["PACS"]).datasets == ["PACS"]
+
+
 def test_random_search_is_keyed_by_name(image_folder):
     space = {"lr": {"log_uniform": [1e-4, 1e-1]}, "batch_size": {"choice": [2, 3]}}
     one = tiny_spec(image_folder, random={"settings": 4, "seed": 1, "space": space}).hparam_settings()

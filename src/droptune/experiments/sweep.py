@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from droptune.data.registry import get_spec, open_dataset
+from droptune.data.registry import dataset_reference, get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.experiments import PRESETS, preset_names
@@ -160,7 +160,7 @@ def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         raise DroptuneError(f"unknown sweep key {unknown[0]!r} in {source}: expected one of {', '.join(SPEC_KEYS)}")
-    datasets = _list_of(data, "datasets", str, source)
+    datasets = [dataset_reference(name) for name in _list_of(data, "datasets", str, source)]
     if not datasets:
         raise DroptuneError(f"{source}: 'datasets' must name at least one dataset")
     base = config_overrides(data.get("base") or {}, f"{source} base")
@@ -252,7 +252,8 @@ def _test_domains(value: Any, source: str) -> str | list[str] | dict[str, str | 
         raise DroptuneError(f"{source}: 'test_domains' must be 'all', a list of domains, or a mapping "
                             f"from dataset to either; got {v!r}")
 
-    return {str(k): domains(v) for k, v in value.items()} if isinstance(value, dict) else domains(value)
+    return ({dataset_reference(str(k)): domains(v) for k, v in value.items()} if isinstance(value, dict)
+            else domains(value))
 
 
 def _random(value: Any, source: str) -> RandomSearch:
