@@ -384,6 +384,23 @@ def test_class_folders_that_differ_across_domains(capsys, toy, tmp_path):
     refused(capsys, train_toy(toy, tmp_path), "class folders differ across domains", "b lacks ['dog']")
 
 
+def test_a_domain_folder_given_as_the_dataset_is_refused_by_info_as_by_train(capsys, toy, tmp_path):
+    """Mutant: `data info` of a folder one level too deep (a domain's, its classes taken for domains) describing
+    "2 domains, 0 classes, 0 images" and exiting 0 where train refuses the folder."""
+    expected = f"droptune: error: empty domain: {toy / 'a' / 'cat'} has no class folders"
+    assert refused(capsys, ["data", "info", toy / "a"]) == expected
+    assert refused(capsys, ["train", "--dataset", toy / "a", *TINY]) == expected
+
+
+def test_data_dir_help_says_train_has_no_data_folder_default(capsys):
+    """Mutant: the data commands' --data-dir help promising a ./data default that train and evaluate lack."""
+    with pytest.raises(SystemExit):
+        main(["data", "info", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default: $DROPTUNE_DATA_DIR, else ./data; train and evaluate have no ./data default: give them " \
+           "--data-dir or set $DROPTUNE_DATA_DIR)" in help_text
+
+
 def test_registered_dataset_with_other_domains(capsys, toy, tmp_path):
     (tmp_path / "data").mkdir()
     toy.rename(tmp_path / "data" / "PACS")

@@ -112,3 +112,19 @@ def test_sweep_in_a_log_writes_one_line_per_finished_job(tmp_path, log_file, cap
     progress.close()
     assert capsys.readouterr().err == "sweep: a done; 1/2 jobs done, running 0, failed 0\n"
     shutil.rmtree(done.path)
+
+
+def test_run_summary_columns_align_and_the_collapse_warning_quotes_both_rates(capsys):
+    """Mutants: the split column narrower than "train/out" (`:<8`), shifting those rows' accuracy right; a collapse
+    warning saying i.i.d. accuracy stayed "near" the majority-class rate when it is far below it."""
+    from droptune.cli.run_summary import print_run
+
+    print_run({"status": "completed", "run": "r", "step": 4, "selection": "training_domain", "test_domain": "c",
+               "acc": {"a": {"out": 0.1}, "c": {"in": 0.25, "out": 0.5}}, "iid": 0.1, "ood": 0.25,
+               "train_images_per_s": 10.0, "wall_time_s": 3.0, "collapsed": True, "majority_rate": 0.6})
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("domain"))):][:4]
+    assert [line.split()[1] for line in table] == ["split", "train/out", "test/in", "test/out"]
+    assert len({len(line) for line in table}) == 1, table
+    assert lines[-1] == ("WARNING: collapsed: i.i.d. accuracy (10.0%) is no better than always predicting the "
+                         "majority class (60.0%), and the loss stayed near ln(classes)")

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,18 @@ def test_reader_shares_one_class_index(image_folder):
 
 def test_class_folders_that_differ_are_an_error(image_folder):
     (image_folder / "b" / "cat").rename(image_folder / "b" / "kitten")
-    with pytest.raises(DroptuneError, match=r"class folders differ.*b lacks \['cat'\] and has extra \['kitten'\]"):
+    with pytest.raises(DroptuneError, match=r"class folders differ.*: b lacks \['cat'\] that a, c have; "
+                                            r"a, c lack \['kitten'\] that b has$"):
         ImageFolderDomains(image_folder)
+
+
+def test_a_class_missing_from_the_first_domain_is_blamed_on_that_domain(image_folder):
+    """Mutant: each domain compared with the first one, so that the first one's missing class is reported as an
+    extra class of the others ("b lacks [] and has extra ['dog'] compared with a")."""
+    shutil.rmtree(image_folder / "a" / "dog")
+    with pytest.raises(DroptuneError) as error:
+        ImageFolderDomains(image_folder)
+    assert str(error.value) == f"class folders differ across domains in {image_folder}: a lacks ['dog'] that b, c have"
 
 
 def test_missing_directory_and_unknown_dataset(tmp_path):

@@ -250,4 +250,4 @@ def test_cli_train_prints_results(image_folder, tmp_path, capsys):
     done = json.loads((tmp_path / "run" / "results.json").read_text())
     assert f"step {done['step']} chosen by training_domain selection" in out
     assert f"i.i.d. {100 * done['iid']:.1f}%   o.o.d. {100 * done['ood']:.1f}%" in out
-    assert f"{'b':<20} {'test/in':<8} {100 * done['acc']['b']['in']:>7.1f}%" in out
+    assert f"{'b':<20} {'test/in':<9} {100 * done['acc']['b']['in']:>7.1f}%" in out

@@ -248,3 +248,40 @@ def test_soup_folders_load_like_runs(trained, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         f"droptune: error: {combined / 'ensemble'} has no soup.safetensors: its ensemble of runs is not one model; "
         "load a soup (uniform_soup, greedy_soup) or one of its runs"]
+
+
+def test_evaluate_notes_that_a_training_domain_includes_the_training_images(trained, tmp_path, capsys):
+    """Mutants: no note for a training domain (its accuracy then reads as held-out accuracy), a note for the test
+    domain too, or the note changing the JSON's numbers (scoring only the held-out 20%)."""
+    run, data = trained
+    output = tmp_path / "e.json"
+    assert main(["evaluate", str(run), "--dataset", str(data), "--domains", "a", "c", "--output", str(output)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: a is a training domain: the model trained on 80% of its images, which this accuracy "
+                     "includes; its accuracy on the held-out 20% is part of the i.i.d. figure in results.json"]
+    assert json.loads(output.read_text())["domains"]["a"]["images"] == 12
+
+
+def test_evaluate_calls_an_unknown_domain_a_domain(trained, tmp_path, capsys):
+    """Mutant: evaluate's --domains checked with train's wording ("unknown test domain"), though evaluate scores
+    any domain, the training ones included."""
+    run, data = trained
+    assert main(["evaluate", str(run), "--dataset", str(data), "--domains", "C", "--output",
+                 str(tmp_path / "e.json")]) == 2
+    assert capsys.readouterr().err == ("droptune: error: unknown domain 'C' for toy: expected one of a, b, c "
+                                       "(or an index 0-2)\n")
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_predict_says_where_it_wrote_and_its_help_gives_the_default(trained, tmp_path, monkeypatch, capsys):
+    """Mutants: predict writing ./predictions.csv with no line naming the file it wrote, or a --help that does
+    not say so."""
+    run, data = trained
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(run), str(data / "a" / "cat")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"wrote predictions for 6 of 6 images to {tmp_path / 'predictions.csv'}")
+    assert len((tmp_path / "predictions.csv").read_text().splitlines()) == 1 + 6
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "(default: predictions.csv in the current folder)" in " ".join(capsys.readouterr().out.split())

@@ -36,9 +36,11 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from droptune.data.domains import require_class_folders
     from droptune.data.verify import info, resolve
 
     root, spec = resolve(args.target, args.data_dir or default_data_dir())
+    require_class_folders(root)
     print(info(root, spec.name if spec else None))
     return 0
 
@@ -66,7 +68,8 @@ def add_data_commands(commands) -> None:
     data = commands.add_parser("data", help="download, verify and describe datasets",
                                description="Get the DomainBed benchmarks and check any dataset folder.")
     jobs = data.add_subparsers(dest="data_command", required=True)
-    data_dir_help = "folder that holds the datasets (default: $DROPTUNE_DATA_DIR, else ./data)"
+    data_dir_help = ("folder that holds the datasets (default: $DROPTUNE_DATA_DIR, else ./data; train and evaluate "
+                     "have no ./data default: give them --data-dir or set $DROPTUNE_DATA_DIR)")
 
     download = jobs.add_parser(
         "download", help="download, check and lay out PACS, VLCS, OfficeHome, TerraIncognita, DomainNet or Office31",

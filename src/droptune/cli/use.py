@@ -19,14 +19,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.model, args.variant, args.device)
     dataset = open_dataset(args.dataset, args.data_dir)
-    report = score(loaded, dataset, args.domains, args.batch_size, args.workers, args.progress)
+    domains = [dataset.domains[dataset.domain_index(d, "domain")] for d in args.domains] if args.domains else None
+    report = score(loaded, dataset, domains, args.batch_size, args.workers, args.progress)
     output = args.output or Path(args.model) / "evaluation.json"
     save_json({"model": str(args.model), "variant": args.variant, "dataset": dataset.name, "domains": report},
               output)
     print(f"\n{args.model} ({args.variant}) on {dataset.name}:\n")
     print(metrics_table(report))
+    if dataset.name == loaded.about.get("dataset"):
+        _note_training_domains(loaded, [d for d in report if d in (loaded.about.get("train_domains") or ())])
     print(f"\nPer-class accuracy and confusion matrices: {output}")
     return 0
+
+
+def _note_training_domains(loaded, domains: list[str]) -> None:
+    """A training domain's accuracy counts the images the model trained on: say so, and where its held-out part's is."""
+    holdout = loaded.config.holdout_fraction
+    record = "results.json" if loaded.results else "config.json"  # an exported folder has no results.json
+    for domain in domains:
+        print(f"note: {domain} is a training domain: the model trained on {1 - holdout:.0%} of its images, which "
+              f"this accuracy includes; its accuracy on the held-out {holdout:.0%} is part of the i.i.d. figure in "
+              f"{record}")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -42,7 +55,7 @@ def _predict(args: argparse.Namespace) -> int:
     write_predictions(records, args.output)
     for path, why in unreadable:
         print(f"droptune: skipped unreadable image {path}: {why}", file=sys.stderr)
-    print(f"{len(records)} of {len(files)} images predicted: {args.output}")
+    print(f"wrote predictions for {len(records)} of {len(files)} images to {args.output.absolute()}")
     return 0 if records or not files else 1
 
 
@@ -88,7 +101,8 @@ def add_use_commands(commands) -> None:
     predict.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     predict.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"))
     predict.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first")
-    predict.add_argument("--output", type=Path, default=Path("predictions.csv"), help=".csv or .jsonl")
+    predict.add_argument("--output", type=Path, default=Path("predictions.csv"),
+                         help="the .csv or .jsonl file to write (default: predictions.csv in the current folder)")
     predict.add_argument("--batch-size", type=count(1), default=32)
     predict.add_argument("--device", default="cpu")
     add_progress_flag(predict)

@@ -46,8 +46,8 @@ class MultiDomainDataset(ABC):
     def __len__(self) -> int:
         return sum(len(self.labels(d)) for d in range(len(self.domains)))
 
-    def domain_index(self, domain: str | int) -> int:
-        """Index of a domain given by name or position; a clear error otherwise."""
+    def domain_index(self, domain: str | int, role: str = "test domain") -> int:
+        """Index of a domain given by name or position; otherwise a clear error that calls it a `role`."""
         if isinstance(domain, int) or (isinstance(domain, str) and domain.isdigit()
                                        and domain not in self.domains):
             position = int(domain)
@@ -56,13 +56,36 @@ class MultiDomainDataset(ABC):
         elif domain in self.domains:
             return self.domains.index(domain)
         raise DroptuneError(
-            f"unknown test domain {domain!r} for {self.name}: expected one of "
+            f"unknown {role} {domain!r} for {self.name}: expected one of "
             f"{', '.join(self.domains)} (or an index 0-{len(self.domains) - 1})"
         )
 
 
 def _list_dirs(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_differences(per_domain: dict[str, list[str]]) -> str:
+    """Which domains lack which class folders that the other domains have; empty when all hold the same."""
+    lacking: dict[tuple[str, ...], list[str]] = {}
+    for cls in sorted({c for classes in per_domain.values() for c in classes}):
+        without = tuple(d for d, classes in per_domain.items() if cls not in classes)
+        if without:
+            lacking.setdefault(without, []).append(cls)
+    parts = []
+    for without, classes in lacking.items():
+        having = [d for d in per_domain if d not in without]
+        parts.append(f"{', '.join(without)} {'lacks' if len(without) == 1 else 'lack'} {classes} that "
+                     f"{', '.join(having)} {'has' if len(having) == 1 else 'have'}")
+    return "; ".join(parts)
+
+
+def require_class_folders(root: Path) -> None:
+    """Refuse a folder whose domain folders hold no class folders: most often one domain's folder, given one level
+    too deep, its class folders taken for domains."""
+    domains = _list_dirs(root)
+    if domains and not any(_list_dirs(root / d) for d in domains):
+        raise DroptuneError(f"empty domain: {root / domains[0]} has no class folders")
 
 
 class ImageFolderDomains(MultiDomainDataset):
@@ -90,16 +113,10 @@ class ImageFolderDomains(MultiDomainDataset):
             )
         per_domain = {d: _list_dirs(self.root / d) for d in self.domains}
         self.classes = per_domain[self.domains[0]]
-        for domain, classes in per_domain.items():
-            if classes != self.classes:
-                lacks = sorted(set(self.classes) - set(classes))
-                extra = sorted(set(classes) - set(self.classes))
-                raise DroptuneError(
-                    f"class folders differ across domains in {self.root}: {domain} lacks {lacks} "
-                    f"and has extra {extra} compared with {self.domains[0]}"
-                )
-        if not self.classes:
-            raise DroptuneError(f"empty domain: {self.root / self.domains[0]} has no class folders")
+        differences = _class_differences(per_domain)
+        if differences:
+            raise DroptuneError(f"class folders differ across domains in {self.root}: {differences}")
+        require_class_folders(self.root)
         self._paths: list[list[Path]] = []
         self._labels: list[np.ndarray] = []
         skipped: list[Path] = []
