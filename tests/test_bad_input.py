@@ -587,8 +587,10 @@ def test_download_into_a_read_only_folder(capsys, tmp_path, monkeypatch):
 def test_download_without_network(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(transfer, "RETRY_WAIT_S", 0)
     url = "http://127.0.0.1:9/PACS.zip"  # the discard port: connection refused
-    refused(capsys, ["data", "download", "PACS", "--data-dir", tmp_path, "--source", f"PACS={url}"],
-            "could not download PACS.zip", url)
+    assert main(["data", "download", "PACS", "--data-dir", str(tmp_path), "--source", f"PACS={url}"]) != 0
+    *retries, error = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith("droptune: error: could not download PACS.zip") and url in error
+    assert len(retries) == 3 and all(line.startswith(f"droptune: download of {url} interrupted") for line in retries)
 
 
 def test_download_of_an_unknown_dataset(capsys, tmp_path):
