@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import socket
@@ -399,6 +400,17 @@ def test_data_dir_help_says_train_has_no_data_folder_default(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "(default: $DROPTUNE_DATA_DIR, else ./data; train and evaluate have no ./data default: give them " \
            "--data-dir or set $DROPTUNE_DATA_DIR)" in help_text
+
+
+def test_a_flags_help_gives_its_default_once(capsys):
+    """Mutant: a field whose help explains its default given a second one ("(default: $DROPTUNE_DATA_DIR)
+    (default: None)")."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    options = re.split(r" --(?=[a-z])", help_text)
+    assert [option.split()[0] for option in options if option.count("(default") > 1] == []
+    assert "(default: $DROPTUNE_DATA_DIR)" in help_text and "(default: 0.9)" in help_text
 
 
 def test_registered_dataset_with_other_domains(capsys, toy, tmp_path):

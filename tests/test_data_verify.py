@@ -186,3 +186,11 @@ def test_info_describes_a_custom_dataset(tmp_path, capsys):
     rows = table_rows(out)
     assert rows["domain"] == ["classes", "images"] and rows["field"] == ["2", "3"] and rows["studio"] == ["2", "4"]
     assert rows["class"] == ["field", "studio"] and rows["crow"] == ["2", "1"] and rows["wren"] == ["1", "3"]
+
+
+def test_info_names_a_folder_given_by_its_name_once(tmp_path, capsys, monkeypatch):
+    """Mutant: the title saying "birds at birds" for a folder typed as its own name."""
+    make_dataset(tmp_path / "birds", {"field": {"crow": 2, "wren": 1}, "studio": {"crow": 1, "wren": 3}})
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "info", "birds"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "birds: 2 domains, 2 classes, 7 images"

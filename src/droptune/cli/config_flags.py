@@ -29,6 +29,8 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
         flag = "--" + f.name.replace("_", "-")
         if f.name in defaults:
             help_text = f"{f.metadata['help']} (default for this command: {defaults[f.name]})"
+        elif "(default:" in f.metadata["help"]:  # the field's help explains its default
+            help_text = f.metadata["help"]
         else:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             help_text = f"{f.metadata['help']} (default: {default})"

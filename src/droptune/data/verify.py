@@ -160,7 +160,7 @@ class Report:
 
     def render(self) -> str:
         checked = "counts checked against the registry" if self.spec else "no registered counts to check"
-        lines = [f"{self.name} at {self.root}: {len(self.domains)} domains, {len(self.classes)} classes, "
+        lines = [f"{_title(self.name, self.root)}: {len(self.domains)} domains, {len(self.classes)} classes, "
                  f"{self.images:,} images ({checked})", "", self.table(), ""]
         if self.ignored:
             lines.append(f"note: ignored {len(self.ignored)} files that are not images or lie outside class "
@@ -172,6 +172,11 @@ class Report:
             lines.append(f"FAILED: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}:")
             lines += [f"  {problem}" for problem in self.problems]
         return "\n".join(lines)
+
+
+def _title(name: str, root: Path) -> str:
+    """`NAME at PATH`, or the path alone where it is the name (`droptune data info mydata`)."""
+    return str(root) if str(root) == name else f"{name} at {root}"
 
 
 def _maybe(value: int | None) -> str:
@@ -268,7 +273,7 @@ def info(root: str | os.PathLike, name: str | None = None) -> str:
     layout = scan(root)
     classes = layout.all_classes
     total = sum(layout.count(d) for d in layout.domains)
-    lines = [f"{name or layout.root.name} at {layout.root}: {len(layout.domains)} domains, "
+    lines = [f"{_title(name or layout.root.name, layout.root)}: {len(layout.domains)} domains, "
              f"{len(classes)} classes, {total:,} images", ""]
     if not layout.domains:
         return "\n".join(lines + ["no domain folders: expected <domain>/<class>/<image>"])
