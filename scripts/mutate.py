@@ -226,8 +226,15 @@ NAMED = (
           'OutputEnsemble(probabilities=outputs == "probs")', "OutputEnsemble()",
           ("tests/test_protocol.py::test_checkpoint_ensemble_of_logits_averages_the_logits_of_the_checkpoints",)),
     Named("a sweep combination is not recomputed when its group gains a run", "src/droptune/experiments/combos.py",
-          '_members(RunDir(folder / m)) != members]', '_members(RunDir(folder / m)) is None]',
+          '_outcome(RunDir(folder / m)) != (members, None', '_outcome(RunDir(folder / m)) is None != (members, None',
           ("tests/test_sweep.py::test_sweep_combines_runs_across_seeds_once_and_reports_them",)),
+    Named("a sweep's ensemble of runs averages softmax outputs whatever its runs' ensemble_outputs",
+          "src/droptune/experiments/combos.py", "combine(paths, [method], folder, device, workers, outputs=outputs)",
+          "combine(paths, [method], folder, device, workers)",
+          ("tests/test_sweep.py::test_an_ensemble_of_runs_averages_what_the_runs_ensembles_average",)),
+    Named("a run resumes on a dataset whose images changed", "src/droptune/training/trainer.py",
+          'changes = self.protocol.changes_since(state["images"]) if "images" in state else None', "changes = None",
+          ("tests/test_training.py::test_a_run_does_not_resume_on_a_dataset_whose_images_changed",)),
 )
 
 

@@ -222,6 +222,20 @@ def test_corrupt_image_in_a_loader_worker_is_named_in_one_line(image_folder, tmp
     err = capsys.readouterr().err.strip()
     assert err == f"droptune: error: cannot read image {bad}: " + err.split(": ", 3)[-1]
     assert "\n" not in err and str(bad) in err
+    assert err.endswith("(`droptune data verify` lists every unreadable image of a dataset)"), \
+        "no --resume hint: the run stopped before its first checkpoint"
+
+
+def test_an_image_that_breaks_after_the_first_checkpoint_names_the_resume(image_folder, tmp_path, capsys):
+    """Mutant: the error of an image unreadable mid-run not saying that the run resumes from its checkpoint."""
+    config = toy_config(image_folder, tmp_path)
+    assert train(config, until=4) is None
+    (image_folder / "c" / "cat" / "0.png").write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(config.run_dir())]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read image" in err
+    assert f"; once it reads, --resume {config.run_dir()} continues from the last evaluation)" in err
 
 
 def test_a_dataset_folder_is_recorded_by_its_absolute_path_however_it_was_typed(image_folder, tmp_path,

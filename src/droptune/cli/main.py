@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from droptune.cli.data import add_data_commands
 from droptune.cli.summary import add_summary_commands
 from droptune.cli.sweep import add_sweep_commands
 from droptune.cli.use import add_use_commands
-from droptune.errors import DroptuneError
+from droptune.errors import DroptuneError, one_line
 from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted
 
 
@@ -80,13 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add_commands in COMMAND_MODULES:
         add_commands(commands)
     return parser
-
-
-def one_line(error: BaseException) -> str:
-    """The user-facing line of an error, also when a loader worker wrapped it in a traceback."""
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else type(error).__name__
-    return re.sub(r"^droptune(\.\w+)+: ", "", last) if "Traceback" in str(error) else " ".join(lines)
 
 
 class _CurrentStderr(logging.StreamHandler):

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from droptune import console
 from droptune.data.batch_augment import augment_batch
+from droptune.data.images import UnreadableImage
 from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, DomainImages, make_loader
-from droptune.errors import DroptuneError
+from droptune.errors import DroptuneError, one_line
 from droptune.models.linearized import LinearizedClassifier
 from droptune.runs.folder import RunDir
 from droptune.runs.results import RunResults
@@ -298,7 +299,12 @@ def train(config: TrainConfig, resume: bool = False, until: int | None = None) -
         else:
             config.save(run.config)
             run.metrics.unlink(missing_ok=True)
-        return trainer.fit(until)
+        try:
+            return trainer.fit(until)
+        except UnreadableImage as error:
+            resume = f"; once it reads, --resume {run.path} continues from the last evaluation"
+            raise UnreadableImage(f"{one_line(error)} (`droptune data verify` lists every unreadable image of a "
+                                  f"dataset{resume if run.last.exists() else ''})") from None
 
 
 def _finished(run: RunDir, resume: bool) -> dict | None:
