@@ -65,13 +65,17 @@ def test_set_device_augment_off_and_on_reach_every_job(spec_file, tmp_path, monk
     ("device_augment=[1]", "config field 'device_augment' in --set must be str, got [1]"),
     ("stepz=3", "unknown config field 'stepz' in --set: expected one of"),
     ("seed=1", "--set sets 'seed', which the sweep sets for each job"),
+    ("--grid lr=0.1,fast", "config field 'lr' in --grid must be float, got 'fast'"),
+    ("--grid stepz=3,4", "unknown config field 'stepz' in --grid: expected one of"),
 ])
 def test_set_errors_name_the_flag_not_the_sweep_file(spec_file, tmp_path, capsys, pair, message):
-    """Catches `spec_overrides` (cli/sweep.py) merging `--set` values into the file's base unchecked, so that their
-    errors named "<sweep file> base", a key the user never wrote."""
-    assert main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--dry-run", "--set", pair]) == 2
+    """Catches `spec_overrides` (cli/sweep.py) merging `--set` (`--grid`) values into the file's base (grid)
+    unchecked, so that their errors named "<sweep file> base" ("grid"), a key the user never wrote."""
+    flag, pair = pair.split(" ") if pair.startswith("--") else ("--set", pair)
+    assert main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--dry-run", flag, pair]) == 2
     err = capsys.readouterr().err
     assert message in err and str(spec_file) not in err
+
 
 def test_max_retries_bounds_the_attempts_of_a_failing_job(tmp_path, image_folder, capsys):
     """Mutants: `--max-retries` ignored (the default 1 used); a negative count accepted; failures not listed."""

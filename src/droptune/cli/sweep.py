@@ -51,12 +51,15 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
                  "seeds": args.seeds, "trial_seeds": args.trial_seeds}
     if args.dropouts:
         overrides["methods"] = [{"name": f"dropout {p:g}", "dropout": p} for p in args.dropouts]
+    # --grid and --set values are checked here, before they join the sweep file's, so that their errors name the flag
     if args.grid:
-        overrides["grid"] = _assignments(args.grid, "--grid")
+        from droptune.training.config import coerce_value
+
+        overrides["grid"] = {name: [coerce_value(name, value, "--grid") for value in values]
+                             for name, values in _assignments(args.grid, "--grid").items()}
     if args.set:
         from droptune.experiments.sweep import config_overrides
 
-        # checked here, before they join the file's base, so that their errors name the flag
         overrides["base"] = config_overrides(_assignments(args.set, "--set"), "--set")
     return {k: v for k, v in overrides.items() if v is not None}
 
