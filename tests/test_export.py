@@ -16,6 +16,7 @@ from droptune.data.registry import open_dataset
 from droptune.data.transforms import eval_transform
 from droptune.errors import DroptuneError
 from droptune.inference.export import TOLERANCE, export
+from droptune.inference.model_card import model_card
 from droptune.training.config import TrainConfig
 from droptune.training.trainer import train
 
@@ -57,6 +58,7 @@ def test_export_writes_the_hub_layout_and_loads_back_identically(run, exported, 
     results = json.loads((run / "results.json").read_text())
     assert (about["dataset"], about["test_domain"], about["dropout"]) == ("RotatedDigits", "30", 0.9)
     assert (about["selection"], about["iid"], about["ood"]) == ("training_domain", results["iid"], results["ood"])
+    assert (about["collapsed"], about["majority_rate"]) == (results["collapsed"], results["majority_rate"])
     assert about["checks"]["images"] == "8 images of RotatedDigits/30" and about["checks"]["timm"] < TOLERANCE
     card = (exported / "README.md").read_text()
     assert card.startswith("---\ntags:\n") and "library_name: timm" in card
@@ -68,6 +70,16 @@ def test_export_writes_the_hub_layout_and_loads_back_identically(run, exported, 
     assert reloaded.classes == original.classes and reloaded.config.image_size == 32
     assert torch.equal(reloaded.model(images), original.model(images))
     assert reloaded.about["iid"] == results["iid"] and reloaded.results == {}
+
+
+def test_the_card_of_a_collapsed_run_says_so(exported):
+    """Mutant: a collapsed run exported with a card that reports its accuracy and no word of the collapse."""
+    config = json.loads((exported / "config.json").read_text())
+    for collapsed in (True, False):
+        about = {**config["droptune"], "collapsed": collapsed, "iid": 0.1, "majority_rate": 0.6}
+        card = model_card({**config, "droptune": about})
+        assert ("**Warning: this run collapsed.** Its i.i.d. accuracy (10.0%) is no better than always predicting "
+                "the majority class (60.0%)" in card) == collapsed
 
 
 def test_timm_loads_the_exported_weights_with_the_same_logits(run, exported, images):

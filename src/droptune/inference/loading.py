@@ -25,7 +25,7 @@ from droptune.training.device import resolve_device
 VARIANTS = ("best", "swa", "ema", "swad")
 # What a model is, as export writes it into config.json and the model card.
 ABOUT_FIELDS = ("dataset", "test_domain", "train_domains", "selection", "step", "iid", "ood", "acc", "cost",
-                "wall_time_s")
+                "wall_time_s", "collapsed", "majority_rate")
 
 
 @dataclass

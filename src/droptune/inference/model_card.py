@@ -49,6 +49,14 @@ def _checks(checks: dict) -> str:
     return f"Checked against droptune's model on {checks.get('images')}:\n\n" + "\n".join(lines)
 
 
+def _collapse_warning(d: dict) -> str:
+    if not d.get("collapsed"):
+        return ""
+    return (f"\n\n**Warning: this run collapsed.** Its i.i.d. accuracy ({_percent(d.get('iid'))}%) is no better than "
+            f"always predicting the majority class ({_percent(d.get('majority_rate'))}%), and its training loss "
+            "stayed near ln(classes): it has not learnt the task.")
+
+
 def model_card(config: dict) -> str:
     """README.md for an exported folder, from its config.json."""
     d = config["droptune"]
@@ -76,7 +84,7 @@ metrics:
 An image classifier for {len(classes)} classes ({', '.join(classes)}): the `{d['backbone']}` backbone
 (timm's `{config['architecture']}`) fine-tuned with **very large dropout** (rate {d['dropout']:g}) on its
 penultimate features, following {PAPER}. It was trained with droptune {d['version']}
-and exported from {_origin(d)}.
+and exported from {_origin(d)}.{_collapse_warning(d)}
 
 ## How it was trained
 
