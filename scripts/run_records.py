@@ -2,8 +2,8 @@
 
 An evidence sweep trains for many sessions in a folder outside the repository (/work/sweeps), which goes with the
 machine. A report needs only the text files of its runs (config.yaml, results.json, metrics.jsonl, ...), so `save`
-copies those of every finished run (a folder with results.json), and the sweep files, into a records folder laid
-out as the sweep folder is; `restore` copies them back where that run folder is absent, so that `droptune sweep`
+copies those of every finished run and across-run combination (a folder with results.json), the sweep files and the
+combinations' group.json, into a records folder laid out as the sweep folder is; `restore` copies them back where that run folder is absent, so that `droptune sweep`
 skips those runs and `droptune report` reads them. Weights and checkpoints are never copied: a restored run cannot
 be resumed, combined or loaded, only reported.
 
@@ -37,7 +37,8 @@ def copy_run(source: Path, target: Path) -> None:
 
 
 def sweep_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("sweep*.yaml"))
+    """The sweep files, and each across-run combination group's group.json (a combination is read through it)."""
+    return sorted(folder.glob("sweep*.yaml")) + sorted(folder.rglob("group.json"))
 
 
 def save(sweep: Path, records: Path) -> str:
@@ -51,9 +52,9 @@ def save(sweep: Path, records: Path) -> str:
             copy_run(run, target)
             added += 1
     for path in sweep_files(sweep):
-        records.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, records / path.name)
-    return f"saved {added} finished runs to {records} ({len(finished_runs(records))} kept in all)"
+        (records / path.relative_to(sweep)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, records / path.relative_to(sweep))
+    return f"saved {added} finished runs and combinations to {records} ({len(finished_runs(records))} kept in all)"
 
 
 def restore(records: Path, sweep: Path) -> str:
@@ -68,9 +69,11 @@ def restore(records: Path, sweep: Path) -> str:
         copy_run(run, target)
         added += 1
     for path in sweep_files(records):
-        if not (sweep / path.name).exists():
-            shutil.copy2(path, sweep / path.name)
-    return f"restored {added} runs into {sweep} ({present} already there)"
+        target = sweep / path.relative_to(records)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    return f"restored {added} runs and combinations into {sweep} ({present} already there)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -209,7 +209,7 @@ def test_offline_pretrained_weights_are_one_error_line_with_what_to_do_instead(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0] == (f"droptune: error: cannot download {source}'s pre-trained weights for {backbone} ([Errno -2] "
-                      "Name or service not known); without network, pass --weights none (random initialization), "
+                      "Name or service not known); instead pass --weights none (random initialization), "
                       "--weights PATH (a local weights file), or use --backbone efficientnet_lite0 with --weights "
                       "default (its weights are installed, not downloaded)")
 

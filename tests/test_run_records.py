@@ -23,10 +23,12 @@ def files(folder):
 def test_a_lost_sweep_restored_from_its_records_reports_the_same_and_trains_nothing(image_folder, tmp_path,
                                                                                     capsys):
     """Mutants: weights or locks kept; an unfinished run kept; restore overwriting a folder that is there;
-    sweep files not kept. The restored folder must report exactly what the original did."""
+    sweep files or a combination's group.json not kept. The restored folder must report exactly what the original
+    did, its ensemble of runs included."""
     spec_file = tmp_path / "tiny.yaml"
     spec_file.write_text(yaml.safe_dump({"datasets": [str(image_folder)], "test_domains": ["c"], "base": TINY_BASE,
-                                         "seeds": [0, 1], "methods": [{"name": "dropout 0.9", "dropout": 0.9}]}))
+                                         "seeds": [0, 1], "trial_seeds": [0], "combine": ["ensemble"],
+                                         "methods": [{"name": "dropout 0.9", "dropout": 0.9}]}))
     sweep, records = tmp_path / "sweep", tmp_path / "records"
     assert main(["sweep", str(spec_file), "--output", str(sweep)]) == 0
     finished = sorted((sweep / "runs").iterdir())
@@ -38,7 +40,7 @@ def test_a_lost_sweep_restored_from_its_records_reports_the_same_and_trains_noth
     (finished[0] / ".lock").write_text("")
 
     assert run_records.main(["save", str(sweep), str(records)]) == 0
-    assert "saved 2 finished runs" in capsys.readouterr().out
+    assert "saved 3 finished runs and combinations" in capsys.readouterr().out
     kept = files(records)
     assert "sweep.yaml" in kept and not any("000000000000" in name for name in kept)
     assert not [name for name in kept if name.endswith((".safetensors", ".pt", ".lock"))]
@@ -49,7 +51,7 @@ def test_a_lost_sweep_restored_from_its_records_reports_the_same_and_trains_noth
     assert main(["report", str(sweep), "--output", str(tmp_path / "before")]) == 0
     shutil.rmtree(sweep)
     assert run_records.main(["restore", str(records), str(sweep)]) == 0
-    assert "restored 2 runs" in capsys.readouterr().out
+    assert "restored 3 runs and combinations" in capsys.readouterr().out
     after = collect(sweep).runs
     assert after.sort_values("run").reset_index(drop=True).equals(before.sort_values("run").reset_index(drop=True))
     assert main(["report", str(sweep), "--output", str(tmp_path / "after")]) == 0
@@ -65,7 +67,7 @@ def test_a_lost_sweep_restored_from_its_records_reports_the_same_and_trains_noth
     (sweep / "runs" / finished[0].name / "results.json").write_text("{}")
     assert run_records.main(["restore", str(records), str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "restored 0 runs" in out and "(2 already there)" in out
+    assert "restored 0 runs" in out and "(3 already there)" in out
     assert (sweep / "runs" / finished[0].name / "results.json").read_text() == "{}", "a folder that is there wins"
 
 

@@ -54,14 +54,14 @@ def _backbone_state(path: str, classifier: str) -> dict[str, torch.Tensor]:
 
 
 def _download_failed(name: str, source: str, error: BaseException) -> DroptuneError:
-    """Offline or unreachable servers: one line with the innermost reason and what works without network."""
+    """A failed download (offline, a server unreachable or refusing): its innermost reason and what works instead."""
     while error.__cause__ is not None:
         error = error.__cause__
     lines = str(error.reason if isinstance(error, URLError) else error).strip().splitlines()
     return DroptuneError(
         f"cannot download {source}'s pre-trained weights for {name} ({lines[0] if lines else type(error).__name__}); "
-        "without network, pass --weights none (random initialization), --weights PATH (a local weights file), "
-        "or use --backbone efficientnet_lite0 with --weights default (its weights are installed, not downloaded)")
+        "instead pass --weights none (random initialization), --weights PATH (a local weights file), or use "
+        "--backbone efficientnet_lite0 with --weights default (its weights are installed, not downloaded)")
 
 
 def torchvision_resnet(name: str, weights: str | None = "default") -> Backbone:
@@ -102,7 +102,7 @@ def _timm_backbone(model: nn.Module) -> Backbone:
 def timm_model(name: str, weights: str | None = "default") -> Backbone:
     """Any timm model; "default" loads timm's pretrained weights (needs the hub or its cache)."""
     import timm
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # .errors only from 0.25 on
 
     try:
         if _is_file(weights):
