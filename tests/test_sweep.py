@@ -73,6 +73,11 @@ def test_a_sweeps_dataset_folder_is_one_dataset_however_it_is_typed(image_folder
     job = tiny_spec(image_folder, datasets=[image_folder.name], test_domains={image_folder.name: ["b"]}).jobs("s")[0]
     assert (job.config.dataset, job.config.test_domain) == (str(image_folder.resolve()), "b")
     assert tiny_spec(image_folder, datasets=["PACS"]).datasets == ["PACS"]
+    absolute = str(image_folder.resolve())
+    with pytest.raises(DroptuneError, match=f"'datasets' repeats {absolute}: each value once"):
+        tiny_spec(image_folder, datasets=[image_folder.name, f"./{image_folder.name}"])
+    with pytest.raises(DroptuneError, match=f"'test_domains' repeats {absolute}: each value once"):
+        tiny_spec(image_folder, test_domains={image_folder.name: ["a"], f"./{image_folder.name}": ["b"]})
 
 
 def test_random_search_is_keyed_by_name(image_folder):
@@ -309,8 +314,9 @@ def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pr
 
 
 def test_an_ensemble_of_runs_averages_what_the_runs_ensembles_average(image_folder, tmp_path, capsys):
-    """Mutants: the sweep's ensemble of runs always averaging softmax outputs (the `paper` preset sets
-    `ensemble_outputs: logits`), or an ensemble combined with the other outputs kept as done."""
+    """Mutants: the sweep's (or `droptune combine`'s, by default) ensemble of runs always averaging softmax outputs
+    (the `paper` preset sets `ensemble_outputs: logits`), or an ensemble combined with the other outputs kept as
+    done."""
     from droptune.combining.combine import combine
 
     spec_file = tmp_path / "tiny.yaml"
@@ -326,6 +332,9 @@ def test_an_ensemble_of_runs_averages_what_the_runs_ensembles_average(image_fold
     by_hand = {outputs: combine(runs, ["ensemble"], tmp_path / outputs, device="cpu", workers=0,
                                 outputs=outputs)["ensemble"] for outputs in ("logits", "probs")}
     assert ensemble["outputs"] == "logits" and ensemble["acc"] == by_hand["logits"]["acc"]
+    assert main(["combine", *map(str, runs), "--method", "ensemble", "--output", str(tmp_path / "cli")]) == 0
+    assert json.loads((tmp_path / "cli" / "ensemble" / "results.json").read_text())["acc"] == ensemble["acc"], \
+        "droptune combine, by default, averages what the runs' ensembles average, as the sweep does"
     result.write_text(json.dumps({**ensemble, **{k: by_hand["probs"][k] for k in ("outputs", "acc", "iid", "ood")}}))
     capsys.readouterr()
     assert main(["sweep", str(spec_file), "--output", str(sweep_dir)]) == 0

@@ -67,6 +67,7 @@ def test_set_device_augment_off_and_on_reach_every_job(spec_file, tmp_path, monk
     ("seed=1", "--set sets 'seed', which the sweep sets for each job"),
     ("--grid lr=0.1,fast", "config field 'lr' in --grid must be float, got 'fast'"),
     ("--grid stepz=3,4", "unknown config field 'stepz' in --grid: expected one of"),
+    ("--grid seed=1,2", "--grid sets 'seed', which the sweep sets for each job"),
 ])
 def test_set_errors_name_the_flag_not_the_sweep_file(spec_file, tmp_path, capsys, pair, message):
     """Catches `spec_overrides` (cli/sweep.py) merging `--set` (`--grid`) values into the file's base (grid)

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 import time
 
 import pytest
@@ -253,6 +254,12 @@ def test_a_dataset_folder_is_recorded_by_its_absolute_path_however_it_was_typed(
     assert len({config.identity() for config in configs}) == 1
     (image_folder.parent / "PACS").mkdir()
     assert dataset_reference("PACS") == "PACS", "a registered name stays a name, beside a folder of that name too"
+    older = tmp_path / "older"  # a run recorded as typed, before folders were recorded by absolute path
+    shutil.copytree(tmp_path / "typed", older)
+    (older / "config.yaml").write_text((older / "config.yaml").read_text().replace(str(image_folder.resolve()),
+                                                                                   image_folder.name))
+    assert main(["train", "--resume", str(older), "--dataset", image_folder.name, "--no-progress"]) == 0, \
+        "resuming with the dataset as the run recorded it is no change"
 
 
 def test_cli_train_prints_results(image_folder, tmp_path, capsys):

@@ -62,8 +62,9 @@ def add_combine_commands(commands) -> None:
     combine.add_argument("--method", nargs="+", choices=list(COMBINATIONS), default=list(COMBINATIONS),
                          help=f"{methods} (default: all)")
     combine.add_argument("--output", type=Path, required=True, metavar="OUT_DIR", help="folder for the results")
-    combine.add_argument("--ensemble-outputs", choices=ENSEMBLE_OUTPUTS, default="probs",
-                         help="what the ensemble averages (default: probs)")
+    combine.add_argument("--ensemble-outputs", choices=ENSEMBLE_OUTPUTS,
+                         help="what the ensemble averages (default: what the runs' own ensembles average, their "
+                              "ensemble_outputs, as `droptune sweep` combines them)")
     combine.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     combine.add_argument("--workers", type=count(0), help="data-loader processes (default: chosen per device)")
     combine.add_argument("--data-dir", help="folder that holds the datasets, if not where the runs found them")

@@ -81,8 +81,11 @@ def resumed_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
         raise DroptuneError(f"cannot resume {run_dir}: it holds no checkpoint (last.pt), so the run stopped before "
                             f"its first evaluation; start it again from step 0 with `droptune train --config "
                             f"{config_file} --output-dir {run_dir}`")
+    from droptune.data.registry import dataset_reference
+
     config = TrainConfig.load(config_file)
-    changed = {k: v for k, v in flag_values(args).items() if getattr(config, k) != v}
+    recorded = {**dataclasses.asdict(config), "dataset": dataset_reference(config.dataset)}  # as flags are read
+    changed = {k: v for k, v in flag_values(args).items() if recorded[k] != v}
     fixed = sorted(set(changed) - set(RUNTIME_FIELDS))
     if fixed:
         name = fixed[0]

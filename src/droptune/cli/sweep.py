@@ -53,10 +53,13 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["methods"] = [{"name": f"dropout {p:g}", "dropout": p} for p in args.dropouts]
     # --grid and --set values are checked here, before they join the sweep file's, so that their errors name the flag
     if args.grid:
+        from droptune.experiments.sweep import check_not_job_fields
         from droptune.training.config import coerce_value
 
+        grid = _assignments(args.grid, "--grid")
+        check_not_job_fields(grid, "--grid")
         overrides["grid"] = {name: [coerce_value(name, value, "--grid") for value in values]
-                             for name, values in _assignments(args.grid, "--grid").items()}
+                             for name, values in grid.items()}
     if args.set:
         from droptune.experiments.sweep import config_overrides
 

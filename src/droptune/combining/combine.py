@@ -40,14 +40,18 @@ def output_ensemble(runs: Sequence[Run], split: Split, outputs: str = "probs") -
 
 def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: str | os.PathLike,
             device: str = "auto", workers: int | None = None, data_dir: str | None = None,
-            outputs: str = "probs") -> dict[str, dict]:
-    """Combine the runs every way asked; write <output>/<method>/results.json (and soup.safetensors)."""
+            outputs: str | None = None) -> dict[str, dict]:
+    """Combine the runs every way asked; write <output>/<method>/results.json (and soup.safetensors).
+
+    `outputs`: what an ensemble averages; by default what the runs' own ensembles do (their ensemble_outputs).
+    """
     unknown = [m for m in methods if m not in COMBINATIONS]
     if unknown:
         raise DroptuneError(f"unknown combination method {unknown[0]!r}: expected one of {', '.join(COMBINATIONS)}")
-    if outputs not in ENSEMBLE_OUTPUTS:
+    if outputs is not None and outputs not in ENSEMBLE_OUTPUTS:
         raise DroptuneError(f"unknown ensemble outputs {outputs!r}: expected one of {', '.join(ENSEMBLE_OUTPUTS)}")
     runs = read_runs(paths)
+    outputs = outputs or runs[0].config.ensemble_outputs
     if any(COMBINATIONS[method].averages_weights for method in methods):
         check_averageable(runs)  # before anything is written
     first = runs[0]

@@ -161,6 +161,7 @@ def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
     if unknown:
         raise DroptuneError(f"unknown sweep key {unknown[0]!r} in {source}: expected one of {', '.join(SPEC_KEYS)}")
     datasets = [dataset_reference(name) for name in _list_of(data, "datasets", str, source)]
+    _check_unique(datasets, "datasets", source)  # again: `mydata` and `./mydata` are one folder
     if not datasets:
         raise DroptuneError(f"{source}: 'datasets' must name at least one dataset")
     base = config_overrides(data.get("base") or {}, f"{source} base")
@@ -172,7 +173,7 @@ def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
     if grid and random:
         raise DroptuneError(f"{source}: set either 'grid' or 'random', not both")
     varied = set(grid) | (set(random.space) if random else set())
-    _check_not_job_fields(varied, f"{source} grid/random")
+    check_not_job_fields(varied, f"{source} grid/random")
     methods = _methods(data.get("methods"), source, varied)
     spec = SweepSpec(
         name=str(data.get("name", "sweep")), datasets=datasets, methods=methods,
@@ -210,11 +211,11 @@ def config_overrides(values: Any, source: str) -> dict[str, Any]:
     """Config fields for every job of a method or of the sweep, checked; errors name `source`."""
     if not isinstance(values, dict):
         raise DroptuneError(f"{source} must be a mapping of config fields, got {values!r}")
-    _check_not_job_fields(values, source)
+    check_not_job_fields(values, source)
     return coerce(values, source)
 
 
-def _check_not_job_fields(names, source: str) -> None:
+def check_not_job_fields(names, source: str) -> None:
     taken = sorted(set(names) & set(JOB_FIELDS))
     if taken:
         raise DroptuneError(f"{source} sets {taken[0]!r}, which the sweep sets for each job "
@@ -252,8 +253,10 @@ def _test_domains(value: Any, source: str) -> str | list[str] | dict[str, str | 
         raise DroptuneError(f"{source}: 'test_domains' must be 'all', a list of domains, or a mapping "
                             f"from dataset to either; got {v!r}")
 
-    return ({dataset_reference(str(k)): domains(v) for k, v in value.items()} if isinstance(value, dict)
-            else domains(value))
+    if not isinstance(value, dict):
+        return domains(value)
+    _check_unique([dataset_reference(str(k)) for k in value], "test_domains", source)
+    return {dataset_reference(str(k)): domains(v) for k, v in value.items()}
 
 
 def _random(value: Any, source: str) -> RandomSearch:
