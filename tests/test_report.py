@@ -140,6 +140,11 @@ def test_the_papers_aggregation_averages_each_replicates_settings_at_their_own_c
     assert main(["report", str(tmp_path), "--hparams", "mean"]) == 0
     out = capsys.readouterr().out
     assert "hyper-parameters: the mean over the settings, per replicate (the paper's tables)" in out
+    assert "Each replicate's accuracy is the mean over its 2 hyper-parameter settings." in out
+    shutil.rmtree(tmp_path / "runs" / "dropout_0-sketch-0.001-0")
+    assert main(["report", str(tmp_path), "--hparams", "mean"]) == 0
+    assert ("Each replicate's accuracy is the mean over its hyper-parameter settings: 2 for most, as few as 1 where "
+            "runs are missing (in 1 replicate(s) of dropout 0 on sketch).") in capsys.readouterr().out
     csv = pd.read_csv(tmp_path / "report" / "training_domain-hparams-mean" / "tables.csv")
     assert set(csv["hparams"]) == {"mean"}
     row = csv[(csv["method"] == "dropout 0.9") & (csv["test_domain"] == "sketch") & (csv["metric"] == "ood")]

@@ -156,6 +156,18 @@ def latex(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"])
 
 
+def _settings_note(chosen: pd.DataFrame) -> str:
+    """How many settings the replicates' means cover: a replicate with fewer (unfinished or diverged runs) is
+    averaged over the others only, which the reader must know."""
+    counts = chosen["hparams"].str.removeprefix("mean of ").astype(int) if not chosen.empty else pd.Series([0])
+    if counts.min() == counts.max():
+        return f"\nEach replicate's accuracy is the mean over its {counts.min()} hyper-parameter settings."
+    fewer = chosen[counts < counts.max()]
+    cells = sorted({f"{row.method} on {row.test_domain}" for row in fewer.itertuples()})
+    return (f"\nEach replicate's accuracy is the mean over its hyper-parameter settings: {counts.max()} for most, "
+            f"as few as {counts.min()} where runs are missing (in {len(fewer)} replicate(s) of {', '.join(cells)}).")
+
+
 def write_tables(collection: Collection, selection: str, output: Path,
                  hparams: str = "best") -> tuple[pd.DataFrame, str]:
     """tables.md, tables.tex and tables.csv in `output`; returns the summary and the Markdown text."""
@@ -176,6 +188,8 @@ def write_tables(collection: Collection, selection: str, output: Path,
         if features:
             md += ["\n### effective number of features (participation ratio, `droptune analyze features`)\n",
                    markdown(*features)]
+    if hparams == "mean":
+        md.append(_settings_note(choose(collection.runs, selection, hparams)))
     md.append(f"\nCells: mean ± standard error over replicates (trial seed, seed), in %; {MISSING}: no finished "
               "run; no ±: a single replicate; (n=k): fewer replicates than elsewhere in the table. average: the mean over test domains, shown only when every "
               "domain has a finished run.")
