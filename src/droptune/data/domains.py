@@ -85,7 +85,9 @@ def require_class_folders(root: Path) -> None:
     too deep, its class folders taken for domains."""
     domains = _list_dirs(root)
     if domains and not any(_list_dirs(root / d) for d in domains):
-        raise DroptuneError(f"empty domain: {root / domains[0]} has no class folders")
+        raise DroptuneError(f"no class folders in {root}'s domain folders ({', '.join(domains[:3])}"
+                            f"{', ...' if len(domains) > 3 else ''}): expected {root}/<domain>/<class>/<image> "
+                            "(is it one domain's folder, or a folder of images without class folders?)")
 
 
 class ImageFolderDomains(MultiDomainDataset):
