@@ -386,12 +386,15 @@ def test_class_folders_that_differ_across_domains(capsys, toy, tmp_path):
 
 
 def test_a_domain_folder_given_as_the_dataset_is_refused_by_info_as_by_train(capsys, toy, tmp_path):
-    """Mutant: `data info` of a folder one level too deep (a domain's, its classes taken for domains) describing
-    "2 domains, 0 classes, 0 images" and exiting 0 where train refuses the folder."""
+    """Mutant: `data info` of a folder one level too deep (a domain's, its classes taken for domains), or of an empty
+    one, describing "2 domains, 0 classes, 0 images" and exiting 0 where train refuses the folder."""
     expected = (f"droptune: error: no class folders in {toy / 'a'}'s domain folders (cat, dog): expected "
                 f"{toy / 'a'}/<domain>/<class>/<image> (is it one domain's folder, or a folder of images without "
                 "class folders?)")
     assert refused(capsys, ["data", "info", toy / "a"]) == expected
+    (tmp_path / "nothing").mkdir()
+    assert refused(capsys, ["data", "info", tmp_path / "nothing"]) == \
+        f"droptune: error: no domain folders in {tmp_path / 'nothing'}: expected <domain>/<class>/<image>"
     assert refused(capsys, ["train", "--dataset", toy / "a", *TINY]) == expected
 
 

@@ -81,10 +81,12 @@ def _class_differences(per_domain: dict[str, list[str]]) -> str:
 
 
 def require_class_folders(root: Path) -> None:
-    """Refuse a folder whose domain folders hold no class folders: most often one domain's folder, given one level
-    too deep, its class folders taken for domains."""
+    """Refuse a folder without domain folders, or whose domain folders hold no class folders: most often one
+    domain's folder, given one level too deep, its class folders taken for domains."""
     domains = _list_dirs(root)
-    if domains and not any(_list_dirs(root / d) for d in domains):
+    if not domains:
+        raise DroptuneError(f"no domain folders in {root}: expected <domain>/<class>/<image>")
+    if not any(_list_dirs(root / d) for d in domains):
         raise DroptuneError(f"no class folders in {root}'s domain folders ({', '.join(domains[:3])}"
                             f"{', ...' if len(domains) > 3 else ''}): expected {root}/<domain>/<class>/<image> "
                             "(is it one domain's folder, or a folder of images without class folders?)")
@@ -104,9 +106,8 @@ class ImageFolderDomains(MultiDomainDataset):
                 f"dataset directory not found: {self.root} "
                 f"(expected {self.root}/<domain>/<class>/<image>; check --data-dir)"
             )
+        require_class_folders(self.root)
         self.domains = _list_dirs(self.root)
-        if not self.domains:
-            raise DroptuneError(f"no domain folders in {self.root}: expected <domain>/<class>/<image>")
         if domains is not None and set(self.domains) != set(domains):
             missing = sorted(set(domains) - set(self.domains))
             extra = sorted(set(self.domains) - set(domains))
@@ -118,7 +119,6 @@ class ImageFolderDomains(MultiDomainDataset):
         differences = _class_differences(per_domain)
         if differences:
             raise DroptuneError(f"class folders differ across domains in {self.root}: {differences}")
-        require_class_folders(self.root)
         self._paths: list[list[Path]] = []
         self._labels: list[np.ndarray] = []
         skipped: list[Path] = []
