@@ -16,7 +16,7 @@ from droptune.cli.main import main
 from droptune.experiments.collect import collect
 from droptune.experiments.figures import cloud, dropout_families
 from droptune.experiments.report import write_report
-from droptune.experiments.tables import cell_means, choose, layout
+from droptune.experiments.tables import cell_means, choose, layout, settings_note
 from droptune.runs.folder import exclusive
 from droptune.training.config import TrainConfig
 
@@ -141,6 +141,10 @@ def test_the_papers_aggregation_averages_each_replicates_settings_at_their_own_c
     out = capsys.readouterr().out
     assert "hyper-parameters: the mean over the settings, per replicate (the paper's tables)" in out
     assert "Each replicate's accuracy is the mean over its 2 hyper-parameter settings." in out
+    combination = pd.DataFrame({"method": ["dropout 0 + ensemble of runs"], "test_domain": ["sketch"],
+                                "seed": [float("nan")], "hparams": ["mean of 1"]})
+    assert settings_note(pd.concat([chosen, combination])) == settings_note(chosen), \
+        "an ensemble of runs is one model of every setting, not a replicate missing some"
     shutil.rmtree(tmp_path / "runs" / "dropout_0-sketch-0.001-0")
     assert main(["report", str(tmp_path), "--hparams", "mean"]) == 0
     assert ("Each replicate's accuracy is the mean over its hyper-parameter settings: 2 for most, as few as 1 where "

@@ -156,9 +156,11 @@ def latex(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"])
 
 
-def _settings_note(chosen: pd.DataFrame) -> str:
+def settings_note(chosen: pd.DataFrame) -> str:
     """How many settings the replicates' means cover: a replicate with fewer (unfinished or diverged runs) is
-    averaged over the others only, which the reader must know."""
+    averaged over the others only, which the reader must know. Across-run combinations (no run seed) are one
+    model of every setting, not a mean, and are left out."""
+    chosen = chosen[chosen["seed"].notna()]
     counts = chosen["hparams"].str.removeprefix("mean of ").astype(int) if not chosen.empty else pd.Series([0])
     if counts.min() == counts.max():
         return f"\nEach replicate's accuracy is the mean over its {counts.min()} hyper-parameter settings."
@@ -189,7 +191,7 @@ def write_tables(collection: Collection, selection: str, output: Path,
             md += ["\n### effective number of features (participation ratio, `droptune analyze features`)\n",
                    markdown(*features)]
     if hparams == "mean":
-        md.append(_settings_note(choose(collection.runs, selection, hparams)))
+        md.append(settings_note(choose(collection.runs, selection, hparams)))
     md.append(f"\nCells: mean ± standard error over replicates (trial seed, seed), in %; {MISSING}: no finished "
               "run; no ±: a single replicate; (n=k): fewer replicates than elsewhere in the table. average: the mean over test domains, shown only when every "
               "domain has a finished run.")
