@@ -43,26 +43,25 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
 
 def flag_values(args: argparse.Namespace) -> dict:
-    """The config fields given on the command line (a dataset folder by its absolute path)."""
+    """The config fields given on the command line."""
+    names = set(field_types())
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def _as_recorded(name: str, value: Any) -> Any:
+    """A field's value as a new run records it: a dataset folder by its absolute path."""
     from droptune.data.registry import dataset_reference
 
-    names = set(field_types())
-    values = {k: v for k, v in vars(args).items() if k in names}
-    if isinstance(values.get("dataset"), str):
-        values["dataset"] = dataset_reference(values["dataset"])
-    return values
+    return dataset_reference(value) if name == "dataset" and isinstance(value, str) else value
 
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
     """base (e.g. a preset) → --config file → flags."""
-    from droptune.data.registry import dataset_reference
-
     layers = dict(base or {})
     if args.config is not None:
         layers.update(read_yaml(args.config))
-        if isinstance(layers.get("dataset"), str):
-            layers["dataset"] = dataset_reference(layers["dataset"])
     layers.update(flag_values(args))
+    layers = {k: _as_recorded(k, v) for k, v in layers.items()}
     try:
         return TrainConfig(**coerce(layers, "command line"))
     except DroptuneError as error:
@@ -81,11 +80,9 @@ def resumed_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
         raise DroptuneError(f"cannot resume {run_dir}: it holds no checkpoint (last.pt), so the run stopped before "
                             f"its first evaluation; start it again from step 0 with `droptune train --config "
                             f"{config_file} --output-dir {run_dir}`")
-    from droptune.data.registry import dataset_reference
-
     config = TrainConfig.load(config_file)
-    recorded = {**dataclasses.asdict(config), "dataset": dataset_reference(config.dataset)}  # as flags are read
-    changed = {k: v for k, v in flag_values(args).items() if recorded[k] != v}
+    changed = {k: v for k, v in flag_values(args).items()
+               if _as_recorded(k, getattr(config, k)) != _as_recorded(k, v)}
     fixed = sorted(set(changed) - set(RUNTIME_FIELDS))
     if fixed:
         name = fixed[0]

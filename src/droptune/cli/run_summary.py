@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from droptune.runs.results import collapse_explanation
+
 
 def print_run(results: dict) -> None:
     if results["status"] != "completed":
@@ -16,6 +18,4 @@ def print_run(results: dict) -> None:
     print(f"i.i.d. {100 * results['iid']:.1f}%   o.o.d. {100 * results['ood']:.1f}%   "
           f"{results['train_images_per_s']:.0f} train images/s   {results['wall_time_s']:.0f} s")
     if results["collapsed"]:
-        print(f"WARNING: collapsed: i.i.d. accuracy ({100 * results['iid']:.1f}%) is no better than always "
-              f"predicting the majority class ({100 * results['majority_rate']:.1f}%), and the loss stayed near "
-              f"ln(classes)")
+        print(f"WARNING: collapsed: {collapse_explanation(results['iid'], results['majority_rate'])}")

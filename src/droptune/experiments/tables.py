@@ -174,7 +174,8 @@ def write_tables(collection: Collection, selection: str, output: Path,
                  hparams: str = "best") -> tuple[pd.DataFrame, str]:
     """tables.md, tables.tex and tables.csv in `output`; returns the summary and the Markdown text."""
     domains, methods = layout(collection)
-    summary = cell_means(choose(collection.runs, selection, hparams), domains)
+    chosen = choose(collection.runs, selection, hparams)
+    summary = cell_means(chosen, domains)
     name = {"training_domain": "training-domain validation", "oracle": "oracle (test-domain validation)"}[selection]
     md, tex = [f"# Accuracy by held-out domain, model selection: {name}"], []
     if hparams != "best":
@@ -191,7 +192,7 @@ def write_tables(collection: Collection, selection: str, output: Path,
             md += ["\n### effective number of features (participation ratio, `droptune analyze features`)\n",
                    markdown(*features)]
     if hparams == "mean":
-        md.append(settings_note(choose(collection.runs, selection, hparams)))
+        md.append(settings_note(chosen))
     md.append(f"\nCells: mean ± standard error over replicates (trial seed, seed), in %; {MISSING}: no finished "
               "run; no ±: a single replicate; (n=k): fewer replicates than elsewhere in the table. average: the mean over test domains, shown only when every "
               "domain has a finished run.")

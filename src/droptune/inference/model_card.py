@@ -3,6 +3,8 @@ what it is for and where it is not to be trusted; with the Hugging Face Hub's me
 
 from __future__ import annotations
 
+from droptune.runs.results import collapse_explanation
+
 PAPER = ("Jianyu Zhang and Léon Bottou, \"Fine-tuning with Very Large Dropout\", "
          "[arXiv:2403.00946](https://arxiv.org/abs/2403.00946)")
 BIBTEX = """@article{zhang2024finetuning,
@@ -52,9 +54,8 @@ def _checks(checks: dict) -> str:
 def _collapse_warning(d: dict) -> str:
     if not d.get("collapsed"):
         return ""
-    return (f"\n\n**Warning: this run collapsed.** Its i.i.d. accuracy ({_percent(d.get('iid'))}%) is no better than "
-            f"always predicting the majority class ({_percent(d.get('majority_rate'))}%), and its training loss "
-            "stayed near ln(classes): it has not learnt the task.")
+    return (f"\n\n**Warning: this run collapsed.** Its {collapse_explanation(d['iid'], d['majority_rate'])}: it has "
+            "not learnt the task.")
 
 
 def model_card(config: dict) -> str:

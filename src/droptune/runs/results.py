@@ -62,6 +62,12 @@ class RunResults:
     schema: int = RESULTS_SCHEMA
 
 
+def collapse_explanation(iid: float, majority_rate: float) -> str:
+    """Why a run counts as collapsed (training/trainer.py's `is_collapsed`), in the words every report uses."""
+    return (f"i.i.d. accuracy ({100 * iid:.1f}%) is no better than always predicting the majority class "
+            f"({100 * majority_rate:.1f}%), and the loss stayed near ln(classes)")
+
+
 @dataclass
 class CombinationResults:
     """An ensemble or soup of finished runs of one split, scored like a run."""
