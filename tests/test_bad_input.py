@@ -458,8 +458,9 @@ def truncated(path: Path) -> Path:
     (truncated, ["cannot read image", "truncated"]),
     (replaced(b"not a picture"), ["cannot read image", "cannot identify image file"]),
     (bomb_png, ["too large to decode safely"]),  # row 3
+    (lambda path: bomb_png(path, 10000), ["too large to decode safely", "MAX_IMAGE_PIXELS"]),  # PIL only warns
     (lambda path: float_tiff(path.with_suffix(".tif")), ["mode F cannot be read faithfully"]),  # row 6
-], ids=["zero-byte", "truncated", "not-an-image", "decompression-bomb", "float-mode"])
+], ids=["zero-byte", "truncated", "not-an-image", "decompression-bomb", "bomb-below-twice-the-limit", "float-mode"])
 def test_bad_image_is_named_by_train_and_by_verify(capsys, toy, tmp_path, make, names):
     original = toy / "a" / "dog" / "1.png"
     bad = make(original)
@@ -469,6 +470,16 @@ def test_bad_image_is_named_by_train_and_by_verify(capsys, toy, tmp_path, make, 
     assert main(["data", "verify", str(toy)]) == 1
     out = capsys.readouterr().out
     assert f"cannot decode {bad}: " in out and names[-1] in out  # the reason, as training gave it
+
+
+def test_reading_images_leaves_the_callers_pil_warnings_alone():
+    """droptune refuses a decompression bomb itself; a process-wide filter would make the user's own Image.open
+    raise where PIL only warns."""
+    probe = ("import warnings; from PIL import Image; import droptune.data.images; "
+             "print([f[0] for f in warnings.filters if f[2] is Image.DecompressionBombWarning])")
+    # A new interpreter: pytest restores the warning filters after collecting, hiding what an import set.
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]"
 
 
 def test_symlink_loop_is_named(capsys, toy, tmp_path):

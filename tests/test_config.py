@@ -72,6 +72,23 @@ def test_save_load_round_trip_and_identity(tmp_path):
     assert config.replace(seed=1).identity() != config.identity()
 
 
+def test_a_config_built_in_python_is_the_config_its_file_reads_back(tmp_path):
+    """dropout=0 is 0.0 and test_domain=1 is "1": else the run's identity (its folder, its job id) differs from
+    its config.yaml's, and the run cannot be resumed from its own folder."""
+    built = TrainConfig(dropout=0, test_domain=1, lr=1, steps=20)
+    built.save(tmp_path / "config.yaml")
+    assert (built.dropout, built.test_domain, built.lr) == (0.0, "1", 1.0) and isinstance(built.dropout, float)
+    assert TrainConfig.load(tmp_path / "config.yaml").identity() == built.identity()
+
+
+@pytest.mark.parametrize("field, value", [("augment", "no"), ("freeze_bn", "false"), ("steps", 10.5),
+                                          ("dropout", None), ("lr_milestones", 5)])
+def test_ill_typed_values_from_python_are_one_line_errors(field, value):
+    """Not a TypeError from a comparison, nor a truthy string taken for True."""
+    with pytest.raises(DroptuneError, match=f"config field '{field}' in TrainConfig must be"):
+        TrainConfig(**{field: value})
+
+
 # config.yaml of run 64dc106f677c of the pacs-long-cpu evidence sweep, written by droptune 1db655b: before the
 # `linearized`, `device_augment` and `tensorboard` fields existed. Its folder name is its identity.
 OLDER_RUN = """dataset: PACS

@@ -222,6 +222,35 @@ def test_offline_pretrained_weights_are_one_error_line_with_what_to_do_instead(
         create_backbone(backbone, "default")
 
 
+def test_num_classes_must_be_an_integer():
+    with pytest.raises(DroptuneError, match="num_classes must be an integer of at least 2, got 2.0"):
+        build_model("resnet10t", 2.0, weights="none")
+
+
+def test_timm_weights_are_default_none_a_file_or_one_of_the_models_pretrained_tags(monkeypatch):
+    """Mutant: any other name taken for timm's default weights (a torchvision enum given to a timm model downloaded
+    and trained the default ones, silently)."""
+    from droptune.models.backbones import _timm_name
+
+    assert _timm_name("resnet18", "a1_in1k") == "resnet18.a1_in1k"
+    assert _timm_name("resnet18.a1_in1k", "default") == "resnet18.a1_in1k"
+    with pytest.raises(DroptuneError, match="unknown weights 'IMAGENET1K_V2' for convnext_atto: expected 'default', "
+                                            "'none', a weights file, or one of timm's pretrained tags for "
+                                            "convnext_atto: d2_in1k"):
+        create_backbone("convnext_atto", "IMAGENET1K_V2")
+    with pytest.raises(DroptuneError, match="unknown weights 'tv_in1k' for resnet18.a1_in1k: expected 'default' "
+                                            r"\(its tag\), 'none', a weights file$"):
+        create_backbone("timm/resnet18.a1_in1k", "tv_in1k")
+
+    import timm.models._hub
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", no_name_resolution)
+    with pytest.raises(DroptuneError, match=r"for tf_efficientnet_lite0 \(\[Errno -2\] Name or service not known\); "
+                                            r"instead pass --weights none \(random initialization\) or --weights "
+                                            r"PATH \(a local weights file\)$"):
+        create_backbone("efficientnet_lite0", "in1k")  # timm's copy of the installed weights: not suggested again
+
+
 def test_cli_prefixes_droptunes_warnings_once_and_leaves_other_loggers_alone(tmp_path, monkeypatch, capsys):
     """Mutant: `logging.basicConfig(format="droptune: ...")` on the root logger, which re-prints every library's
     warning (the Hub's retries, already printed by its own handler) with droptune's prefix."""

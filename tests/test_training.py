@@ -68,6 +68,8 @@ def test_resume_reaches_the_same_numbers(image_folder, tmp_path, workers):
     a, b = load_file(str(RunDir(full.run_dir()).best)), load_file(str(RunDir(part.run_dir()).best))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert train(part, resume=True) == resumed, "resuming a finished run changes nothing"
+    with pytest.raises(DroptuneError, match="holds a finished run of a different config .*choose another output_dir"):
+        train(part.replace(dropout=0.1), resume=True)
 
 
 def test_a_run_does_not_resume_on_a_dataset_whose_images_changed(image_folder, tmp_path, capsys):
@@ -258,6 +260,9 @@ def test_a_dataset_folder_is_recorded_by_its_absolute_path_however_it_was_typed(
     shutil.copytree(tmp_path / "typed", older)
     (older / "config.yaml").write_text((older / "config.yaml").read_text().replace(str(image_folder.resolve()),
                                                                                    image_folder.name))
+    results = json.loads((older / "results.json").read_text())  # and its identity as it was then
+    results["config_id"] = TrainConfig.load(older / "config.yaml").identity()
+    (older / "results.json").write_text(json.dumps(results))
     assert main(["train", "--resume", str(older), "--dataset", image_folder.name, "--no-progress"]) == 0, \
         "resuming with the dataset as the run recorded it is no change"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -118,6 +119,20 @@ def test_bad_model_folders_get_one_line(trained, tmp_path, capsys):
         f"droptune: error: run {copy} has no selected model: best.safetensors is missing"]
     with pytest.raises(DroptuneError, match="no swa model"):
         droptune.load_model(run, variant="swa")
+    with pytest.raises(DroptuneError, match="best.safetensors is a file: expected a run folder, a soup folder or"):
+        droptune.load_model(run / "best.safetensors")
+
+
+def test_an_unfinished_run_loads_with_a_warning_and_the_step_of_its_weights(trained, tmp_path, caplog):
+    run, _ = trained
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "results.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="droptune"):
+        loaded = droptune.load_model(unfinished)
+    step = json.loads((run / "results.json").read_text())["step"]
+    assert f"{unfinished} has not finished (no results.json): its best.safetensors as of step {step}" in caplog.text
+    assert loaded.about["step"] == step and loaded.classes == ["cat", "dog"]
 
 
 def test_bad_arguments_are_one_line(trained, tmp_path, capsys):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
+
+from PIL.Image import DecompressionBombWarning
 
 from droptune.cli.analyze import add_analyze_commands
 from droptune.cli.combine import add_combine_commands
@@ -106,6 +109,9 @@ def log_to_stderr() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     log_to_stderr()
+    # droptune refuses an image beyond PIL's limit in one line naming it (data/images.py); PIL's warning would be
+    # another. Set here, for this process and its loader workers, not by the library in its users' programs.
+    warnings.filterwarnings("ignore", category=DecompressionBombWarning)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -8,7 +8,6 @@ are refused before they are decoded (PIL would only warn below twice the limit).
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 from PIL import Image
@@ -19,8 +18,6 @@ from droptune.errors import DroptuneError
 # 8-bit colour spaces and bilevel images.
 CONVERTIBLE = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr")
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
-# A warning in a loader worker or a verifying thread is lost; an error names the file.
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 class UnreadableImage(DroptuneError):
@@ -43,6 +40,11 @@ def read_rgb(path: str | os.PathLike, shrink_to: int | None = None) -> Image.Ima
     """
     try:
         with Image.open(path) as image:
+            # PIL only warns below twice its limit, and a warning in a loader worker or a verifying thread is
+            # lost; checked here rather than by a warnings filter, which would change the caller's own PIL use.
+            if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                raise UnreadableImage.of(path, f"too large to decode safely ({image.width}x{image.height} pixels, "
+                                               f"more than PIL's Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS})")
             if shrink_to is not None:
                 image.draft("RGB", (shrink_to, shrink_to))
             return to_rgb(image, path)

@@ -44,7 +44,8 @@ class DatasetSpec:
     def root(self, data_dir: str | os.PathLike | None) -> Path:
         """The dataset's folder under `data_dir`."""
         if data_dir is None:
-            raise DroptuneError(f"dataset {self.name} needs a data directory: pass --data-dir")
+            raise DroptuneError(f"dataset {self.name} needs a data directory: pass --data-dir (data_dir in Python) "
+                                "or set $DROPTUNE_DATA_DIR")
         return Path(data_dir) / self.folder
 
     def open(self, data_dir: str | os.PathLike | None) -> MultiDomainDataset:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from droptune.runs.folder import RunDir
 from droptune.runs.results import CombinationResults
 from droptune.training.config import TrainConfig, coerce
 from droptune.training.device import resolve_device
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("best", "swa", "ema", "swad")
 # What a model is, as export writes it into config.json and the model card.
@@ -50,7 +53,8 @@ def load_model(path: str | os.PathLike, variant: str = "best", device: str = "cp
         raise DroptuneError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     folder = Path(path)
     if not folder.is_dir():
-        raise DroptuneError(f"model folder not found: {folder}")
+        raise DroptuneError(f"{folder} is a file: expected a run folder, a soup folder or an exported model folder"
+                            if folder.exists() else f"model folder not found: {folder}")
     target = resolve_device(device)
     run = RunDir(folder)
     if run.config.is_file():
@@ -81,6 +85,13 @@ def _load_run(run: RunDir, variant: str) -> LoadedModel:
     chosen = results if variant == "best" else (results.get("variants") or {}).get(variant) or {}
     about = {"source": "run", "name": run.path.name, "variant": variant,
              **{k: results.get(k) for k in ABOUT_FIELDS}, **{k: chosen.get(k) for k in ABOUT_FIELDS if k in chosen}}
+    if done is None or done.status != "completed":
+        with safe_open(str(weights), "pt") as f:
+            step = json.loads((f.metadata() or {}).get("step", "null"))
+        about["step"] = step
+        log.warning("%s has not finished (%s): its %s%s", run.path,
+                    "no results.json" if done is None else f"status {done.status}", weights.name,
+                    f" as of step {step}" if step is not None else "")
     return _build(config, _classes(results, config, run.path), read_state_dict(weights), str(weights), results,
                   about)
 

@@ -58,10 +58,12 @@ def _download_failed(name: str, source: str, error: BaseException) -> DroptuneEr
     while error.__cause__ is not None:
         error = error.__cause__
     lines = str(error.reason if isinstance(error, URLError) else error).strip().splitlines()
-    return DroptuneError(
-        f"cannot download {source}'s pre-trained weights for {name} ({lines[0] if lines else type(error).__name__}); "
-        "instead pass --weights none (random initialization), --weights PATH (a local weights file), or use "
-        "--backbone efficientnet_lite0 with --weights default (its weights are installed, not downloaded)")
+    instead = ("--weights none (random initialization) or --weights PATH (a local weights file)"
+               if "efficientnet_lite" in name else  # the installed weights are --weights default's
+               "--weights none (random initialization), --weights PATH (a local weights file), or use --backbone "
+               "efficientnet_lite0 with --weights default (its weights are installed, not downloaded)")
+    return DroptuneError(f"cannot download {source}'s pre-trained weights for {name} "
+                         f"({lines[0] if lines else type(error).__name__}); instead pass {instead}")
 
 
 def torchvision_resnet(name: str, weights: str | None = "default") -> Backbone:
@@ -99,8 +101,27 @@ def _timm_backbone(model: nn.Module) -> Backbone:
                     tuple(cfg.get("std", IMAGENET_STD)))
 
 
+def _timm_name(name: str, weights: str | None) -> str:
+    """The timm model name that loads `weights`: `name` itself, or with a pretrained tag (`resnet18` and `a1_in1k`:
+    `resnet18.a1_in1k`); checked offline, so that a torchvision enum or a misspelt tag is not silently timm's
+    default weights."""
+    import timm
+    from timm.models import split_model_name_tag
+
+    base, tag = split_model_name_tag(name)
+    if weights == "default" or weights in NO_WEIGHTS or _is_file(weights) or not timm.is_model(base):
+        return name  # an unknown model name is create_model's error
+    tags = [pretrained.split(".", 1)[1] for pretrained in timm.list_pretrained(f"{base}.*")]
+    if not tag and weights in tags:
+        return f"{name}.{weights}"
+    choices = "" if tag or not tags else f", or one of timm's pretrained tags for {name}: {', '.join(tags)}"
+    raise DroptuneError(f"unknown weights {weights!r} for {name}: expected 'default'{' (its tag)' if tag else ''}, "
+                        f"'none', a weights file{choices}")
+
+
 def timm_model(name: str, weights: str | None = "default") -> Backbone:
-    """Any timm model; "default" loads timm's pretrained weights (needs the hub or its cache)."""
+    """Any timm model; "default" loads timm's pretrained weights, a tag such as "a1_in1k" those weights (both need
+    the hub or its cache)."""
     import timm
     from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # .errors only from 0.25 on
 
@@ -110,7 +131,8 @@ def timm_model(name: str, weights: str | None = "default") -> Backbone:
             classifier = model.pretrained_cfg.get("classifier", "")
             load_strict(model, _backbone_state(weights, classifier), str(weights))
         else:
-            model = timm.create_model(name, pretrained=weights not in NO_WEIGHTS, num_classes=0, drop_rate=0.0)
+            model = timm.create_model(_timm_name(name, weights), pretrained=weights not in NO_WEIGHTS,
+                                      num_classes=0, drop_rate=0.0)
     except (LocalEntryNotFoundError, HfHubHTTPError, *NETWORK_ERRORS) as error:
         raise _download_failed(name, "timm", error) from None
     except RuntimeError as error:

@@ -24,8 +24,8 @@ class DropoutClassifier(nn.Module):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise DroptuneError(f"dropout must satisfy 0 <= p < 1, got {dropout}")
-        if num_classes < 2:
-            raise DroptuneError(f"num_classes must be at least 2, got {num_classes}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise DroptuneError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
         self.backbone = backbone
         self.head = nn.Sequential(OrderedDict(
             dropout=nn.Dropout(dropout),

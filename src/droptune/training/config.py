@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -36,7 +37,7 @@ def option(default: Any, description: str) -> Any:
 
 @dataclass
 class TrainConfig:
-    """One fine-tuning run under leave-one-domain-out. Defaults are the paper's recipe (PAPER.md)."""
+    """One fine-tuning run under leave-one-domain-out. Defaults are the paper's recipe (Zhang & Bottou, 2024)."""
 
     dataset: str = option("RotatedDigits", "registered dataset name (PACS, VLCS, OfficeHome, TerraIncognita, "
                                            "DomainNet, Office31, OfficeCaltech10, RotatedDigits) or a folder laid out "
@@ -47,7 +48,7 @@ class TrainConfig:
     backbone: str = option("efficientnet_lite0", "resnet18/34/50/101 (torchvision), efficientnet_lite0/1/2 (offline "
                                                  "weights), or any timm name")
     weights: str = option("default", "'default' (the backbone's pre-trained weights), 'none', a torchvision enum such "
-                                     "as IMAGENET1K_V1, or a weights file")
+                                     "as IMAGENET1K_V1, a timm pretrained tag such as a1_in1k, or a weights file")
     dropout: float = option(0.9, "dropout rate on the penultimate features (the method: 0.9; plain fine-tuning: 0)")
     freeze_bn: bool = option(True, "keep BatchNorm running statistics at their pre-trained values")
     linearized: bool = option(False, "fine-tune the first-order Taylor model of the network around its pre-trained "
@@ -106,6 +107,10 @@ class TrainConfig:
                                       "RUN_DIR/tensorboard")
 
     def __post_init__(self) -> None:
+        # Values as a config file would give them (dropout=0 is 0.0, test_domain=1 is "1"), so that a config built
+        # in Python has the identity, run folder and resumability of the same config read back from config.yaml.
+        for name, value in list(vars(self).items()):
+            setattr(self, name, coerce_value(name, value, "TrainConfig"))
         self.validate()
 
     def validate(self) -> None:
@@ -199,7 +204,9 @@ def load_yaml_file(path: str | os.PathLike, what: str) -> Any:
         raise DroptuneError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
 
 
+@functools.cache
 def field_types() -> dict[str, Any]:
+    """TrainConfig's field annotations, resolved once (every config built checks its values against them)."""
     return typing.get_type_hints(TrainConfig)
 
 
@@ -236,7 +243,7 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
         return str(value)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    raise DroptuneError(f"config field {name!r} in {source} must be {kind.__name__}"
+    raise DroptuneError(f"config field {name!r} in {source} must be {'a list of int' if kind is list else kind.__name__}"
                         f"{' or null' if optional else ''}, got {value!r}")
 
 

@@ -282,14 +282,17 @@ def is_collapsed(best_iid: float, final_loss: float, majority_rate: float, num_c
 def train(config: TrainConfig, resume: bool = False, until: int | None = None) -> dict | None:
     """Run (or with `resume`, continue) one fine-tuning; returns results.json's content.
 
+    `resume`: continue the run in `config.run_dir()` from its last checkpoint, return its results if it finished,
+    or start it if it never reached a checkpoint; the folder's run must have been made by this config.
     `until` stops early with a checkpoint, as an interruption would; returns None then.
+    Seeds torch's global generators (CPU and CUDA) from the run's seed, and leaves them where training ends.
     """
     run = RunDir(config.run_dir())
-    done = _finished(run, resume)
+    done = _finished(run, resume, config)
     if done is not None:
         return done
     with run.hold():
-        done = _finished(run, resume)  # again: another process may have finished it before we held the lock
+        done = _finished(run, resume, config)  # again: another process may have finished it before we held the lock
         if done is not None:
             return done
         trainer = Trainer(config)
@@ -307,11 +310,17 @@ def train(config: TrainConfig, resume: bool = False, until: int | None = None) -
                                   f"dataset{resume if run.last.exists() else ''})") from None
 
 
-def _finished(run: RunDir, resume: bool) -> dict | None:
-    """The results of a completed run to resume; an error when a new run would overwrite one."""
+def _finished(run: RunDir, resume: bool, config: TrainConfig) -> dict | None:
+    """The results of a completed run to resume; an error when a new run would overwrite one, or when the run to
+    resume was made by a different config (its results are not this config's)."""
     if resume:
         done = run.read_results()
-        return dataclasses.asdict(done) if done is not None and done.status == "completed" else None
+        if done is None or done.status != "completed":
+            return None
+        if done.config_id is not None and done.config_id != config.identity():
+            raise DroptuneError(f"run folder {run.path} holds a finished run of a different config (its "
+                                f"{run.config.name}); it cannot be resumed with this one: choose another output_dir")
+        return dataclasses.asdict(done)
     if run.results.exists() or run.last.exists():
         raise DroptuneError(f"run folder {run.path} already holds a run: resume it with --resume {run.path} "
                             "or choose another --output-dir")
