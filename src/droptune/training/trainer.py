@@ -323,5 +323,5 @@ def _finished(run: RunDir, resume: bool, config: TrainConfig) -> dict | None:
         return dataclasses.asdict(done)
     if run.results.exists() or run.last.exists():
         raise DroptuneError(f"run folder {run.path} already holds a run: resume it with --resume {run.path} "
-                            "or choose another --output-dir")
+                            "(in Python: train(config, resume=True)) or choose another --output-dir")
     return None
