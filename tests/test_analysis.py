@@ -6,6 +6,8 @@ run's own accuracy; the ends of an interpolation line are the two models themsel
 """
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,10 +70,10 @@ def test_linearized_config_needs_frozen_batchnorm():
 
 def test_effective_numbers_count_features_that_contribute():
     assert effective_numbers(torch.ones(64))["participation_ratio"] == pytest.approx(64)
-    assert effective_numbers(torch.ones(64))["entropy"] == pytest.approx(64)
+    assert effective_numbers(torch.ones(64))["exp_entropy"] == pytest.approx(64)
     one = torch.zeros(64)
     one[5] = 3.0
-    assert effective_numbers(one) == pytest.approx({"participation_ratio": 1.0, "entropy": 1.0})
+    assert effective_numbers(one) == pytest.approx({"participation_ratio": 1.0, "exp_entropy": 1.0})
     assert k_grid(1280)[:3] == [0, 1, 2] and k_grid(1280)[-2:] == [1024, 1280]
 
 
@@ -121,7 +123,7 @@ def test_features_keep_all_gives_the_runs_accuracy_and_none_a_constant(runs, tmp
         assert shares.sum() == pytest.approx(1) and (shares[:-1] >= shares[1:]).all()
         assert usage["participation_ratio"] == pytest.approx(1 / float((shares ** 2).sum()), rel=1e-4)
         positive = shares[shares > 0]
-        assert usage["entropy"] == pytest.approx(float(torch.exp(-(positive * positive.log()).sum())), rel=1e-4)
+        assert usage["exp_entropy"] == pytest.approx(float(torch.exp(-(positive * positive.log()).sum())), rel=1e-4)
         assert json.loads((folder / "feature_usage.json").read_text())["run"] == folder.name
     # With no feature kept every image gets one prediction: each accuracy is one class's share of its images.
     subject = Subject(read_run(runs["p0"]), torch.device("cpu"))
@@ -149,6 +151,14 @@ def test_linearized_run_scores_its_first_order_model(runs, tmp_path):
     assert abs(result["network"]["ood"] - result["first_order"]["ood"]) <= 1 - result["agreement_ood"] + 1e-9
     assert result["feature_error_iid"] > 0
     assert (out / "linearity.png").is_file()
+    # features and interpolate score that first-order model too (they scored the network at its weights before)
+    assert main(["analyze", "features", str(runs["linear"]), "--output", str(tmp_path / "features")]) == 0
+    usage = json.loads((tmp_path / "features" / "features.json").read_text())["runs"][0]
+    assert usage["iid"] == pytest.approx(done["iid"]) and usage["ood"] == pytest.approx(done["ood"])
+    assert main(["analyze", "interpolate", str(runs["linear"]), "--points", "2", "--output",
+                 str(tmp_path / "interpolation")]) == 0
+    end = json.loads((tmp_path / "interpolation" / "interpolation.json").read_text())["lines"][0]["points"][-1]
+    assert end["iid"] == pytest.approx(done["iid"]) and end["ood"] == pytest.approx(done["ood"])
 
 
 @pytest.mark.integration
@@ -172,3 +182,26 @@ def test_analyze_refuses_bad_input_in_one_line(runs, tmp_path, capsys):
     assert "invalid max_images = 0" in capsys.readouterr().err
     assert main(["analyze", "interpolate", str(runs["p0"]), "--points", "1", "--output", str(tmp_path)]) == 2
     assert "invalid number of interpolation points = 1" in capsys.readouterr().err
+    assert main(["analyze", "features", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"droptune: error: run folder not found: {tmp_path / 'nowhere'}\n"
+    (tmp_path / "a-file").write_text("")
+    assert main(["analyze", "features", str(runs["p0"]), "--output", str(tmp_path / "a-file")]) == 2
+    assert capsys.readouterr().out == "", "refused before any work or table"
+    unfrozen = tmp_path / "unfrozen"
+    shutil.copytree(runs["p0"], unfrozen)
+    TrainConfig.load(unfrozen / "config.yaml").replace(freeze_bn=False).save(unfrozen / "config.yaml")
+    assert main(["analyze", "linearity", str(unfrozen), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("droptune: error: cannot analyze the linearity of run unfrozen: it trained with "
+                                       "--no-freeze-bn, and its first-order model needs frozen BatchNorm statistics\n")
+
+
+@pytest.mark.integration
+def test_analyze_finds_a_moved_folder_dataset_by_its_name_in_data_dir(runs, pacs_slice, tmp_path):
+    """A run records its folder dataset's absolute path; --data-dir DIR looks for that folder's name in DIR."""
+    moved = tmp_path / "moved"
+    shutil.copytree(runs["p0"], moved)
+    config = TrainConfig.load(moved / "config.yaml")
+    config.replace(dataset=str(tmp_path / "gone" / Path(config.dataset).name)).save(moved / "config.yaml")
+    assert main(["analyze", "features", str(moved), "--max-images", "4", "--output", str(tmp_path / "out")]) == 2
+    assert main(["analyze", "features", str(moved), "--max-images", "4", "--data-dir", str(pacs_slice.parent),
+                 "--output", str(tmp_path / "out")]) == 0

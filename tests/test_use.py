@@ -133,6 +133,31 @@ def test_an_unfinished_run_loads_with_a_warning_and_the_step_of_its_weights(trai
     step = json.loads((run / "results.json").read_text())["step"]
     assert f"{unfinished} has not finished (no results.json): its best.safetensors as of step {step}" in caplog.text
     assert loaded.about["step"] == step and loaded.classes == ["cat", "dog"]
+    assert (loaded.about["test_domain"], loaded.about["train_domains"]) == ("c", ["a", "b"])
+
+
+def test_an_unfinished_run_is_evaluated_with_its_notes_and_not_exported(trained, tmp_path, capsys):
+    """Mutants: the training-domain note read from results.json alone (an unfinished run's domains went without
+    it); an unfinished run exported with a card of None."""
+    run, data = trained
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "results.json").unlink()
+    assert main(["evaluate", str(unfinished), "--dataset", str(data), "--output", str(tmp_path / "e.json")]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert [note.split(" is a ")[0] for note in notes] == ["note: a", "note: b"]
+    assert main(["export", str(unfinished), "--output", str(tmp_path / "exported")]) == 2
+    assert "run unfinished has not finished (no results.json)" in capsys.readouterr().err
+    assert not (tmp_path / "exported").exists()
+
+
+def test_export_into_the_empty_current_folder(trained, tmp_path, monkeypatch):
+    """`.` has no name: the export is staged beside the folder's full path (a ValueError traceback before)."""
+    run, _ = trained
+    (tmp_path / "folder").mkdir()
+    monkeypatch.chdir(tmp_path / "folder")
+    assert main(["export", str(run), "--output", "."]) == 0
+    assert (tmp_path / "folder" / "config.json").is_file()
 
 
 def test_bad_arguments_are_one_line(trained, tmp_path, capsys):
@@ -149,7 +174,7 @@ def test_bad_arguments_are_one_line(trained, tmp_path, capsys):
     assert capsys.readouterr().err == f"droptune: error: model folder not found: {tmp_path / 'nowhere'}\n"
     assert main([*evaluation[:4], "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.endswith(f"{tmp_path}: Is a directory\n")
+    assert err == f"droptune: error: --output {tmp_path} is a folder: expected a JSON file to write\n"
     (tmp_path / "empty").mkdir()
     assert main(["predict", str(run), str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.startswith(f"droptune: error: no image files in {tmp_path / 'empty'} (looked for")
@@ -237,7 +262,7 @@ def test_class_names_come_from_results_json_and_old_runs_fall_back_to_the_datase
 
 def test_soup_folders_load_like_runs(trained, tmp_path, capsys):
     run, data = trained
-    other = TrainConfig.load(run / "config.yaml").replace(lr=0.02, output_dir=str(tmp_path / "other"))
+    other = TrainConfig.load(run / "config.yaml").replace(lr=0.02, dropout=0.9, output_dir=str(tmp_path / "other"))
     train(other)
     combined = tmp_path / "combined"
     assert main(["combine", str(run), str(tmp_path / "other"), "--method", "ensemble", "uniform_soup",
@@ -251,13 +276,17 @@ def test_soup_folders_load_like_runs(trained, tmp_path, capsys):
     output = tmp_path / "soup-eval.json"
     assert main(["evaluate", str(combined / "uniform_soup"), "--dataset", str(data), "--output", str(output)]) == 0
     results = json.loads((combined / "uniform_soup" / "results.json").read_text())
-    test_domain = json.loads(output.read_text())["domains"]["c"]
-    assert test_domain["images"] == 12 and results["classes"] == ["cat", "dog"]
+    evaluation = json.loads(output.read_text())
+    assert evaluation["domains"]["c"]["images"] == 12 and results["classes"] == ["cat", "dog"]
+    assert evaluation["variant"] == "uniform_soup" and "(best)" not in capsys.readouterr().out
     exported = tmp_path / "exported-soup"
     assert main(["export", str(combined / "uniform_soup"), "--output", str(exported)]) == 0
     x = soup.transform(Image.open(data / "c" / "dog" / "0.png"))[None]
     assert torch.equal(droptune.load_model(exported).model(x), soup.model(x))
-    assert "exported from the uniform_soup of 2 fine-tuning runs (run, other)" in (exported / "README.md").read_text()
+    card = (exported / "README.md").read_text()
+    assert "exported from the uniform_soup of 2 fine-tuning runs (run, other)" in card
+    assert "with dropout rates 0.5 and 0.9 (held-out domain" in card and "very large dropout" not in card, \
+        "a soup's card states its members' rates, not its first member's"
     capsys.readouterr()
     assert main(["predict", str(combined / "ensemble"), str(data / "a")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [

@@ -32,13 +32,13 @@ def effective_numbers(contribution: torch.Tensor) -> dict[str, float]:
     share = contribution / contribution.sum()
     positive = share[share > 0]
     return {"participation_ratio": float(1.0 / (share ** 2).sum()),
-            "entropy": float(torch.exp(-(positive * positive.log()).sum()))}
+            "exp_entropy": float(torch.exp(-(positive * positive.log()).sum()))}
 
 
 @torch.no_grad()
 def feature_usage(subject: Subject) -> dict:
     """Contributions, effective numbers of features and the top-k accuracy curve of the run's head."""
-    model = subject.network()
+    model = subject.model()
     found = subject.outputs(model.features)
     features, labels = found.values, found.labels
     iid = subject.rows("iid")

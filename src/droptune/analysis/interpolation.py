@@ -31,10 +31,11 @@ def between(start: State, end: State, alpha: float) -> State:
 
 @torch.no_grad()
 def line(subject: Subject, start: State, end: State, alphas: list[float]) -> list[dict]:
-    """i.i.d. and o.o.d. accuracy of the network at each α, on `subject`'s evaluation images."""
+    """i.i.d. and o.o.d. accuracy at each α of the model `subject`'s run trained (a linearized run's first-order
+    one), on `subject`'s evaluation images."""
     points = []
     for alpha in alphas:
-        model = subject.network(between(start, end, alpha))
+        model = subject.model(between(start, end, alpha))
         found = subject.outputs(model)
         scores = subject.scores(found.values, found.labels)
         points.append({"alpha": alpha, "iid": scores["iid"], "ood": scores["ood"]})

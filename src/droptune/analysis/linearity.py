@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from droptune.analysis.subject import Subject
+from droptune.errors import DroptuneError
 from droptune.models.linearized import LinearizedClassifier
 from droptune.models.loading import load_strict
 from droptune.plotting import save
@@ -33,6 +34,9 @@ def weight_changes(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor])
 
 @torch.no_grad()
 def linearity(subject: Subject) -> dict:
+    if not subject.config.freeze_bn:
+        raise DroptuneError(f"cannot analyze the linearity of run {subject.run.name}: it trained with --no-freeze-bn, "
+                            "and its first-order model needs frozen BatchNorm statistics")
     pretrained = subject.pretrained()
     start = {f"backbone.{n}": p.detach().cpu().clone() for n, p in pretrained.backbone.named_parameters()}
     linear = LinearizedClassifier(subject.pretrained())

@@ -51,6 +51,11 @@ class Subject:
     def splits(self) -> list[EvalSplit]:
         return self.bench.splits
 
+    def model(self, state: dict[str, torch.Tensor] | None = None) -> DropoutClassifier:
+        """The model the run trained and scored (a linearized run's first-order one) with its selected weights
+        (or `state`)."""
+        return self.split.model(self.run, state).eval()
+
     def network(self, state: dict[str, torch.Tensor] | None = None) -> DropoutClassifier:
         """The plain network holding the run's selected weights (or `state`), also for a linearized run."""
         config = self.config

@@ -14,7 +14,10 @@ def _subjects(args: argparse.Namespace, paths: list[Path]):
     from droptune.training.device import resolve_device
 
     device = resolve_device(args.device)
-    return [Subject(run, device, args.workers, args.max_images, args.data_dir) for run in read_runs(paths)]
+    subjects = [Subject(run, device, args.workers, args.max_images, args.data_dir)
+                for run in read_runs(paths, "analyze")]
+    args.output.mkdir(parents=True, exist_ok=True)  # a file in the way is an error before the work, not after
+    return subjects
 
 
 def _features(args: argparse.Namespace) -> int:
@@ -22,18 +25,19 @@ def _features(args: argparse.Namespace) -> int:
     from droptune.analysis.subject import write_json
 
     usages = []
-    print(f"{'run':<44} {'p':>5} {'PR':>6} {'exp(H)':>7} {'i.i.d.':>7} {'o.o.d.':>7}")
-    for subject in _subjects(args, args.runs):
+    subjects = _subjects(args, args.runs)
+    print(f"{'run':<44} {'p':>5} {'D':>5} {'PR':>6} {'exp(H)':>7} {'i.i.d.':>7} {'o.o.d.':>7}")
+    for subject in subjects:
         usage = features.feature_usage(subject)
         write_json(usage, subject.run.folder.feature_usage)
         usages.append(usage)
-        print(f"{usage['run'][:44]:<44} {usage['dropout']:>5g} {usage['participation_ratio']:>6.0f} "
-              f"{usage['entropy']:>7.0f} {100 * usage['iid']:>7.1f} {100 * usage['ood']:>7.1f}")
+        print(f"{usage['run'][:44]:<44} {usage['dropout']:>5g} {usage['num_features']:>5} "
+              f"{usage['participation_ratio']:>6.0f} {usage['exp_entropy']:>7.0f} {100 * usage['iid']:>7.1f} "
+              f"{100 * usage['ood']:>7.1f}")
     write_json({"runs": usages}, args.output / "features.json")
     files = features.plot(usages, args.output / "features")
-    print(f"\nPR: participation ratio of the features' contributions (of {usages[0]['num_features']}); "
-          f"exp(H): exponential of their entropy.\n{args.output / 'features.json'}, {files[0]}; "
-          "each run folder: feature_usage.json")
+    print(f"\nD: features of the backbone; PR: participation ratio of their contributions; exp(H): exponential of "
+          f"their entropy.\n{args.output / 'features.json'}, {files[0]}; each run folder: feature_usage.json")
     return 0
 
 
@@ -42,8 +46,9 @@ def _linearity(args: argparse.Namespace) -> int:
     from droptune.analysis.subject import write_json
 
     results = []
+    subjects = _subjects(args, args.runs)
     print(f"{'run':<40} {'model':<11} {'i.i.d.':>7} {'o.o.d.':>7}  agreement i.i.d./o.o.d.  ‖Δθ‖/‖θ₀‖")
-    for subject in _subjects(args, args.runs):
+    for subject in subjects:
         result = linearity.linearity(subject)
         results.append(result)
         for name in ("pretrained", "first_order", "network"):
@@ -74,7 +79,8 @@ def _interpolate(args: argparse.Namespace) -> int:
     if len(subjects) == 2:
         require_same([s.run for s in subjects], {
             "backbone": lambda run: run.config.backbone, "pre-trained weights": lambda run: run.config.weights,
-            "image size": lambda run: run.config.image_size}, "interpolate between these runs")
+            "image size": lambda run: run.config.image_size, "linearized": lambda run: run.config.linearized},
+            "interpolate between these runs")
         second = subjects[1]
         lines.append({"label": f"p={first.config.dropout:g} → p={second.config.dropout:g}",
                       "start": first.run.name, "end": second.run.name,

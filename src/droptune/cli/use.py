@@ -17,14 +17,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     from droptune.inference.scoring import metrics_table, score
     from droptune.runs.files import save_json
 
+    from droptune.errors import DroptuneError
+
     loaded = load_model(args.model, args.variant, args.device)
     dataset = open_dataset(args.dataset, args.data_dir)
     domains = [dataset.domains[dataset.domain_index(d, "domain")] for d in args.domains] if args.domains else None
-    report = score(loaded, dataset, domains, args.batch_size, args.workers, args.progress)
     output = args.output or Path(args.model) / "evaluation.json"
-    save_json({"model": str(args.model), "variant": args.variant, "dataset": dataset.name, "domains": report},
-              output)
-    print(f"\n{args.model} ({args.variant}) on {dataset.name}:\n")
+    if output.is_dir():
+        raise DroptuneError(f"--output {output} is a folder: expected a JSON file to write")
+    output.parent.mkdir(parents=True, exist_ok=True)  # a file in the way is an error before the scoring, not after
+    report = score(loaded, dataset, domains, args.batch_size, args.workers, args.progress)
+    what = args.variant if loaded.about.get("source") == "run" else loaded.about.get("method") or "exported model"
+    save_json({"model": str(args.model), "variant": what, "dataset": dataset.name, "domains": report}, output)
+    print(f"\n{args.model} ({what}) on {dataset.name}:\n")
     print(metrics_table(report))
     if dataset.name == loaded.about.get("dataset"):
         _note_training_domains(loaded, [d for d in report if d in (loaded.about.get("train_domains") or ())])

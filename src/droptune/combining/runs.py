@@ -47,21 +47,24 @@ class Run:
         return self.folder.best
 
 
-def read_run(path: str | os.PathLike) -> Run:
+def read_run(path: str | os.PathLike, action: str = "combine") -> Run:
+    """A completed run folder, for `action` (combine, analyze: the verb its errors use)."""
     folder = RunDir(Path(path))
+    if not folder.path.is_dir():
+        raise DroptuneError(f"run folder not found: {path}")
     if not folder.config.exists():
         raise DroptuneError(f"{path} is not a droptune run folder: it has no config.yaml")
     results = folder.read_results()
     if results is None or results.status != "completed":
         status = "unfinished" if results is None else results.status
-        raise DroptuneError(f"run {path} is {status}: only completed runs can be combined "
+        raise DroptuneError(f"run {path} is {status}: only completed runs can be {action}d "
                             f"(finish it with `droptune train --resume {path}`)")
     if not folder.best.exists():
         raise DroptuneError(f"run {path} has no best.safetensors: its selected model is missing")
     return Run(folder, TrainConfig.load(folder.config), results)
 
 
-def read_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
+def read_runs(paths: Sequence[str | os.PathLike], action: str = "combine") -> list[Run]:
     """Completed runs of one split, refused with the reason when they differ in what makes them comparable."""
     if not paths:
         raise DroptuneError("no run folders given")
@@ -69,8 +72,9 @@ def read_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
             raise DroptuneError(f"run {paths[i]} is given twice")
-    runs = [read_run(p) for p in paths]
-    require_same(runs, PROTOCOL, "combine these runs: they were not trained and evaluated on the same split")
+    runs = [read_run(p, action) for p in paths]
+    require_same(runs, PROTOCOL, f"{action} these runs together: they were not trained and evaluated on the same "
+                                 "split")
     return runs
 
 

@@ -106,8 +106,11 @@ def droptune_fields(loaded: LoadedModel) -> dict:
     about = loaded.about
     config = loaded.config
     identity = {k: about[k] for k in ("source", "name", "variant", "method", "members") if about.get(k) is not None}
+    members = set(about.get("members") or ())
+    rates = sorted({run["dropout"] for run in loaded.results.get("runs") or () if run["run"] in members})
     return {"version": __version__, "paper": "arXiv:2403.00946", **identity,
             "backbone": config.backbone, "dropout": config.dropout, "image_size": config.image_size,
+            **({"member_dropouts": rates} if len(rates) > 1 else {}),
             **{k: about.get(k) for k in ABOUT_FIELDS}, "input": INPUT,
             "training_config": {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}}
 
@@ -118,7 +121,12 @@ def export(loaded: LoadedModel, output: Path, fmt: str = "safetensors", images: 
         raise DroptuneError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         require_packages(ONNX_PACKAGES, "--format onnx", "export")
-    output = Path(output)
+    if loaded.about.get("source") == "run" and not loaded.results:
+        raise DroptuneError(f"run {loaded.about.get('name')} has not finished (no results.json): its model card "
+                            "would have no split, selection or scores; finish it with `droptune train --resume`")
+    output = Path(output).resolve()  # `.` has no name to stage its export beside
+    if output.is_file():
+        raise DroptuneError(f"output folder {output} is a file: choose a new folder")
     if output.exists() and any(output.iterdir()) and not hub_layout.is_export(output):
         raise DroptuneError(f"output folder {output} is not empty and holds no earlier export: choose a new folder")
     model = loaded.model.cpu().eval()

@@ -92,8 +92,14 @@ def _load_run(run: RunDir, variant: str) -> LoadedModel:
         log.warning("%s has not finished (%s): its %s%s", run.path,
                     "no results.json" if done is None else f"status {done.status}", weights.name,
                     f" as of step {step}" if step is not None else "")
-    return _build(config, _classes(results, config, run.path), read_state_dict(weights), str(weights), results,
-                  about)
+    if done is None:  # the split and class names results.json would record, from the run's dataset
+        dataset = _recorded_dataset(config, run.path, "has not finished (results.json records its split and classes)")
+        test = dataset.domains[dataset.domain_index(config.test_domain)]
+        about.update(dataset=dataset.name, test_domain=test, train_domains=[d for d in dataset.domains if d != test])
+        classes = list(dataset.classes)
+    else:
+        classes = _classes(results, config, run.path)
+    return _build(config, classes, read_state_dict(weights), str(weights), results, about)
 
 
 def _load_soup(folder: Path) -> LoadedModel:
@@ -128,13 +134,18 @@ def _classes(results: dict, config: TrainConfig, folder: Path) -> list[str]:
     """The class names results.json records; those of the dataset for folders written before it did."""
     if results.get("classes"):
         return list(results["classes"])
+    return list(_recorded_dataset(config, folder, "does not record its class names (written by an older "
+                                                  "droptune)").classes)
+
+
+def _recorded_dataset(config: TrainConfig, folder: Path, lacks: str):
+    """The dataset a run trained on, opened to read what its folder `lacks`."""
     from droptune.data.registry import open_dataset
 
     try:
-        return list(open_dataset(config.dataset, config.data_dir).classes)
+        return open_dataset(config.dataset, config.data_dir)
     except DroptuneError as error:
-        raise DroptuneError(f"{folder} does not record its class names (written by an older droptune) and its "
-                            f"dataset cannot be opened to read them: {error}") from None
+        raise DroptuneError(f"{folder} {lacks} and its dataset cannot be opened to read them: {error}") from None
 
 
 def _build(config: TrainConfig, classes: list[str], state: dict[str, torch.Tensor], source: str, results: dict,

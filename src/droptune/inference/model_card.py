@@ -28,6 +28,18 @@ def _origin(d: dict) -> str:
     return f"run `{d.get('name')}`, {chosen}"
 
 
+def _rates(d: dict) -> str:
+    """The dropout rate, or a soup's members' rates when they differ (its config is its first member's)."""
+    rates = d.get("member_dropouts") or [d["dropout"]]
+    return f"dropout {rates[0]:g}" if len(rates) == 1 else f"dropout rates {' and '.join(f'{r:g}' for r in rates)}"
+
+
+def _method(d: dict) -> str:
+    if d.get("member_dropouts") or d["dropout"] < 0.5:
+        return f"fine-tuned with {_rates(d)} on its penultimate features (the method of {PAPER} uses 0.9)"
+    return f"fine-tuned with **very large dropout** (rate {d['dropout']:g}) on its penultimate features, following {PAPER}"
+
+
 def _accuracy_table(d: dict) -> str:
     rows = [f"i.i.d. accuracy (the training domains' held-out 20%): **{_percent(d.get('iid'))}%**; o.o.d. accuracy "
             f"(the unseen domain {d.get('test_domain')}, its 80% part): **{_percent(d.get('ood'))}%**.", "",
@@ -79,12 +91,11 @@ metrics:
 - accuracy
 ---
 
-# {config['architecture']} fine-tuned on {d.get('dataset')} with dropout {d['dropout']:g} (held-out domain: \
+# {config['architecture']} fine-tuned on {d.get('dataset')} with {_rates(d)} (held-out domain: \
 {d.get('test_domain')})
 
 An image classifier for {len(classes)} classes ({', '.join(classes)}): the `{d['backbone']}` backbone
-(timm's `{config['architecture']}`) fine-tuned with **very large dropout** (rate {d['dropout']:g}) on its
-penultimate features, following {PAPER}. It was trained with droptune {d['version']}
+(timm's `{config['architecture']}`) {_method(d)}. It was trained with droptune {d['version']}
 and exported from {_origin(d)}.{_collapse_warning(d)}
 
 ## How it was trained
@@ -93,7 +104,7 @@ DomainBed's leave-one-domain-out protocol on {d.get('dataset')}: trained on the 
 {', '.join(d.get('train_domains') or [])}; the domain **{d.get('test_domain')}** was never seen in training.
 SGD with momentum {training.get('momentum')}, learning rate {training.get('lr'):g}, weight decay
 {training.get('weight_decay'):g}, {training.get('steps')} steps of {training.get('batch_size')} images per training
-domain, {size}×{size} pixels, dropout {d['dropout']:g} before the linear head. The model was selected by
+domain, {size}×{size} pixels, {_rates(d)} before the linear head. The model was selected by
 {selection} at step {d.get('step')}. The full training configuration is in `config.json`
 (`droptune.training_config`).
 

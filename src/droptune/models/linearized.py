@@ -9,6 +9,8 @@ linear in the features, is kept as it is.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.func import functional_call, jvp
 
@@ -39,8 +41,10 @@ class LinearizedClassifier(DropoutClassifier):
         x = self.normalize(x)
         weights = dict(self.backbone.named_parameters())
         change = {name: weights[name] - start for name, start in self.origin.items()}
-        at_origin, first_order = jvp(lambda params: functional_call(self.backbone, params, (x,)),
-                                     (self.origin,), (change,))
+        with warnings.catch_warnings():  # forward AD's first use scripts its decompositions: PyTorch's own warning
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+            at_origin, first_order = jvp(lambda params: functional_call(self.backbone, params, (x,)),
+                                         (self.origin,), (change,))
         return at_origin + first_order
 
     def _apply(self, fn, recurse: bool = True):
