@@ -35,7 +35,7 @@ def _rates(d: dict) -> str:
 
 
 def _method(d: dict) -> str:
-    if d.get("member_dropouts") or d["dropout"] < 0.5:
+    if d.get("member_dropouts") or d["dropout"] < 0.8:  # the paper's "very large": 0.9 and above
         return f"fine-tuned with {_rates(d)} on its penultimate features (the method of {PAPER} uses 0.9)"
     return f"fine-tuned with **very large dropout** (rate {d['dropout']:g}) on its penultimate features, following {PAPER}"
 
