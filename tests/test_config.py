@@ -75,9 +75,10 @@ def test_save_load_round_trip_and_identity(tmp_path):
 def test_a_config_built_in_python_is_the_config_its_file_reads_back(tmp_path):
     """dropout=0 is 0.0 and test_domain=1 is "1": else the run's identity (its folder, its job id) differs from
     its config.yaml's, and the run cannot be resumed from its own folder."""
-    built = TrainConfig(dropout=0, test_domain=1, lr=1, steps=20)
+    built = TrainConfig(dropout=0, test_domain=1, lr=1, steps=20, output_dir=tmp_path / "run")
     built.save(tmp_path / "config.yaml")
     assert (built.dropout, built.test_domain, built.lr) == (0.0, "1", 1.0) and isinstance(built.dropout, float)
+    assert built.output_dir == str(tmp_path / "run"), "a Path is a path (and config.yaml can hold it)"
     assert TrainConfig.load(tmp_path / "config.yaml").identity() == built.identity()
 
 

@@ -13,11 +13,10 @@ from droptune.console import add_progress_flag
 
 def _evaluate(args: argparse.Namespace) -> int:
     from droptune.data.registry import open_dataset
+    from droptune.errors import DroptuneError
     from droptune.inference.loading import load_model
     from droptune.inference.scoring import metrics_table, score
     from droptune.runs.files import save_json
-
-    from droptune.errors import DroptuneError
 
     loaded = load_model(args.model, args.variant, args.device)
     dataset = open_dataset(args.dataset, args.data_dir)

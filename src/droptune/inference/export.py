@@ -121,9 +121,9 @@ def export(loaded: LoadedModel, output: Path, fmt: str = "safetensors", images: 
         raise DroptuneError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         require_packages(ONNX_PACKAGES, "--format onnx", "export")
-    if loaded.about.get("source") == "run" and not loaded.results:
+    if loaded.about.get("source") == "run" and loaded.about.get("iid") is None:  # (an exported run keeps its scores)
         raise DroptuneError(f"run {loaded.about.get('name')} has not finished (no results.json): its model card "
-                            "would have no split, selection or scores; finish it with `droptune train --resume`")
+                            "would have no selection or scores; finish it with `droptune train --resume`")
     output = Path(output).resolve()  # `.` has no name to stage its export beside
     if output.is_file():
         raise DroptuneError(f"output folder {output} is a file: choose a new folder")
