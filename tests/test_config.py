@@ -83,7 +83,7 @@ def test_a_config_built_in_python_is_the_config_its_file_reads_back(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("augment", "no"), ("freeze_bn", "false"), ("steps", 10.5),
-                                          ("dropout", None), ("lr_milestones", 5)])
+                                          ("dropout", None), ("lr_milestones", 5), ("lr_milestones", [True])])
 def test_ill_typed_values_from_python_are_one_line_errors(field, value):
     """Not a TypeError from a comparison, nor a truthy string taken for True."""
     with pytest.raises(DroptuneError, match=f"config field '{field}' in TrainConfig must be"):

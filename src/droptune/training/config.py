@@ -237,14 +237,14 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
             return float(value)
         except ValueError:
             pass
-    if kind is list and isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                 for v in value):
-        return list(value)
-    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if kind is list:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return list(value)
+    elif kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    if kind is str and isinstance(value, os.PathLike):  # dataset=Path("data/PACS") from Python
+    elif kind is str and isinstance(value, os.PathLike):  # dataset=Path("data/PACS") from Python
         return os.fspath(value)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise DroptuneError(f"config field {name!r} in {source} must be {'a list of int' if kind is list else kind.__name__}"
                         f"{' or null' if optional else ''}, got {value!r}")
