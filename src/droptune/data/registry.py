@@ -177,16 +177,13 @@ def unknown_dataset(name: str) -> DroptuneError:
 
 
 def unregistered_folder(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder of a dataset that is not registered: the path `name`, else `data_dir/name`, else the folder of
-    that name in `data_dir` (a run records its folder's absolute path, which `data_dir` can move)."""
+    """The folder of a dataset that is not registered: the path `name`, else `data_dir/name`."""
     path = Path(name).expanduser()
-    moved = [Path(data_dir) / name, Path(data_dir) / path.name] if data_dir is not None else []
-    for candidate in dict.fromkeys([path, *moved]):
+    for candidate in [path] + ([Path(data_dir) / name] if data_dir is not None else []):
         if candidate.is_dir():
             return candidate
     if "/" in name or os.sep in name:
-        elsewhere = f" nor {moved[-1]}" if moved else ""
-        raise DroptuneError(f"dataset folder not found: {path}{elsewhere} (expected {path}/<domain>/<class>/<image>)")
+        raise DroptuneError(f"dataset folder not found: {path} (expected {path}/<domain>/<class>/<image>)")
     raise unknown_dataset(name)
 
 

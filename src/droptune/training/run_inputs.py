@@ -7,19 +7,25 @@ resized image, the files the full one), and a run from random weights would star
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from droptune.data.cache import CachedDomains
 from droptune.data.domains import ImageFolderDomains, MultiDomainDataset
-from droptune.data.registry import open_dataset
+from droptune.data.registry import get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.models.model import DropoutClassifier, build_model
 from droptune.training.config import TrainConfig
 
 
 def run_dataset(config: TrainConfig, data_dir: str | None = None, progress: bool | None = False) -> MultiDomainDataset:
-    """The run's dataset (under `data_dir` when it has moved), read through its image cache if it used one."""
-    dataset = open_dataset(config.dataset, data_dir or config.data_dir)
+    """The run's dataset, read through its image cache if it used one. `data_dir`: where it has moved, holding the
+    registered dataset or, for a dataset recorded by its folder's path, a folder of that name."""
+    name = config.dataset
+    if data_dir is not None and get_spec(name) is None and not Path(name).expanduser().is_dir():
+        name = str(Path(data_dir) / Path(name).name)
+    dataset = open_dataset(name, data_dir or config.data_dir)
     if config.cache_dir and isinstance(dataset, ImageFolderDomains):
         dataset = CachedDomains(dataset, config.image_size, config.cache_dir, progress=progress)
     return dataset
