@@ -22,6 +22,7 @@ from droptune.runs.folder import RunDir
 from droptune.runs.results import CombinationResults
 from droptune.training.config import TrainConfig, coerce
 from droptune.training.device import resolve_device
+from droptune.training.protocol import LeaveOneDomainOut
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,7 @@ def _load_run(run: RunDir, variant: str) -> LoadedModel:
                     f" as of step {step}" if step is not None else "")
     if done is None:  # the split and class names results.json would record, from the run's dataset
         dataset = _recorded_dataset(config, run.path, "has not finished (results.json records its split and classes)")
-        test = dataset.domains[dataset.domain_index(config.test_domain)]
-        about.update(dataset=dataset.name, test_domain=test, train_domains=[d for d in dataset.domains if d != test])
+        about.update(LeaveOneDomainOut.from_config(config, dataset).describe())
         classes = list(dataset.classes)
     else:
         classes = _classes(results, config, run.path)

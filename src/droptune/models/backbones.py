@@ -102,14 +102,14 @@ def _timm_backbone(model: nn.Module) -> Backbone:
 
 
 def _timm_name(name: str, weights: str | None) -> str:
-    """The timm model name that loads `weights`: `name` itself, or with a pretrained tag (`resnet18` and `a1_in1k`:
-    `resnet18.a1_in1k`); checked offline, so that a torchvision enum or a misspelt tag is not silently timm's
-    default weights."""
+    """The timm model name that loads `weights` (not a file): `name` itself, or with a pretrained tag (`resnet18`
+    and `a1_in1k`: `resnet18.a1_in1k`); checked offline, so that a torchvision enum or a misspelt tag is not
+    silently timm's default weights."""
     import timm
     from timm.models import split_model_name_tag
 
     base, tag = split_model_name_tag(name)
-    if weights == "default" or weights in NO_WEIGHTS or _is_file(weights) or not timm.is_model(base):
+    if weights == "default" or weights in NO_WEIGHTS or not timm.is_model(base):
         return name  # an unknown model name is create_model's error
     tags = [pretrained.split(".", 1)[1] for pretrained in timm.list_pretrained(f"{base}.*")]
     if not tag and weights in tags:
