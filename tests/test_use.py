@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -14,7 +15,7 @@ from PIL import Image
 
 from conftest import make_image_folder
 import droptune
-from droptune.cli.main import main
+from droptune.cli.main import build_parser, main
 from droptune.data.loaders import DomainImages
 from droptune.data.registry import open_dataset
 from droptune.errors import DroptuneError
@@ -329,3 +330,23 @@ def test_predict_says_where_it_wrote_and_its_help_gives_the_default(trained, tmp
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
     assert "(default: predictions.csv in the current folder)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_every_command_that_runs_a_model_picks_its_device_as_training_does():
+    """Mutant: `droptune evaluate` and `predict` ran on the CPU of a GPU machine unless told, where train,
+    combine and analyze took the GPU."""
+    def commands(parser, path=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, path + (name,))
+        yield path, parser
+
+    def default(parser):
+        given = parser.get_default("device")  # the training commands' flags leave it to TrainConfig
+        return TrainConfig().device if given == argparse.SUPPRESS else given
+
+    defaults = {" ".join(path): default(parser) for path, parser in commands(build_parser())
+                if any("--device" in a.option_strings for a in parser._actions)}
+    assert {"train", "evaluate", "predict", "combine", "analyze features"} <= set(defaults)
+    assert set(defaults.values()) == {"auto"}

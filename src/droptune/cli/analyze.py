@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from droptune.cli.arguments import count
+from droptune.cli.arguments import add_device_flag, count
 
 
 def _subjects(args: argparse.Namespace, paths: list[Path]):
@@ -116,7 +116,7 @@ def add_analyze_commands(commands) -> None:
         parser.add_argument("--output", type=Path, required=True, help="folder for the JSON and the figure")
         parser.add_argument("--max-images", type=int, help="score at most this many images per evaluation set "
                             "(a seeded subset; default: all)")
-        parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        add_device_flag(parser)
         parser.add_argument("--workers", type=count(0), default=0, help="data-loader processes")
         parser.add_argument("--data-dir", help="where the runs' dataset is, if not where they were trained")
         if name == "interpolate":

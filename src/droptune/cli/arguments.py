@@ -17,3 +17,8 @@ def count(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {value}")
         return value
     return parse
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """One `--device` for every command that runs a model: like training's, `auto` takes CUDA where there is one."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")

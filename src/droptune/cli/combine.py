@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from droptune.cli.arguments import count
+from droptune.cli.arguments import add_device_flag, count
 
 
 def _combine(args: argparse.Namespace) -> int:
@@ -65,7 +65,7 @@ def add_combine_commands(commands) -> None:
     combine.add_argument("--ensemble-outputs", choices=ENSEMBLE_OUTPUTS,
                          help="what the ensemble averages (default: what the runs' own ensembles average, their "
                               "ensemble_outputs, as `droptune sweep` combines them)")
-    combine.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_flag(combine)
     combine.add_argument("--workers", type=count(0), help="data-loader processes (default: chosen per device)")
     combine.add_argument("--data-dir", help="folder that holds the datasets, if not where the runs found them")
     combine.set_defaults(run=_combine)

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from droptune.cli.arguments import count
+from droptune.cli.arguments import add_device_flag, count
 from droptune.console import add_progress_flag
 
 
@@ -96,7 +96,7 @@ def add_use_commands(commands) -> None:
     evaluate.add_argument("--output", type=Path, help="evaluation.json path (default: in the run folder)")
     evaluate.add_argument("--batch-size", type=count(1), default=64)
     evaluate.add_argument("--workers", type=count(0), default=0)
-    evaluate.add_argument("--device", default="cpu")
+    add_device_flag(evaluate)
     add_progress_flag(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
@@ -108,7 +108,7 @@ def add_use_commands(commands) -> None:
     predict.add_argument("--output", type=Path, default=Path("predictions.csv"),
                          help="the .csv or .jsonl file to write (default: predictions.csv in the current folder)")
     predict.add_argument("--batch-size", type=count(1), default=32)
-    predict.add_argument("--device", default="cpu")
+    add_device_flag(predict)
     add_progress_flag(predict)
     predict.set_defaults(run=_predict)
 
