@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import shutil
 import time
 
@@ -277,3 +278,22 @@ def test_cli_train_prints_results(image_folder, tmp_path, capsys):
     assert f"step {done['step']} chosen by training_domain selection" in out
     assert f"i.i.d. {100 * done['iid']:.1f}%   o.o.d. {100 * done['ood']:.1f}%" in out
     assert f"{'b':<20} {'test/in':<9} {100 * done['acc']['b']['in']:>7.1f}%" in out
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_run_files_get_the_umasks_permissions(tmp_path, umask):
+    """Mutant: weights, checkpoints and results.json were written 0600 (mkstemp's mode), unreadable by the
+    rest of a group on a shared cluster file system, while config.yaml beside them followed the umask."""
+    from droptune.runs.files import save_json
+    from droptune.training.checkpoint import save_torch, save_weights
+
+    old = os.umask(umask)
+    try:
+        save_json({"a": 1}, tmp_path / "results.json")
+        save_torch({"step": 1}, tmp_path / "last.pt")
+        save_weights({"w": torch.zeros(2)}, tmp_path / "best.safetensors")
+        (tmp_path / "config.yaml").write_text("a: 1\n")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["results.json", "last.pt", "best.safetensors", "config.yaml"], 0o666 & ~umask)

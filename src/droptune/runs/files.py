@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,17 @@ from droptune.errors import DroptuneError
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place."""
+    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place.
+
+    The file gets the umask's permissions, as `open` would give it: mkstemp's 0600, or safetensors' own, would hide
+    weights and results from the rest of a group on a shared cluster file system."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
+        mode = os.stat(tmp).st_mode
         write(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
