@@ -49,6 +49,7 @@ def exported(run, tmp_path_factory):
 
 def test_export_writes_the_hub_layout_and_loads_back_identically(run, exported, images):
     assert {p.name for p in exported.iterdir()} == LAYOUT
+    assert len({p.stat().st_mode for p in exported.iterdir()}) == 1  # the weights as readable as the card
     config = json.loads((exported / "config.json").read_text())
     assert config["architecture"] == "tf_efficientnet_lite0" and config["num_classes"] == 10
     assert config["label_names"] == [str(d) for d in range(10)]

@@ -22,6 +22,7 @@ from droptune.errors import DroptuneError
 from droptune.inference import hub_layout
 from droptune.inference.loading import ABOUT_FIELDS, LoadedModel
 from droptune.inference.model_card import model_card
+from droptune.runs.files import atomic_write
 from droptune.training.config import RUNTIME_FIELDS
 
 FORMATS = ("safetensors", "torchscript", "onnx")
@@ -143,8 +144,8 @@ def export(loaded: LoadedModel, output: Path, fmt: str = "safetensors", images: 
     try:
         if fmt != "safetensors":
             checks[fmt] = EXPORTERS[fmt](model, batch, logits, staging / hub_layout.FORMAT_FILES[fmt])
-        save_file({k: v.contiguous() for k, v in state.items()}, str(staging / hub_layout.WEIGHTS),
-                  metadata={"format": "pt"})
+        tensors = {k: v.contiguous() for k, v in state.items()}
+        atomic_write(staging / hub_layout.WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
         config = {"architecture": architecture, "num_classes": len(loaded.classes),
                   "num_features": converted.num_features, "label_names": list(loaded.classes),
                   "pretrained_cfg": pretrained_cfg(loaded, converted.pretrained_cfg),
