@@ -380,6 +380,18 @@ def test_dataset_with_a_single_domain(capsys, tmp_path):
             "at least 2")
 
 
+@pytest.mark.parametrize("fraction, split", [("0.2", "2/0"), ("0.9", "0/2")])
+def test_a_domain_too_small_for_its_split(capsys, tmp_path, fraction, split):
+    """Mutant: a domain of 2 images held out none at 20%, its empty validation part scored as 0% and averaged into
+    i.i.d. (25% where the one scored domain had 50%); with every part empty the run died in a bare ValueError."""
+    data = make_image_folder(tmp_path / "small", per_class=6)
+    for extra in range(1, 6):
+        for cls in ("cat", "dog"):
+            (data / "b" / cls / f"{extra}.png").unlink()
+    refused(capsys, ["train", "--dataset", data, "--test-domain", "a", "--holdout-fraction", fraction, *TINY],
+            "domain 'b'", data, "has 2 images", f"splits them {split}", "--holdout-fraction")
+
+
 def test_class_folders_that_differ_across_domains(capsys, toy, tmp_path):
     (toy / "b" / "dog").rename(toy / "b" / "dogs")
     refused(capsys, train_toy(toy, tmp_path), "class folders differ across domains", "b lacks ['dog']")

@@ -33,8 +33,8 @@ class LeaveOneDomainOut:
 
     def __init__(self, dataset: MultiDomainDataset, test_domain: str | int, trial_seed: int = 0,
                  holdout_fraction: float = 0.2, clean_holdout: bool = True):
+        where = getattr(dataset, "root", dataset.name)  # a folder's path; a built-in dataset's name
         if len(dataset.domains) < 2:
-            where = getattr(dataset, "root", dataset.name)  # a folder's path; a built-in dataset's name
             raise DroptuneError(f"{where} holds a single domain folder ({dataset.domains[0]}): "
                                 "leave-one-domain-out needs at least 2, one to train on and one held out")
         self.dataset = dataset
@@ -45,6 +45,12 @@ class LeaveOneDomainOut:
         self.clean_holdout = clean_holdout
         self.splits: list[DomainSplit] = [split_domain(len(dataset.labels(d)), name, trial_seed, holdout_fraction)
                                           for d, name in enumerate(dataset.domains)]
+        for name, split in zip(dataset.domains, self.splits):
+            if not (len(split.train) and len(split.holdout)):
+                raise DroptuneError(
+                    f"domain {name!r} of {where} has {len(split.train) + len(split.holdout)} images: a holdout_fraction "
+                    f"of {holdout_fraction:g} splits them {len(split.train)}/{len(split.holdout)}, an empty part would "
+                    "be scored as 0%: expected a larger domain or another --holdout-fraction")
 
     @classmethod
     def from_config(cls, config: TrainConfig, dataset: MultiDomainDataset) -> LeaveOneDomainOut:
