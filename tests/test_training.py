@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import os
 import shutil
@@ -297,3 +298,15 @@ def test_run_files_get_the_umasks_permissions(tmp_path, umask):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert modes == dict.fromkeys(["results.json", "last.pt", "best.safetensors", "config.yaml"], 0o666 & ~umask)
+
+
+def test_a_run_from_random_weights_with_frozen_batchnorm_is_warned(image_folder, tmp_path, caplog):
+    """Mutant: `--weights none` kept the default freeze_bn silently, every BatchNorm layer normalizing with its
+    initial statistics (mean 0, variance 1) to the end of training."""
+    with caplog.at_level(logging.WARNING, logger="droptune"):
+        Trainer(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "frozen")))
+        Trainer(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "adapting"), freeze_bn=False))
+        Trainer(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "vit"), backbone="vit_tiny_patch16_224",
+                           image_size=224))
+    warned = [r.getMessage() for r in caplog.records if "BatchNorm" in r.getMessage()]
+    assert len(warned) == 1 and str(tmp_path / "frozen") in warned[0] and "--no-freeze-bn" in warned[0], warned

@@ -8,12 +8,14 @@ checkpoint so that `--resume` continues to the same final numbers.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from droptune import console
 from droptune.data.batch_augment import augment_batch
@@ -37,6 +39,8 @@ from droptune.training.protocol import LeaveOneDomainOut
 from droptune.training.run_inputs import initial_model, run_dataset
 from droptune.training.selection import is_better, select, selections
 
+log = logging.getLogger(__name__)
+
 CHECK_EVERY = 10  # steps between loss checks (each one synchronizes with the device)
 COLLAPSE_MARGIN = 0.02
 
@@ -54,6 +58,11 @@ class Trainer:
         self.dataset = run_dataset(config, progress=config.progress)
         self.protocol = LeaveOneDomainOut.from_config(config, self.dataset)
         self.model = initial_model(config, len(self.dataset.classes))
+        if config.weights == "none" and config.freeze_bn and any(isinstance(m, _BatchNorm)
+                                                                 for m in self.model.modules()):
+            log.warning("%s: weights none with freeze_bn: BatchNorm keeps its initial statistics (mean 0, variance 1) "
+                        "all through training; --no-freeze-bn (freeze_bn=False) lets them adapt, as the scratch preset "
+                        "does", self.run.path)
         self.channels_last = config.channels_last
         place(self.model, self.device, self.channels_last)
         self.workers = config.workers if config.workers is not None else default_workers(
