@@ -100,6 +100,8 @@ def test_random_search_is_keyed_by_name(image_folder):
     ({"grid": {"dropout": [1.5]}, "methods": [{"name": "m"}]}, "invalid dropout = 1.5"),
     ({"methods": [{"name": "a", "dropout": 0.1}, {"name": "b", "dropout": 0.1}]}, "have the same config"),
     ({"test_domains": ["z"]}, "has no test domain 'z': expected one of a, b, c"),
+    ({"test_domains": ["3"]}, "has no test domain '3': expected one of a, b, c .or an index 0-2"),
+    ({"test_domains": ["b", 1]}, "test domain '1' of .* is 'b', already listed"),
     ({"methods": []}, "'methods' must be a non-empty list"),
     ({"seeds": [0, 1, 0]}, "test.yaml: 'seeds' repeats 0: each value once"),
     ({"trial_seeds": [2, 2]}, "test.yaml: 'trial_seeds' repeats 2: each value once"),
@@ -108,6 +110,14 @@ def test_random_search_is_keyed_by_name(image_folder):
 def test_spec_errors_name_the_key_and_what_was_expected(image_folder, tmp_path, changes, message):
     with pytest.raises(DroptuneError, match=message.replace("(", r"\(")):
         tiny_spec(image_folder, **changes).jobs(tmp_path)
+
+
+def test_test_domains_are_taken_by_index_as_train_takes_them(image_folder, tmp_path):
+    """Mutant: a sweep refused the domain indices that `droptune train --test-domain` accepts."""
+    by_index = tiny_spec(image_folder, test_domains=[2, "0"]).jobs(tmp_path)
+    by_name = tiny_spec(image_folder, test_domains=["c", "a"]).jobs(tmp_path)
+    assert [j.config for j in by_index] == [j.config for j in by_name]
+    assert list(dict.fromkeys(j.config.test_domain for j in by_index)) == ["c", "a"]
 
 
 def test_presets_expand(tmp_path, monkeypatch):

@@ -89,16 +89,25 @@ class SweepSpec:
         return [(t, s) for t in self.trial_seeds for s in self.seeds]
 
     def domains(self, dataset: str) -> list[str]:
-        """The held-out domains of one dataset, checked against its domain names."""
+        """The held-out domains of one dataset, by name (given by name or by index, as `droptune train` takes them)."""
         chosen = self.test_domains.get(dataset, "all") if isinstance(self.test_domains, dict) else self.test_domains
         known = dataset_domains(dataset, self.data_dir)
         if chosen == "all":
             return known
+        names: list[str] = []
         for domain in chosen:
-            if domain not in known:
+            if domain in known:
+                name = domain
+            elif domain.isdigit() and int(domain) < len(known):
+                name = known[int(domain)]
+            else:
                 raise DroptuneError(f"sweep {self.name!r}: {dataset} has no test domain {domain!r}: "
-                                    f"expected one of {', '.join(known)}")
-        return list(chosen)
+                                    f"expected one of {', '.join(known)} (or an index 0-{len(known) - 1})")
+            if name in names:
+                raise DroptuneError(f"sweep {self.name!r}: test domain {domain!r} of {dataset} is {name!r}, "
+                                    "already listed")
+            names.append(name)
+        return names
 
     def jobs(self, sweep_dir: str | Path) -> list[Job]:
         """Every job of the sweep, each with its run folder under `sweep_dir`/runs."""
