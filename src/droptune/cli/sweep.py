@@ -169,7 +169,8 @@ def add_sweep_commands(commands) -> None:
     spec = sweep.add_argument_group("sweep file overrides")
     spec.add_argument("--datasets", nargs="+", help="datasets (names or folders)")
     spec.add_argument("--data-dir", help="folder that holds the datasets")
-    spec.add_argument("--test-domains", nargs="+", help="held-out domains, by name or index (default: the file's; 'all')")
+    spec.add_argument("--test-domains", nargs="+",
+                      help="held-out domains, by name or index (default: the file's; 'all')")
     spec.add_argument("--seeds", nargs="+", type=int, help="run seeds")
     spec.add_argument("--trial-seeds", nargs="+", type=int, help="split seeds (default: each run seed's own)")
     spec.add_argument("--dropouts", nargs="+", type=float, help="replace the methods by these dropout rates")
