@@ -83,6 +83,19 @@ def test_the_card_of_a_collapsed_run_says_so(exported):
                 "the majority class (60.0%)" in card) == collapsed
 
 
+def test_the_card_says_where_training_started(exported):
+    """Mutant: the card of a run from random weights called it a fine-tuned backbone, no word of its start."""
+    config = json.loads((exported / "config.json").read_text())
+    starts = {"none": "It was trained from random weights (`weights: none`), not from pre-trained ones.",
+              "default": "It started from the backbone's default pre-trained weights.",
+              "/home/me/weights/lite0.pth": "It started from the pre-trained weights `lite0.pth`."}
+    for weights, sentence in starts.items():
+        about = {**config["droptune"]}
+        about["training_config"] = {**about["training_config"], "weights": weights}
+        card = model_card({**config, "droptune": about})
+        assert sentence in card and "/home/me" not in card, weights
+
+
 def test_timm_loads_the_exported_weights_with_the_same_logits(run, exported, images):
     import timm
 

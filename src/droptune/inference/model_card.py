@@ -3,6 +3,8 @@ what it is for and where it is not to be trusted; with the Hugging Face Hub's me
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from droptune.runs.results import collapse_explanation
 
 PAPER = ("Jianyu Zhang and Léon Bottou, \"Fine-tuning with Very Large Dropout\", "
@@ -38,6 +40,16 @@ def _method(d: dict) -> str:
     if d.get("member_dropouts") or d["dropout"] < 0.8:  # the paper's "very large": 0.9 and above
         return f"fine-tuned with {_rates(d)} on its penultimate features (the method of {PAPER} uses 0.9)"
     return f"fine-tuned with **very large dropout** (rate {d['dropout']:g}) on its penultimate features, following {PAPER}"
+
+
+def _start(training: dict) -> str:
+    """Where the training began: random weights make another model than a fine-tuned one, whatever its accuracy."""
+    weights = training.get("weights")
+    if weights == "none":
+        return " It was trained from random weights (`weights: none`), not from pre-trained ones."
+    if weights in (None, "default"):
+        return " It started from the backbone's default pre-trained weights."
+    return f" It started from the pre-trained weights `{Path(weights).name}`."
 
 
 def _accuracy_table(d: dict) -> str:
@@ -95,7 +107,7 @@ metrics:
 {d.get('test_domain')})
 
 An image classifier for {len(classes)} classes ({', '.join(classes)}): the `{d['backbone']}` backbone
-(timm's `{config['architecture']}`) {_method(d)}. It was trained with droptune {d['version']}
+(timm's `{config['architecture']}`) {_method(d)}.{_start(training)} It was trained with droptune {d['version']}
 and exported from {_origin(d)}.{_collapse_warning(d)}
 
 ## How it was trained
