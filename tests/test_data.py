@@ -1,3 +1,5 @@
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -6,12 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
+from droptune.cli.main import main
 from droptune.data import open_dataset, split_domain
 from droptune.data.digits import RotatedDigits
-from droptune.data.domains import ImageFolderDomains
+from droptune.data.domains import IMAGE_EXTENSIONS, ImageFolderDomains, scan
 from droptune.data.loaders import DomainBalancedBatches, DomainImages, eval_batches, EvalSplit
 from droptune.data.registry import DATASETS, get_spec
+from droptune.data.verify import info, verify
 from droptune.errors import DroptuneError
+from droptune.inference.predict import image_files
 
 from conftest import PACS, make_image_folder
 
@@ -176,3 +181,137 @@ def test_whole_image_reads_decode_a_jpeg_shrunk_but_never_below_the_size(tmp_pat
     assert data.read(0, 0, shrink_to=120).size == (227, 227), "1/2 scale would be smaller than 120"
     x, _ = DomainImages(data, 112)[(0, 0, None)]
     assert x.shape == (3, 112, 112) and x.dtype == torch.uint8
+
+
+# -- which files are a dataset's images ------------------------------------------------------------
+
+def write_image(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (2, 2), (200, 30, 30)).save(path)
+    return path
+
+
+def listed(data: ImageFolderDomains, domain: int) -> list[Path]:
+    return [data.path(domain, i) for i in range(len(data.labels(domain)))]
+
+
+def test_a_folder_without_linked_or_hidden_folders_or_jfif_files_is_listed_as_before(tmp_path):
+    """Runs resume only on the image lists they started with (runs in progress on PACS must still resume): the
+    content and order (by path components, so sub/ before sub-x/) of such a folder must not change."""
+    root = tmp_path / "toy"
+    for domain in ("a", "b"):
+        for cls in ("cat", "dog"):
+            for name in ("10.png", "2.png", "B.jpg", "a.JPG", "a-b.png", "a b.png", "_0.bmp", "sub/1.png",
+                         "sub/deeper/0.jpeg", "sub-x/3.png", "Z/9.png"):
+                write_image(root / domain / cls / name)
+            (root / domain / cls / "notes.txt").write_text("not an image")
+            (root / domain / cls / ".hidden.png").write_bytes(b"")
+            (root / domain / cls / "link.png").symlink_to("2.png")
+
+    data = ImageFolderDomains(root)
+
+    order = ["10.png", "2.png", "B.jpg", "Z/9.png", "_0.bmp", "a b.png", "a-b.png", "a.JPG", "link.png", "sub/1.png",
+             "sub/deeper/0.jpeg", "sub-x/3.png"]  # the listing before linked folders were followed
+    for d, domain in enumerate(("a", "b")):
+        assert listed(data, d) == [root / domain / cls / name for cls in ("cat", "dog") for name in order]
+        assert list(data.labels(d)) == [0] * 12 + [1] * 12
+    assert scan(root).all_images() == listed(data, 0) + listed(data, 1)
+
+
+def test_linked_folders_are_followed_each_real_folder_once(tmp_path):
+    """Mutant: Path.rglob (Python 3.11) skipping a linked folder's images without a word, where torchvision's
+    ImageFolder (DomainBed) reads them; a link to an ancestor must neither loop nor read other classes' images."""
+    root = make_image_folder(tmp_path / "toy", per_class=2, size=4)
+    batch = [write_image(tmp_path / "elsewhere" / f"{n}.png") for n in range(3)]
+    dog = root / "c" / "dog"
+    (dog / "batch1").symlink_to(batch[0].parent)
+    (dog / "batch1-again").symlink_to(batch[0].parent)
+    (dog / "loop").symlink_to(dog)
+    (dog / "up").symlink_to(root / "c")
+
+    data = ImageFolderDomains(root)
+
+    dogs = [dog / "0.png", dog / "1.png", *(dog / "batch1" / p.name for p in batch)]
+    assert listed(data, 2) == [root / "c" / "cat" / "0.png", root / "c" / "cat" / "1.png", *dogs]
+    assert list(data.labels(2)) == [0, 0, 1, 1, 1, 1, 1]
+    assert data.read(2, 6).getpixel((0, 0)) == (200, 30, 30)
+    assert [d.images for d in verify(root, decode=False).domains] == [4, 4, 7]
+    assert {row.split()[0]: row.split()[1:] for row in info(root).splitlines() if row}["c"] == ["2", "7"]
+    assert image_files([dog]) == dogs
+
+
+def test_hidden_folders_are_skipped_like_hidden_files(tmp_path):
+    """Mutant: images in class/.ipynb_checkpoints/ trained on (and predicted) while hidden files were skipped."""
+    root = make_image_folder(tmp_path / "toy", per_class=2, size=4)
+    cat = root / "a" / "cat"
+    write_image(cat / ".ipynb_checkpoints" / "0-checkpoint.png")
+    write_image(cat / "sub" / ".cache" / "0.png")
+    hidden = write_image(cat / ".1.png")
+
+    assert listed(ImageFolderDomains(root), 0)[:2] == [cat / "0.png", cat / "1.png"]
+    assert verify(root, decode=False).domains[0].images == 4
+    assert image_files([cat]) == [cat / "0.png", cat / "1.png"]
+    assert image_files([cat, hidden]) == [cat / "0.png", cat / "1.png", hidden], "a file named is predicted"
+
+
+def test_training_names_the_images_outside_class_folders(tmp_path, caplog):
+    """Mutant: images directly in a domain folder dropped by training without a word (verify noted them)."""
+    root = make_image_folder(tmp_path / "toy", per_class=1, size=4)
+    write_image(root / "a" / "stray.png")
+    write_image(root / "b" / "stray.jpg")
+    write_image(root / "top.png")
+
+    with caplog.at_level(logging.WARNING, logger="droptune"):
+        data = ImageFolderDomains(root)
+
+    assert len(data) == 6
+    assert caplog.messages == [f"{root}: ignored 3 images outside class folders (expected <domain>/<class>/<image>): "
+                               f"2 .png, 1 .jpg; e.g. {root / 'top.png'}"]
+
+
+def test_jfif_files_are_images_and_other_files_are_counted_by_suffix(tmp_path, caplog):
+    """Mutants: .jfif files (JPEGs) ignored; the ignored files summed up by one example only."""
+    root = make_image_folder(tmp_path / "toy", per_class=1, size=4)
+    jfif = write_image(root / "a" / "cat" / "photo.jfif")
+    for name in ("x.xyz", "notes.txt", "Thumbs.db", "README"):
+        (root / "b" / "dog" / name).write_text("")
+
+    with caplog.at_level(logging.WARNING, logger="droptune"):
+        data = ImageFolderDomains(root)
+
+    assert data.path(0, 1) == jfif and data.read(0, 1).size == (2, 2)
+    assert caplog.messages == [f"{root}: ignored 4 non-image files: 1 .db, 1 .txt, 1 .xyz, 1 without a suffix; "
+                               f"e.g. {root / 'b' / 'dog' / 'README'}"]
+
+
+def test_every_image_extension_is_one_pil_reads():
+    assert set(IMAGE_EXTENSIONS) <= set(Image.registered_extensions())
+
+
+def test_training_refuses_a_single_class_naming_the_folder(tmp_path, capsys):
+    """Mutant: `num_classes must be an integer of at least 2, got 1`, naming an internal field, not the folder."""
+    root = make_image_folder(tmp_path / "toy", classes=("cat",), per_class=5, size=4)
+    argv = ["train", "--dataset", str(root), "--test-domain", "a", "--backbone", "resnet10t", "--weights", "none",
+            "--steps", "1", "--output-dir", str(tmp_path / "run"), "--no-progress"]
+
+    assert main(argv) == 2
+
+    assert capsys.readouterr().err.splitlines() == [
+        f"droptune: error: {root} holds a single class folder (cat): a classifier needs at least 2 classes"]
+
+
+def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
+    """Mutant: an unreadable folder's images dropped without a word (Path.rglob skips it), or a bare PermissionError."""
+    root = make_image_folder(tmp_path / "toy", per_class=1, size=4)
+    locked = write_image(root / "b" / "dog" / "locked" / "0.png").parent
+    scandir = os.scandir
+
+    def refuse_locked(path):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    with pytest.raises(DroptuneError) as error:
+        ImageFolderDomains(root)
+    assert str(error.value) == f"cannot list the folder {locked}: Permission denied"

@@ -129,8 +129,22 @@ def test_layout_problems_are_all_reported(tmp_path):
         "class folder 'c' is in y, z but missing from x",
         f"empty class folder: {root / 'z' / 'c'} has no images",
     ]
-    assert report.ignored == [root / "x" / "a" / "notes.txt"]
-    assert "note: ignored 1 files that are not images or lie outside" in report.render()
+    assert report.notes == [f"ignored 1 non-image file: 1 .txt; e.g. {root / 'x' / 'a' / 'notes.txt'}"]
+    assert f"note: {report.notes[0]}" in report.render()
+
+
+def test_a_folder_that_training_refuses_fails(tmp_path, capsys):
+    """Mutant: OK for a single domain (leave-one-domain-out needs 2) or a single class, which `train` refuses."""
+    one_domain = make_dataset(tmp_path / "one_domain", {"only": {"a": 1, "b": 1}})
+    one_class = make_dataset(tmp_path / "one_class", {"x": {"cat": 1}, "y": {"cat": 1}})
+
+    assert verify(one_domain, decode=False).problems == [
+        f"{one_domain} holds a single domain folder (only): leave-one-domain-out needs at least 2, one to train on "
+        "and one held out"]
+    assert verify(one_class, decode=False).problems == [
+        f"{one_class} holds a single class folder (cat): a classifier needs at least 2 classes"]
+    assert main(["data", "verify", str(one_class)]) == 1
+    assert "FAILED: 1 problem:" in capsys.readouterr().out
 
 
 def test_a_registered_dataset_is_checked_against_its_domains_and_counts(tmp_path):

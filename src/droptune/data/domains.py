@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from droptune.errors import DroptuneError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
 class MultiDomainDataset(ABC):
@@ -61,8 +63,123 @@ class MultiDomainDataset(ABC):
         )
 
 
-def _list_dirs(path: Path) -> list[str]:
+def subfolders(path: Path) -> list[str]:
+    """The names of the folders in `path` that are not hidden, sorted."""
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _files_below(folder: Path, visited: set[str]) -> Iterator[Path]:
+    """Files below `folder`, skipping hidden names and following links to folders not in `visited`."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as error:
+        raise DroptuneError(f"cannot list the folder {folder}: {error.strerror or error}") from None
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            is_dir, is_file = entry.is_dir(), entry.is_file() or entry.is_symlink()
+        except OSError:  # a link to itself
+            is_dir, is_file = False, True
+        if is_dir:
+            real = os.path.realpath(entry.path)
+            if real not in visited:
+                visited.add(real)
+                yield from _files_below(Path(entry.path), visited)
+        elif is_file:  # a broken or looping link included, for its reader to name
+            yield Path(entry.path)
+
+
+def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The images below `folder` and its other files, each sorted: what training, `data verify` and `predict` read.
+
+    Hidden files and folders are skipped; links to folders are followed, as torchvision's ImageFolder does, each
+    real folder read once, and never one that holds `folder` (a link to an ancestor would loop, or read other
+    classes' images).
+    """
+    real = Path(os.path.realpath(folder))
+    files = sorted(_files_below(folder, {str(real), *map(str, real.parents)}))
+    return [p for p in files if _is_image(p)], [p for p in files if not _is_image(p)]
+
+
+def _by_suffix(paths: list[Path]) -> str:
+    """`2 .txt, 1 .db`: how many of `paths` have each suffix, the most common first."""
+    counts = Counter(p.suffix.lower() or "without a suffix" for p in paths)
+    return ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _count(paths: list[Path], noun: str) -> str:
+    return f"{len(paths)} {noun}{'' if len(paths) == 1 else 's'}"
+
+
+@dataclass
+class Layout:
+    """What a `<domain>/<class>/<image>` folder holds, listed the one way training, `data verify` and `info` list it,
+    without judging it."""
+
+    root: Path
+    domains: list[str]
+    classes: dict[str, list[str]]
+    images: dict[str, dict[str, list[Path]]]
+    ignored: list[Path]  # files in class folders that are not images
+    stray: list[Path]  # images outside class folders
+
+    @property
+    def all_classes(self) -> list[str]:
+        return sorted({c for classes in self.classes.values() for c in classes})
+
+    def count(self, domain: str, cls: str | None = None) -> int:
+        if cls is not None:
+            return len(self.images[domain].get(cls, []))
+        return sum(len(paths) for paths in self.images[domain].values())
+
+    def all_images(self) -> list[Path]:
+        return [p for d in self.domains for c in self.classes[d] for p in self.images[d][c]]
+
+    def notes(self) -> list[str]:
+        """A line for each kind of file that is not read: files that are not images, images outside class folders."""
+        notes = []
+        if self.ignored:
+            notes.append(f"ignored {_count(self.ignored, 'non-image file')}: {_by_suffix(self.ignored)}; "
+                         f"e.g. {self.ignored[0]}")
+        if self.stray:
+            notes.append(f"ignored {_count(self.stray, 'image')} outside class folders (expected "
+                         f"<domain>/<class>/<image>): {_by_suffix(self.stray)}; e.g. {self.stray[0]}")
+        return notes
+
+
+def scan(root: str | os.PathLike) -> Layout:
+    """What `root` holds as `<domain>/<class>/<image>` (hidden files and folders skipped at every level)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DroptuneError(f"dataset folder not found: {root} (expected {root}/<domain>/<class>/<image>)")
+    domains = subfolders(root)
+    classes: dict[str, list[str]] = {}
+    images: dict[str, dict[str, list[Path]]] = {}
+    ignored: list[Path] = []
+    stray: list[Path] = []
+    for folder in (root, *(root / d for d in domains)):
+        stray += sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and _is_image(p))
+    for domain in domains:
+        classes[domain] = subfolders(root / domain)
+        images[domain] = {}
+        for cls in classes[domain]:
+            images[domain][cls], others = list_images(root / domain / cls)
+            ignored += others
+    return Layout(root, domains, classes, images, ignored, stray)
+
+
+def single_class(root: str | os.PathLike, cls: str) -> str:
+    return f"{root} holds a single class folder ({cls}): a classifier needs at least 2 classes"
+
+
+def single_domain(root: str | os.PathLike, domain: str) -> str:
+    return (f"{root} holds a single domain folder ({domain}): leave-one-domain-out needs at least 2, one to train on "
+            "and one held out")
 
 
 def _class_differences(per_domain: dict[str, list[str]]) -> str:
@@ -83,10 +200,10 @@ def _class_differences(per_domain: dict[str, list[str]]) -> str:
 def require_class_folders(root: Path) -> None:
     """Refuse a folder without domain folders, or whose domain folders hold no class folders: most often one
     domain's folder, given one level too deep, its class folders taken for domains."""
-    domains = _list_dirs(root)
+    domains = subfolders(root)
     if not domains:
         raise DroptuneError(f"no domain folders in {root}: expected <domain>/<class>/<image>")
-    if not any(_list_dirs(root / d) for d in domains):
+    if not any(subfolders(root / d) for d in domains):
         raise DroptuneError(f"no class folders in {root}'s domain folders ({', '.join(domains[:3])}"
                             f"{', ...' if len(domains) > 3 else ''}): expected {root}/<domain>/<class>/<image> "
                             "(is it one domain's folder, or a folder of images without class folders?)")
@@ -107,40 +224,35 @@ class ImageFolderDomains(MultiDomainDataset):
                 f"(expected {self.root}/<domain>/<class>/<image>; check --data-dir)"
             )
         require_class_folders(self.root)
-        self.domains = _list_dirs(self.root)
+        layout = scan(self.root)
+        self.domains = layout.domains
         if domains is not None and set(self.domains) != set(domains):
             missing = sorted(set(domains) - set(self.domains))
             extra = sorted(set(self.domains) - set(domains))
             raise DroptuneError(
                 f"{self.root} does not hold {self.name}'s domains: missing {missing}, unexpected {extra}"
             )
-        per_domain = {d: _list_dirs(self.root / d) for d in self.domains}
-        self.classes = per_domain[self.domains[0]]
-        differences = _class_differences(per_domain)
+        self.classes = layout.classes[self.domains[0]]
+        differences = _class_differences(layout.classes)
         if differences:
             raise DroptuneError(f"class folders differ across domains in {self.root}: {differences}")
         self._paths: list[list[Path]] = []
         self._labels: list[np.ndarray] = []
-        skipped: list[Path] = []
         for domain in self.domains:
             paths, labels = [], []
             for label, cls in enumerate(self.classes):
-                folder = self.root / domain / cls
-                files = sorted(p for p in folder.rglob("*")
-                               if (p.is_file() or p.is_symlink() and not p.is_dir()) and not p.name.startswith("."))
-                images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+                images = layout.images[domain][cls]
                 broken = [p for p in images if not p.exists()]
                 if broken:
                     raise DroptuneError(f"{broken[0]} is a broken or looping symbolic link: expected an image file")
-                skipped += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
                 if not images:
-                    raise DroptuneError(f"empty class folder: {folder} has no images")
+                    raise DroptuneError(f"empty class folder: {self.root / domain / cls} has no images")
                 paths += images
                 labels += [label] * len(images)
             self._paths.append(paths)
             self._labels.append(np.asarray(labels, dtype=np.int64))
-        if skipped:
-            log.warning("%s: ignored %d files that are not images, e.g. %s", self.root, len(skipped), skipped[0])
+        for note in layout.notes():
+            log.warning("%s: %s", self.root, note)
 
     def labels(self, domain: int) -> np.ndarray:
         return self._labels[domain]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from droptune import console
-from droptune.data.domains import IMAGE_EXTENSIONS
+from droptune.data.domains import Layout, scan, single_class, single_domain, subfolders
 from droptune.data.images import UnreadableImage, read_rgb
 from droptune.data.registry import DatasetSpec, get_spec, spec_of_folder, unregistered_folder
 from droptune.errors import DroptuneError
@@ -30,58 +30,6 @@ R = TypeVar("R")
 def default_threads() -> int:
     """Threads that decode images: PIL releases the GIL, and more than 4 gain little on a disk."""
     return min(4, os.cpu_count() or 1)
-
-
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
-
-
-def _subdirs(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and _visible(p))
-
-
-@dataclass
-class Layout:
-    """What a folder holds, read the way `ImageFolderDomains` reads it, without judging it."""
-
-    root: Path
-    domains: list[str]
-    classes: dict[str, list[str]]
-    images: dict[str, dict[str, list[Path]]]
-    ignored: list[Path]
-
-    @property
-    def all_classes(self) -> list[str]:
-        return sorted({c for classes in self.classes.values() for c in classes})
-
-    def count(self, domain: str, cls: str | None = None) -> int:
-        if cls is not None:
-            return len(self.images[domain].get(cls, []))
-        return sum(len(paths) for paths in self.images[domain].values())
-
-    def all_images(self) -> list[Path]:
-        return [p for d in self.domains for c in self.classes[d] for p in self.images[d][c]]
-
-
-def scan(root: str | os.PathLike) -> Layout:
-    root = Path(root)
-    if not root.is_dir():
-        raise DroptuneError(f"dataset folder not found: {root} (expected {root}/<domain>/<class>/<image>)")
-    ignored = [p for p in root.iterdir() if p.is_file() and _visible(p)]
-    domains = _subdirs(root)
-    classes: dict[str, list[str]] = {}
-    images: dict[str, dict[str, list[Path]]] = {}
-    for domain in domains:
-        folder = root / domain
-        classes[domain] = _subdirs(folder)
-        ignored += sorted(p for p in folder.iterdir() if p.is_file() and _visible(p))
-        images[domain] = {}
-        for cls in classes[domain]:
-            files = sorted(p for p in (folder / cls).rglob("*")
-                           if (p.is_file() or p.is_symlink() and not p.is_dir()) and _visible(p))
-            images[domain][cls] = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-            ignored += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
-    return Layout(root, domains, classes, images, ignored)
 
 
 def decode_error(path: Path) -> str | None:
@@ -137,7 +85,7 @@ class Report:
     decoded: bool
     problems: list[str] = field(default_factory=list)
     bad_files: list[tuple[Path, str]] = field(default_factory=list)
-    ignored: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -162,9 +110,7 @@ class Report:
         checked = "counts checked against the registry" if self.spec else "no registered counts to check"
         lines = [f"{_title(self.name, self.root)}: {len(self.domains)} domains, {len(self.classes)} classes, "
                  f"{self.images:,} images ({checked})", "", self.table(), ""]
-        if self.ignored:
-            lines.append(f"note: ignored {len(self.ignored)} files that are not images or lie outside class "
-                         f"folders, e.g. {self.ignored[0]}")
+        lines += [f"note: {note}" for note in self.notes]
         if self.ok:
             decoded = "; every image decodes" if self.decoded else "; images not decoded (--no-decode)"
             lines.append(f"OK: layout, class folders and counts check out{decoded}")
@@ -201,7 +147,7 @@ def _spec_problems(layout: Layout, spec: DatasetSpec) -> list[str]:
         return []
     problems = [f"{layout.root} does not hold {spec.name}'s domains: missing {missing}, unexpected {extra}"]
     for child in layout.domains:
-        if set(spec.domains) <= set(_subdirs(layout.root / child)):
+        if set(spec.domains) <= set(subfolders(layout.root / child)):
             problems.append(f"{spec.name}'s domains are one level down, in {layout.root / child}: "
                             f"verify that folder, or move it to {layout.root.parent / spec.folder}")
     return problems
@@ -226,6 +172,16 @@ def _class_problems(layout: Layout, spec: DatasetSpec | None) -> list[str]:
     return problems
 
 
+def _training_problems(layout: Layout) -> list[str]:
+    """What `droptune train` refuses in a folder that is otherwise well laid out."""
+    problems = []
+    if len(layout.domains) == 1:
+        problems.append(single_domain(layout.root, layout.domains[0]))
+    if len(layout.all_classes) == 1:
+        problems.append(single_class(layout.root, layout.all_classes[0]))
+    return problems
+
+
 def verify(root: str | os.PathLike, spec: DatasetSpec | None = None, decode: bool = True,
            workers: int | None = None) -> Report:
     """Check layout, class folders, counts (when `spec` knows them) and, with `decode`, every image."""
@@ -234,6 +190,7 @@ def verify(root: str | os.PathLike, spec: DatasetSpec | None = None, decode: boo
     if spec is not None:
         problems += _spec_problems(layout, spec)
     problems += _class_problems(layout, spec)
+    problems += _training_problems(layout)
     summaries = []
     for domain in layout.domains:
         expected = spec.counts.get(domain) if spec is not None else None
@@ -249,7 +206,7 @@ def verify(root: str | os.PathLike, spec: DatasetSpec | None = None, decode: boo
         next(s for s in summaries if s.name == domain).bad += 1
     name = spec.name if spec is not None else layout.root.name
     return Report(layout.root, name, spec, layout.all_classes, summaries, decode, problems, bad_files,
-                  layout.ignored)
+                  layout.notes())
 
 
 def resolve(target: str, data_dir: str | os.PathLike | None = None) -> tuple[Path, DatasetSpec | None]:

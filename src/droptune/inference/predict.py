@@ -10,18 +10,18 @@ from pathlib import Path
 import torch
 
 from droptune.console import bar
-from droptune.data.domains import IMAGE_EXTENSIONS
+from droptune.data.domains import IMAGE_EXTENSIONS, list_images
 from droptune.data.images import UnreadableImage
 from droptune.errors import DroptuneError
 from droptune.inference.loading import LoadedModel
 
 
 def image_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """The files given, and the images under each folder given (sorted)."""
+    """The files given, and the images under each folder given, listed as training lists a class folder."""
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files += list_images(item)[0]
         elif item.is_file():
             files.append(item)
         else:

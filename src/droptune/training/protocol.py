@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from droptune.data.domains import MultiDomainDataset
+from droptune.data.domains import MultiDomainDataset, single_domain
 from droptune.data.loaders import EvalSplit
 from droptune.data.splits import DomainSplit, split_domain, stable_seed
 from droptune.errors import DroptuneError
@@ -35,8 +35,7 @@ class LeaveOneDomainOut:
                  holdout_fraction: float = 0.2, clean_holdout: bool = True):
         where = getattr(dataset, "root", dataset.name)  # a folder's path; a built-in dataset's name
         if len(dataset.domains) < 2:
-            raise DroptuneError(f"{where} holds a single domain folder ({dataset.domains[0]}): "
-                                "leave-one-domain-out needs at least 2, one to train on and one held out")
+            raise DroptuneError(single_domain(where, dataset.domains[0]))
         self.dataset = dataset
         self.test = dataset.domain_index(test_domain)
         self.train_domains = [d for d in range(len(dataset.domains)) if d != self.test]
