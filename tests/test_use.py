@@ -108,6 +108,26 @@ def test_classes_matched_by_name(trained, tmp_path, capsys):
     assert error == ["droptune: error: classes of the dataset unknown to the model: horse (the model knows cat, dog)"]
 
 
+def test_domains_holding_different_classes_are_scored_each_on_its_own(trained, tmp_path):
+    """Mutant: evaluate refused a collection whose domains hold different classes (training's check), even with
+    --domains naming one of them; or labelled a domain's images by its own class folders, not the model's."""
+    run, _ = trained
+    data = make_image_folder(tmp_path / "mixed", domains=("x",), classes=("cat", "dog"), per_class=3)
+    make_image_folder(tmp_path / "mixed", domains=("y",), classes=("dog",), per_class=4)
+    output = tmp_path / "e.json"
+    assert main(["evaluate", str(run), "--dataset", str(data), "--output", str(output)]) == 0
+    scored = json.loads(output.read_text())["domains"]
+    assert {d: m["images"] for d, m in scored.items()} == {"x": 6, "y": 4}
+    assert [sum(row) for row in scored["y"]["confusion"]["matrix"]] == [0, 4]
+    loaded = droptune.load_model(run)
+    said_dog = sum(predicted(loaded, path) == 1 for path in sorted((data / "y" / "dog").glob("*.png")))
+    assert scored["y"]["accuracy"] * 4 == pytest.approx(said_dog)
+    assert main(["evaluate", str(run), "--dataset", str(data), "--domains", "y", "--output", str(output)]) == 0
+    assert list(json.loads(output.read_text())["domains"]) == ["y"]
+    with pytest.raises(DroptuneError, match="class folders differ across domains"):
+        open_dataset(str(data))  # training's view of the same folder
+
+
 def test_bad_model_folders_get_one_line(trained, tmp_path, capsys):
     run, data = trained
     with pytest.raises(DroptuneError, match="not a droptune run folder"):

@@ -19,7 +19,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from droptune.runs.files import save_json
 
     loaded = load_model(args.model, args.variant, args.device)
-    dataset = open_dataset(args.dataset, args.data_dir)
+    dataset = open_dataset(args.dataset, args.data_dir, same_classes=False)
     domains = [dataset.domains[dataset.domain_index(d, "domain")] for d in args.domains] if args.domains else None
     output = args.output or Path(args.model) / "evaluation.json"
     if output.is_dir():

@@ -214,8 +214,10 @@ class ImageFolderDomains(MultiDomainDataset):
 
     decodes_files = True
 
-    def __init__(self, root: str | os.PathLike, name: str | None = None, domains: Sequence[str] | None = None):
-        """`name` and `domains`: what a registered dataset's folder must hold (data/registry.py)."""
+    def __init__(self, root: str | os.PathLike, name: str | None = None, domains: Sequence[str] | None = None,
+                 same_classes: bool = True):
+        """`name` and `domains`: what a registered dataset's folder must hold (data/registry.py). `same_classes`
+        off: domains may lack some of the classes (to score a model, not to train one); `classes` is their union."""
         self.root = Path(root)
         self.name = name or self.root.name
         if not self.root.is_dir():
@@ -232,15 +234,17 @@ class ImageFolderDomains(MultiDomainDataset):
             raise DroptuneError(
                 f"{self.root} does not hold {self.name}'s domains: missing {missing}, unexpected {extra}"
             )
-        self.classes = layout.classes[self.domains[0]]
+        self.classes = layout.all_classes
         differences = _class_differences(layout.classes)
-        if differences:
+        if differences and same_classes:
             raise DroptuneError(f"class folders differ across domains in {self.root}: {differences}")
         self._paths: list[list[Path]] = []
         self._labels: list[np.ndarray] = []
         for domain in self.domains:
             paths, labels = [], []
             for label, cls in enumerate(self.classes):
+                if cls not in layout.images[domain]:
+                    continue  # a class this domain lacks, only without same_classes
                 images = layout.images[domain][cls]
                 broken = [p for p in images if not p.exists()]
                 if broken:

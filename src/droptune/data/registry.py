@@ -194,7 +194,11 @@ def dataset_reference(name: str) -> str:
     return str(path.resolve()) if get_spec(name) is None and path.is_dir() else name
 
 
-def open_dataset(name: str, data_dir: str | os.PathLike | None = None) -> MultiDomainDataset:
-    """A dataset by registered name (under `data_dir` where it is kept in a folder), or by folder path."""
+def open_dataset(name: str, data_dir: str | os.PathLike | None = None, same_classes: bool = True
+                 ) -> MultiDomainDataset:
+    """A dataset by registered name (under `data_dir` where it is kept in a folder), or by folder path; a folder's
+    domains may lack some classes without `same_classes` (ImageFolderDomains)."""
     spec = get_spec(name)
-    return spec.open(data_dir) if spec is not None else ImageFolderDomains(unregistered_folder(name, data_dir))
+    if spec is not None:
+        return spec.open(data_dir)
+    return ImageFolderDomains(unregistered_folder(name, data_dir), same_classes=same_classes)
