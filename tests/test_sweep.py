@@ -90,6 +90,9 @@ def test_random_search_is_keyed_by_name(image_folder):
     assert all(1e-4 <= s["lr"] <= 1e-1 and s["batch_size"] in (2, 3) for s in one)
     assert len({s["lr"] for s in one}) == 4
     assert all(0 <= s["weight_decay"] <= 1e-3 for s in two)
+    written = {"settings": 4, "seed": 1,
+               "space": {"lr": {"log_uniform": ["1e-4", "1e-1"]}, "batch_size": space["batch_size"]}}
+    assert tiny_spec(image_folder, random=written).hparam_settings() == one  # YAML 1.1 reads 1e-4 as a string
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -103,6 +106,16 @@ def test_random_search_is_keyed_by_name(image_folder):
     ({"test_domains": ["3"]}, "has no test domain '3': expected one of a, b, c .or an index 0-2"),
     ({"test_domains": ["b", 1]}, "test domain '1' of .* is 'b', already listed"),
     ({"methods": []}, "'methods' must be a non-empty list"),
+    ({"random": {"settings": 2, "space": {"lr": {"log_uniform": [-1, 0.1]}}}},
+     "test.yaml: random.space.lr: log_uniform bounds .-1, 0.1.: expected 0 < low <= high"),
+    ({"random": {"settings": 2, "space": {"lr": {"uniform": [0.1, "-0.5"]}}}},
+     "test.yaml: random.space.lr: uniform bounds .0.1, -0.5.: expected low <= high"),
+    ({"random": {"settings": 2, "seed": "abc", "space": {"lr": {"uniform": [0, 1]}}}},
+     "test.yaml: random.seed must be an integer, got 'abc'"),
+    ({"random": {"settings": 2, "sead": 3, "space": {"lr": {"uniform": [0, 1]}}}},
+     "test.yaml: unknown key 'sead' in 'random': expected settings, space, seed"),
+    ({"random": {"settings": 2, "space": {"batch_size": {"uniform": [4, 8]}}}},
+     "test.yaml: random.space.batch_size: uniform draws real numbers and batch_size is not one: use {choice: "),
     ({"seeds": [0, 1, 0]}, "test.yaml: 'seeds' repeats 0: each value once"),
     ({"trial_seeds": [2, 2]}, "test.yaml: 'trial_seeds' repeats 2: each value once"),
     ({"test_domains": ["b", "b"]}, "test.yaml: 'test_domains' repeats b: each value once"),

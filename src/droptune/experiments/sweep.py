@@ -271,15 +271,38 @@ def _test_domains(value: Any, source: str) -> str | list[str] | dict[str, str | 
 def _random(value: Any, source: str) -> RandomSearch:
     if not isinstance(value, dict) or not isinstance(value.get("settings"), int) or value["settings"] < 1:
         raise DroptuneError(f"{source}: 'random' needs 'settings' (a positive integer) and 'space', got {value!r}")
+    unknown = sorted(set(value) - {"settings", "space", "seed"})
+    if unknown:
+        raise DroptuneError(f"{source}: unknown key {unknown[0]!r} in 'random': expected settings, space, seed")
+    seed = value.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise DroptuneError(f"{source}: random.seed must be an integer, got {seed!r}")
     space = value.get("space")
     if not isinstance(space, dict) or not space:
         raise DroptuneError(f"{source}: 'random.space' must map config fields to a distribution "
                             "like {log_uniform: [1e-4, 1e-2]}")
-    for name, dist in space.items():
-        ok = isinstance(dist, dict) and len(dist) == 1 and next(iter(dist)) in DISTRIBUTIONS
-        args = next(iter(dist.values())) if ok else None
-        if not ok or not isinstance(args, list) or not args or (next(iter(dist)) != "choice" and len(args) != 2):
-            raise DroptuneError(f"{source}: random.space.{name} must be one of {{choice: [values]}}, "
-                                f"{{uniform: [low, high]}}, {{log_uniform: [low, high]}}; got {dist!r}")
-        coerce_value(name, args[0], f"{source} random.space")
-    return RandomSearch(value["settings"], space, int(value.get("seed", 0)))
+    return RandomSearch(value["settings"], {name: _distribution(name, dist, source) for name, dist in space.items()},
+                        seed)
+
+
+def _distribution(name: str, dist: Any, source: str) -> dict[str, list]:
+    """One `random.space` entry, its values typed as the config field's; a range's bounds in order (and positive
+    for log_uniform)."""
+    where = f"random.space.{name}"
+    ok = isinstance(dist, dict) and len(dist) == 1 and next(iter(dist)) in DISTRIBUTIONS
+    args = next(iter(dist.values())) if ok else None
+    if not ok or not isinstance(args, list) or not args or (next(iter(dist)) != "choice" and len(args) != 2):
+        raise DroptuneError(f"{source}: {where} must be one of {{choice: [values]}}, "
+                            f"{{uniform: [low, high]}}, {{log_uniform: [low, high]}}; got {dist!r}")
+    (kind, args), = dist.items()
+    values = [coerce_value(name, arg, f"{source} random.space") for arg in args]
+    if kind == "choice":
+        return {kind: values}
+    low, high = values
+    if not (isinstance(low, float) and isinstance(high, float)):
+        raise DroptuneError(f"{source}: {where}: {kind} draws real numbers and {name} is not one: "
+                            f"use {{choice: {args!r}}}")
+    if low > high or (kind == "log_uniform" and low <= 0):
+        expected = "0 < low <= high" if kind == "log_uniform" else "low <= high"
+        raise DroptuneError(f"{source}: {where}: {kind} bounds [{low:g}, {high:g}]: expected {expected}")
+    return {kind: values}
