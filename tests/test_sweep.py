@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ import time
 import pytest
 import yaml
 
+from conftest import make_image_folder
 from droptune.cli.main import main
 from droptune.errors import DroptuneError
 from droptune.experiments.jobs import DONE, FAILED, INTERRUPTED, PENDING, execute, read_error, state
@@ -123,6 +125,16 @@ def test_random_search_is_keyed_by_name(image_folder):
 def test_spec_errors_name_the_key_and_what_was_expected(image_folder, tmp_path, changes, message):
     with pytest.raises(DroptuneError, match=message.replace("(", r"\(")):
         tiny_spec(image_folder, **changes).jobs(tmp_path)
+
+
+def test_two_datasets_of_one_name_are_refused(image_folder, tmp_path):
+    """Mutant: two folders named alike were one dataset in the report (the best run chosen across both) and wrote
+    their combinations into one folder, the second overwriting the first."""
+    other = make_image_folder(tmp_path / "other" / image_folder.name)
+    expected = (f"test.yaml: datasets {image_folder} and {other} are both named '{image_folder.name}' in results "
+                "and tables: rename one folder")
+    with pytest.raises(DroptuneError, match=re.escape(expected)):
+        tiny_spec(image_folder, datasets=[str(image_folder), str(other)], test_domains="all")
 
 
 def test_test_domains_are_taken_by_index_as_train_takes_them(image_folder, tmp_path):

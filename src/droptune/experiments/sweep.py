@@ -173,6 +173,12 @@ def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
     _check_unique(datasets, "datasets", source)  # again: `mydata` and `./mydata` are one folder
     if not datasets:
         raise DroptuneError(f"{source}: 'datasets' must name at least one dataset")
+    named: dict[str, str] = {}
+    for dataset in datasets:  # results, tables and combinations know a dataset by its folder's name
+        other = named.setdefault(Path(dataset).name, dataset)
+        if other != dataset:
+            raise DroptuneError(f"{source}: datasets {other} and {dataset} are both named {Path(dataset).name!r} "
+                                "in results and tables: rename one folder, or sweep them into separate folders")
     base = config_overrides(data.get("base") or {}, f"{source} base")
     grid = data.get("grid") or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
