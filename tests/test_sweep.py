@@ -108,6 +108,8 @@ def test_random_search_is_keyed_by_name(image_folder):
     ({"test_domains": ["3"]}, "has no test domain '3': expected one of a, b, c .or an index 0-2"),
     ({"test_domains": ["b", 1]}, "test domain '1' of .* is 'b', already listed"),
     ({"methods": []}, "'methods' must be a non-empty list"),
+    ({"seeds": [0, 1], "combine": ["ensemble"]}, "sweep 'tiny': nothing to combine: each test domain, split and "
+                                                 "method has one run .without trial_seeds"),
     ({"random": {"settings": 2, "space": {"lr": {"log_uniform": [-1, 0.1]}}}},
      "test.yaml: random.space.lr: log_uniform bounds .-1, 0.1.: expected 0 < low <= high"),
     ({"random": {"settings": 2, "space": {"lr": {"uniform": [0.1, "-0.5"]}}}},

@@ -19,7 +19,7 @@ from droptune.data.registry import dataset_reference, get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.experiments import PRESETS, preset_names
-from droptune.experiments.combos import check_methods
+from droptune.experiments.combos import check_methods, groups
 from droptune.experiments.jobs import Job
 from droptune.training.config import TrainConfig, coerce, coerce_value, load_yaml_file
 
@@ -129,6 +129,10 @@ class SweepSpec:
                     raise DroptuneError(f"sweep {self.name!r}: two jobs of methods {jobs[job.id].method!r} and "
                                         f"{method.name!r} have the same config (a repeated method or grid value)")
                 jobs[job.id] = job
+        if self.combine and all(len(group.jobs) == 1 for group in groups(list(jobs.values()))):
+            raise DroptuneError(f"sweep {self.name!r}: nothing to combine: each test domain, split and method has one "
+                                "run (without trial_seeds every seed has its own split); set trial_seeds: [0] to "
+                                "combine the seeds' runs on one split, or grid hyper-parameters")
         return list(jobs.values())
 
     def to_dict(self) -> dict[str, Any]:
