@@ -1,4 +1,5 @@
 import logging
+import re
 import socket
 from urllib.error import URLError
 
@@ -289,3 +290,105 @@ def test_fine_tuning_from_a_runs_best_weights(image_folder, pretrained_file, tmp
         capsys.readouterr().err
     model = build_model("resnet10t", num_classes=2, weights=str(first / "best.safetensors"))
     assert all(torch.equal(value, best[f"backbone.{key}"]) for key, value in model.backbone.state_dict().items())
+
+
+def test_a_timm_head_with_a_pre_logits_layer_is_sized_by_the_features_the_backbone_returns():
+    """Mutant: the head sized by timm's `num_features`, the channels before the pre-logits layer (MobileNetV3's 1×1
+    head conv gives 1024 features from 576 channels): the first forward fails."""
+    from droptune.models.linearized import LinearizedClassifier
+
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    for name in ("mobilenetv3_small_100", "ghostnet_100", "mobilenetv4_conv_small", "efficientvit_b0", "hgnetv2_b0"):
+        model = build_model(name, 3, 0.9, "none").eval()
+        with torch.no_grad():
+            assert model.features(x).shape == (2, model.num_features) and model(x).shape == (2, 3), name
+    assert model.num_features == 2048 and model.backbone.num_features == 1024  # hgnetv2_b0
+    linearized = LinearizedClassifier(model).eval()
+    assert torch.allclose(linearized(x), model(x), atol=1e-5)
+
+
+def shapes(model: nn.Module) -> dict:
+    return {key: value.shape for key, value in model.state_dict().items()}
+
+
+def test_a_fixed_size_timm_model_is_built_for_the_image_size_and_the_others_as_before():
+    """Mutants: `image_size` not passed to timm (a ViT built for 160 px fails on 32 px images at the first step);
+    passed to a model that takes that size already (a dynamic-size ViT: its runs' weights would no longer load) or
+    pools any size (another model, or timm's TypeError)."""
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    model = build_model("test_vit3", 3, weights="none", image_size=32).eval()
+    assert model.backbone.pos_embed.shape == (1, 1 + 2 * 2, 96) and model(x).shape == (2, 3)
+    assert build_model("test_vit3", 3, weights="none", image_size=160).backbone.pos_embed.shape == (1, 1 + 10 * 10, 96)
+    for name in ("test_vit", "resnet10t", "resnet18", "timm/tf_efficientnet_lite0"):
+        built = build_model(name, 3, weights="none", image_size=32)
+        assert shapes(built) == shapes(build_model(name, 3, weights="none")), name
+
+
+@pytest.mark.parametrize("name, size, native, reason", [
+    ("test_vit", 24, 160, "AssertionError: Input height (24) should be divisible by patch size (16)."),  # forward
+    ("test_coatnet", 48, 160, "RuntimeError: output with shape [1, 3, 1, 1] doesn't match the broadcast shape "
+                              "[1, 3, 4, 4]"),
+])
+def test_a_size_a_fixed_size_model_cannot_take_is_refused_when_it_is_built(name, size, native, reason):
+    """Mutant: the model built, and its assertion left to the first training step (after config.yaml is written)."""
+    with pytest.raises(DroptuneError) as refused:
+        build_model(name, 3, weights="none", image_size=size)
+    assert str(refused.value) == (f"backbone {name} takes {native}×{native} images and cannot be built for "
+                                  f"--image-size {size} ({reason}); use --image-size {native} or another size it takes")
+
+
+def test_pretrained_position_embeddings_are_resampled_to_the_image_size_from_the_hub_and_from_a_file(
+        tmp_path, monkeypatch):
+    """Mutants: a weights file loaded without timm's resampling (wrong shapes: pos_embed); the hub's weights built at
+    the native size; a run's own file (already at its size) resampled again; weights timm cannot resample left as
+    torch's many-line error."""
+    import timm
+    import timm.models._hub
+    from safetensors.torch import save_file
+    from timm.layers import resample_abs_pos_embed
+
+    reference = timm.create_model("test_vit3")
+    path = tmp_path / "test_vit3.safetensors"
+    save_file(reference.state_dict(), str(path))
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", lambda *args, **kwargs: str(path))
+    expected = resample_abs_pos_embed(reference.pos_embed.detach(), (2, 2), num_prefix_tokens=1)
+    for weights in ("default", str(path)):
+        model = build_model("test_vit3", 3, weights=weights, image_size=32)
+        assert torch.allclose(model.backbone.pos_embed, expected), weights
+        assert torch.equal(model.backbone.blocks[0].attn.qkv.weight, reference.blocks[0].attn.qkv.weight)
+    best = tmp_path / "best.safetensors"
+    save_weights(model.state_dict(), best)
+    assert torch.equal(build_model("test_vit3", 5, weights=str(best), image_size=32).backbone.pos_embed, expected)
+    assert build_model("test_vit3", 5, weights=str(best), image_size=64).backbone.pos_embed.shape == (1, 17, 96)
+
+    save_file(timm.create_model("levit_128s").state_dict(), str(path))  # timm does not resample LeViT's biases
+    with pytest.raises(DroptuneError) as refused:
+        build_model("levit_128s", 3, weights="default", image_size=32)
+    assert re.fullmatch(r"backbone levit_128s takes 224×224 images and cannot be built for --image-size 32 "
+                        r"\(RuntimeError: Error\(s\) in loading state_dict for LevitDistilled: size mismatch for "
+                        r"stages\.0\.blocks\.0\.attn\.attention_biases: [^\n]*\); use --image-size 224 or another "
+                        r"size it takes", str(refused.value))
+
+
+def test_a_vit_run_at_another_size_trains_loads_back_and_exports(image_folder, tmp_path, capsys):
+    """The image size of every model built again comes from the run's config. Mutants: `load_model`, `export`'s timm
+    model or the training model built at the backbone's own size."""
+    import json
+
+    import timm
+
+    import droptune
+
+    run, exported = tmp_path / "run", tmp_path / "exported"
+    assert main(["train", "--dataset", str(image_folder), "--test-domain", "a", "--backbone", "test_vit3", "--weights",
+                 "none", *TINY_RUN, "--image-size", "32", "--output-dir", str(run)]) == 0, capsys.readouterr().err
+    loaded = droptune.load_model(run)
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    with torch.inference_mode():
+        logits = loaded.model(x)
+    assert main(["export", str(run), "--output", str(exported)]) == 0, capsys.readouterr().err
+    assert json.loads((exported / "config.json").read_text())["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    timm_model = timm.create_model(f"local-dir:{exported}", pretrained=True).eval()
+    with torch.inference_mode():
+        assert torch.allclose(droptune.load_model(exported).model(x), logits, atol=1e-5)
+        assert torch.allclose(timm_model(loaded.model.normalize(x)), logits, atol=1e-5)

@@ -59,7 +59,8 @@ class Subject:
     def network(self, state: dict[str, torch.Tensor] | None = None) -> DropoutClassifier:
         """The plain network holding the run's selected weights (or `state`), also for a linearized run."""
         config = self.config
-        model = build_model(config.backbone, self.num_classes, config.dropout, "none", config.freeze_bn)
+        model = build_model(config.backbone, self.num_classes, config.dropout, "none", config.freeze_bn,
+                            image_size=config.image_size)
         load_strict(model, state if state is not None else self.weights(), str(self.run.weights))
         return self._placed(model)
 

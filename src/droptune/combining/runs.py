@@ -105,7 +105,8 @@ class Split:
         if config.linearized:
             model = LinearizedClassifier(initial_model(config, num_classes))
         else:
-            model = build_model(config.backbone, num_classes, config.dropout, "none", config.freeze_bn)
+            model = build_model(config.backbone, num_classes, config.dropout, "none", config.freeze_bn,
+                                image_size=config.image_size)
         load_strict(model, weights if weights is not None else read_state_dict(run.weights), str(run.weights))
         return place(model, self.device, config.channels_last)
 

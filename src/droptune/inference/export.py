@@ -22,6 +22,7 @@ from droptune.errors import DroptuneError
 from droptune.inference import hub_layout
 from droptune.inference.loading import ABOUT_FIELDS, LoadedModel
 from droptune.inference.model_card import model_card
+from droptune.models.backbones import timm_input_size
 from droptune.runs.files import atomic_write
 from droptune.training.config import RUNTIME_FIELDS
 
@@ -85,7 +86,8 @@ def timm_model(loaded: LoadedModel, architecture: str) -> tuple[torch.nn.Module,
     """timm's model of the architecture holding the loaded weights, and those weights under timm's names."""
     import timm
 
-    model = timm.create_model(architecture, pretrained=False, num_classes=len(loaded.classes)).eval()
+    model = timm.create_model(architecture, pretrained=False, num_classes=len(loaded.classes),
+                              **timm_input_size(architecture, loaded.config.image_size)).eval()
     state = hub_layout.to_timm(loaded.model.state_dict(), model.pretrained_cfg["classifier"])
     model.load_state_dict(state, strict=True)
     return model, state

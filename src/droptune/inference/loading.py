@@ -153,7 +153,8 @@ def _build(config: TrainConfig, classes: list[str], state: dict[str, torch.Tenso
     from droptune.data.transforms import eval_transform
     from droptune.models.model import build_model
 
-    model = build_model(config.backbone, len(classes), config.dropout, weights="none", freeze_bn=config.freeze_bn)
+    model = build_model(config.backbone, len(classes), config.dropout, weights="none", freeze_bn=config.freeze_bn,
+                        image_size=config.image_size)
     load_strict(model, state, source)
     model.eval()
     return LoadedModel(model, classes, eval_transform(config.image_size), config, results, about)

@@ -1,13 +1,15 @@
 """Pre-trained feature extractors by name: torchvision ResNets, any timm model, offline EfficientNet-Lite.
 
-Every backbone maps images to pooled penultimate features and carries `num_features` and the
+Every backbone maps images to pooled penultimate features and carries `num_features` (their size) and the
 normalization (`mean`, `std`) its weights were trained with.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
@@ -96,9 +98,78 @@ def torchvision_resnet(name: str, weights: str | None = "default") -> Backbone:
 
 
 def _timm_backbone(model: nn.Module) -> Backbone:
+    """`num_features` is what the headless model returns: `head_hidden_size`, the output of a pre-logits layer where
+    the head has one (MobileNetV3's 1×1 conv: 1024, not the 576 channels of `num_features`)."""
     cfg = model.pretrained_cfg
-    return Backbone(model, model.num_features, tuple(cfg.get("mean", IMAGENET_MEAN)),
-                    tuple(cfg.get("std", IMAGENET_STD)))
+    return Backbone(model, getattr(model, "head_hidden_size", model.num_features),
+                    tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
+
+
+def _fixed_size(cfg: Mapping | None) -> tuple[int, int] | None:
+    """The one input size (height, width) a timm model of this pretrained cfg takes (ViT, Swin, ...); None if any."""
+    return tuple(cfg["input_size"][1:]) if cfg and cfg.get("fixed_input_size") else None
+
+
+def _timm_cfg(name: str) -> dict | None:
+    """timm's pretrained cfg of a model name (with or without its tag); None for a name timm has none for."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    return cfg.to_dict() if cfg else None
+
+
+def _failure_at(model: nn.Module, image_size: int) -> Exception | None:
+    """What the model raises on a blank image of that size, if anything."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size))
+    except Exception as error:  # noqa: BLE001 - any failure on a blank image of that size is the size's
+        return error
+    finally:
+        model.train(training)
+    return None
+
+
+@functools.cache  # one probe per name and size: combine and analyze build a model for every run
+def timm_input_size(name: str, image_size: int | None) -> dict[str, int]:
+    """timm's `img_size` argument for its model `name` where, built for one input size, it cannot take images of
+    `image_size` (a ViT's position embeddings); {} where it can (a dynamic-size ViT, as droptune built it before it
+    passed any size) or pools any size."""
+    import timm
+
+    size = _fixed_size(_timm_cfg(name))
+    if image_size is None or size in (None, (image_size, image_size)):
+        return {}
+    own_size = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
+    return {} if _failure_at(own_size, image_size) is None else {"img_size": image_size}
+
+
+def _size_refused(name: str, size: tuple[int, int], image_size: int, error: BaseException) -> DroptuneError:
+    # The first lines only: torch lists every misshaped tensor of a state dict; timm asserts without a message too.
+    lines = [line.strip() for line in str(error).strip().splitlines()[:2]]
+    reason = ": ".join(filter(None, (type(error).__name__, " ".join(lines))))
+    return DroptuneError(f"backbone {name} takes {size[0]}×{size[1]} images and cannot be built for --image-size "
+                         f"{image_size} ({reason}); use --image-size {size[0]} or another size it takes")
+
+
+def _check_input_size(model: nn.Module, name: str, image_size: int | None) -> None:
+    """A model built for one input size must run at `image_size`: refused now, not at the first training step."""
+    size = _fixed_size(model.pretrained_cfg)
+    if image_size is not None and size not in (None, (image_size, image_size)):
+        failure = _failure_at(model, image_size)
+        if failure is not None:
+            raise _size_refused(name, size, image_size, failure)
+
+
+def _adapted(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A weights file's tensors, where they do not fit a fixed-size model's shapes adapted as timm adapts its own
+    pretrained weights: by the `checkpoint_filter_fn` of the model's module (position embeddings resampled)."""
+    own = model.state_dict()
+    if _fixed_size(model.pretrained_cfg) is None or all(own[k].shape == v.shape for k, v in state.items() if k in own):
+        return state
+    adapt = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    return adapt(state, model) if adapt else state
 
 
 def _timm_name(name: str, weights: str | None) -> str:
@@ -119,27 +190,32 @@ def _timm_name(name: str, weights: str | None) -> str:
                         f"'none', a weights file{choices}")
 
 
-def timm_model(name: str, weights: str | None = "default") -> Backbone:
+def timm_model(name: str, weights: str | None = "default", *, image_size: int | None = None) -> Backbone:
     """Any timm model; "default" loads timm's pretrained weights, a tag such as "a1_in1k" those weights (both need
-    the hub or its cache)."""
+    the hub or its cache). A model built for one input size that cannot take images of `image_size` (a ViT) is
+    built for that size, its pre-trained position embeddings resampled as timm does, or refused in one line."""
     import timm
     from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # .errors only from 0.25 on
 
+    resize = {}
     try:
+        source = name if _is_file(weights) else _timm_name(name, weights)
+        resize = timm_input_size(source, image_size)
+        model = timm.create_model(source, pretrained=weights not in NO_WEIGHTS and not _is_file(weights),
+                                  num_classes=0, drop_rate=0.0, **resize)
         if _is_file(weights):
-            model = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
-            classifier = model.pretrained_cfg.get("classifier", "")
-            load_strict(model, _backbone_state(weights, classifier), str(weights))
-        else:
-            model = timm.create_model(_timm_name(name, weights), pretrained=weights not in NO_WEIGHTS,
-                                      num_classes=0, drop_rate=0.0)
+            state = _backbone_state(weights, model.pretrained_cfg.get("classifier", ""))
+            load_strict(model, _adapted(state, model), str(weights))
     except (LocalEntryNotFoundError, HfHubHTTPError, *NETWORK_ERRORS) as error:
         raise _download_failed(name, "timm", error) from None
-    except RuntimeError as error:
+    except (AssertionError, RuntimeError, ValueError, IndexError) as error:
+        if resize:  # timm cannot build it, or resample its pretrained weights, at that size
+            raise _size_refused(name, _fixed_size(_timm_cfg(source)), image_size, error) from None
         if "Unknown model" in str(error):
             raise DroptuneError(f"unknown backbone {name!r}: not a torchvision ResNet, EfficientNet-Lite "
                                 "or timm model name (see timm.list_models())") from None
         raise
+    _check_input_size(model, name, image_size)
     return _timm_backbone(model)
 
 
@@ -183,9 +259,14 @@ def _registry() -> dict[str, Callable[[str, str | None], Backbone]]:
 BACKBONES = _registry()
 
 
-def create_backbone(name: str, weights: str | None = "default") -> Backbone:
-    """Torchvision ResNets and EfficientNet-Lite by their names; `timm/NAME` or any other name goes to timm."""
-    if name.startswith("timm/"):
-        return timm_model(name.removeprefix("timm/"), weights)
-    return BACKBONES.get(name, timm_model)(name, weights)
+def create_backbone(name: str, weights: str | None = "default", *, image_size: int | None = None) -> Backbone:
+    """Torchvision ResNets and EfficientNet-Lite by their names; `timm/NAME` or any other name goes to timm.
 
+    `image_size`: the side of the images it will take, for timm models built for one size (see `timm_model`);
+    the others pool any size.
+    """
+    if name.startswith("timm/"):
+        return timm_model(name.removeprefix("timm/"), weights, image_size=image_size)
+    if name in BACKBONES:
+        return BACKBONES[name](name, weights)
+    return timm_model(name, weights, image_size=image_size)

@@ -69,7 +69,10 @@ class DropoutClassifier(nn.Module):
 
 
 def build_model(backbone: str, num_classes: int, dropout: float = 0.9, weights: str | None = "default",
-                freeze_bn: bool = True) -> DropoutClassifier:
-    """A pre-trained `backbone` (see `create_backbone`) with a `Dropout(dropout) → Linear` head."""
-    made = create_backbone(backbone, weights)
+                freeze_bn: bool = True, *, image_size: int | None = None) -> DropoutClassifier:
+    """A pre-trained `backbone` (see `create_backbone`) with a `Dropout(dropout) → Linear` head.
+
+    `image_size`: the side of the images it will take; a backbone built for one input size (ViT) is built for it.
+    """
+    made = create_backbone(backbone, weights, image_size=image_size)
     return DropoutClassifier(made.module, made.num_features, num_classes, dropout, freeze_bn, made.mean, made.std)

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 
 from droptune.data.cache import CachedDomains
-from droptune.data.domains import ImageFolderDomains, MultiDomainDataset
+from droptune.data.domains import ImageFolderDomains, MultiDomainDataset, single_class
 from droptune.data.registry import get_spec, open_dataset
 from droptune.data.splits import stable_seed
+from droptune.errors import DroptuneError
 from droptune.models.model import DropoutClassifier, build_model
 from droptune.training.config import TrainConfig
 
@@ -26,6 +27,8 @@ def run_dataset(config: TrainConfig, data_dir: str | None = None, progress: bool
     if data_dir is not None and get_spec(name) is None and not Path(name).expanduser().is_dir():
         name = str(Path(data_dir) / Path(name).name)
     dataset = open_dataset(name, data_dir or config.data_dir)
+    if len(dataset.classes) == 1:  # refused here, not by the model, to name the folder
+        raise DroptuneError(single_class(getattr(dataset, "root", dataset.name), dataset.classes[0]))
     if config.cache_dir and isinstance(dataset, ImageFolderDomains):
         dataset = CachedDomains(dataset, config.image_size, config.cache_dir, progress=progress)
     return dataset
@@ -36,4 +39,5 @@ def initial_model(config: TrainConfig, num_classes: int) -> DropoutClassifier:
     weights 'none') drawn from the run's seed. Seeds torch's global generator, as training does before it goes
     on to draw from it."""
     torch.manual_seed(stable_seed("init", config.seed))
-    return build_model(config.backbone, num_classes, config.dropout, config.weights, config.freeze_bn)
+    return build_model(config.backbone, num_classes, config.dropout, config.weights, config.freeze_bn,
+                       image_size=config.image_size)
