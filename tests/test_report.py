@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from droptune.cli.main import main
-from droptune.experiments.collect import collect
+from droptune.experiments.collect import collect, label_hparams
 from droptune.experiments.figures import cloud, dropout_families
 from droptune.experiments.report import write_report
 from droptune.experiments.tables import cell_means, choose, layout, settings_note
@@ -388,3 +388,12 @@ def test_the_report_command_does_not_load_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, "report", str(tmp_path)], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_hyper_parameters_are_labelled_in_their_fields_types():
+    """Mutant: an integer field varied by the grid was labelled steps=6.0 where combinations' rows (no config)
+    made its column float."""
+    nan = float("nan")
+    rows = pd.DataFrame({"dataset": ["d"] * 5, "run_method": ["p", "p", "p + ensemble of runs", "q", "q"],
+                         "config.steps": [4, 6, nan, 4, 4], "config.lr": [0.1, 0.1, nan, 1.0, 2.0]})
+    assert list(label_hparams(rows)["hparams"]) == ["steps=4", "steps=6", "default", "lr=1.0", "lr=2.0"]

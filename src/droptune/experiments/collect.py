@@ -22,7 +22,7 @@ from droptune.combining.methods import COMBINATIONS
 from droptune.errors import DroptuneError
 from droptune.runs.folder import COMBINED, GROUP_FILE, RunDir, holder
 from droptune.runs.results import CombinationResults, RunResults
-from droptune.training.config import RUNTIME_FIELDS
+from droptune.training.config import RUNTIME_FIELDS, base_type, field_types
 
 SELECTIONS = ("training_domain", "oracle")
 VALIDATION = {"training_domain": "iid", "oracle": "ood_out"}  # what each selection maximizes
@@ -258,6 +258,12 @@ def hparam_fields(runs: pd.DataFrame) -> list[str]:
     return [c.removeprefix("config.") for c in columns if runs[c].map(str).nunique() > 1]
 
 
+def _typed(name: str, value: Any) -> Any:
+    """A config value as its field's type: an integer field's column is float where combinations leave it empty."""
+    kind = base_type(field_types()[name])[0] if name in field_types() else None
+    return int(value) if kind is int and isinstance(value, float) and value.is_integer() else value
+
+
 def label_hparams(runs: pd.DataFrame) -> pd.DataFrame:
     """Add `hparams` ("lr=0.001, weight_decay=0.0001", or "default") and `hparam_fields` to every row."""
     if runs.empty:
@@ -266,7 +272,7 @@ def label_hparams(runs: pd.DataFrame) -> pd.DataFrame:
     for _, group in runs.groupby(["dataset", "run_method"], sort=False):
         names = hparam_fields(group)
         values = group[[f"config.{n}" for n in names]].itertuples(index=False)
-        runs.loc[group.index, "hparams"] = [", ".join(f"{n}={v}" for n, v in zip(names, row)) or "default"
+        runs.loc[group.index, "hparams"] = [", ".join(f"{n}={_typed(n, v)}" for n, v in zip(names, row)) or "default"
                                             for row in values]
         runs.loc[group.index, "hparam_fields"] = ",".join(names)
     return runs
