@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from droptune.cli.main import main
 from droptune.experiments.collect import collect, label_hparams
@@ -397,3 +398,32 @@ def test_hyper_parameters_are_labelled_in_their_fields_types():
     rows = pd.DataFrame({"dataset": ["d"] * 5, "run_method": ["p", "p", "p + ensemble of runs", "q", "q"],
                          "config.steps": [4, 6, nan, 4, 4], "config.lr": [0.1, 0.1, nan, 1.0, 2.0]})
     assert list(label_hparams(rows)["hparams"]) == ["steps=4", "steps=6", "default", "lr=1.0", "lr=2.0"]
+
+
+def test_runs_no_sweep_file_asks_for_are_named(tmp_path):
+    """Mutants: after a sweep file was edited (a grid value made fixed, fewer seeds, a method renamed), the report
+    took the earlier version's runs for hyper-parameter settings, averaged their seeds in or gave them rows,
+    without a word."""
+    from droptune.experiments.report import unplanned_runs
+    from droptune.runs.folder import spec_files
+
+    fake_sweep(tmp_path)
+    spec = {"name": "s", "grid": {"lr": list(LRS)}, "seeds": [0, 1, 2],
+            "methods": [{"name": "dropout 0.9", "dropout": 0.9}, {"name": "dropout 0", "dropout": 0.0}]}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    assert unplanned_runs(collect(tmp_path), spec_files(tmp_path)) == []
+    fake_run(tmp_path, "dropout 0.5", 0.5, "sketch", 1e-3, 0, 0.9, 0.7)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({**spec, "grid": {}, "seeds": [0, 1]}))
+    where = f"no sweep file in {tmp_path.name}"
+    assert unplanned_runs(collect(tmp_path), spec_files(tmp_path)) == [
+        f"PACS: the runs of 'dropout 0' differ in lr, which {where} varies (runs of an earlier version of the file?): "
+        "the tables take them for hyper-parameter settings",
+        f"PACS: runs of 'dropout 0' with seeds 2, which {where} lists (an earlier version of the file?), are averaged "
+        "into the tables",
+        f"PACS: 1 run(s) of method 'dropout 0.5', which {where} names (renamed or removed?), are in the tables",
+        f"PACS: the runs of 'dropout 0.9' differ in lr, which {where} varies (runs of an earlier version of the "
+        "file?): the tables take them for hyper-parameter settings",
+        f"PACS: runs of 'dropout 0.9' with seeds 2, which {where} lists (an earlier version of the file?), are "
+        "averaged into the tables"]
+    write_report(tmp_path, tmp_path / "report")
+    assert "Runs that no sweep file here asks for:" in (tmp_path / "report" / "report.md").read_text()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
+
 from droptune.errors import DroptuneError
 from droptune.experiments.collect import RUNS_TABLE, SKIPPED_TABLE, Collection, collect
 from droptune.experiments.figures import plot_cloud, plot_curves, plot_dropout_curve
@@ -59,14 +61,49 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
                         f"{dataset}: no convergence curves (needs the runs' metrics.jsonl)")
         if files:
             figures.append((f"{dataset}: convergence (training domains only)", files[0]))
+    unplanned = unplanned_runs(collection, spec_files(root))
+    messages += unplanned
     document = document or output / "report.md"
-    write_document(Path(root), document, collection, text, figures, notes)
+    write_document(Path(root), document, collection, text, figures, notes, unplanned)
     messages.append(f"report: {document}")
     return collection, text, messages
 
 
+def unplanned_runs(collection: Collection, specs: list[Path]) -> list[str]:
+    """What the tables hold that none of a sweep folder's files asks for: runs left by an earlier version of a file
+    (their changed fields taken for hyper-parameter settings, their seeds averaged in) or by a renamed method."""
+    runs = collection.runs
+    if not specs or runs.empty:
+        return []
+    files = [yaml.safe_load(read_text(spec, "sweep file")) or {} for spec in specs]
+    varied = {name for f in files for name in [*(f.get("grid") or {}), *((f.get("random") or {}).get("space") or {})]}
+    methods = {m.get("name") for f in files for m in f.get("methods") or [] if isinstance(m, dict)}
+    seeds = {seed for f in files for seed in f.get("seeds") or [0]}
+    where = f"no sweep file in {specs[0].parent.name}"
+    lines = []
+    for (dataset, method), group in runs[runs["variant"].isna()].groupby(["dataset", "run_method"], sort=True):
+        fields = sorted(set(filter(None, str(group["hparam_fields"].iloc[0]).split(","))) - varied)
+        others = sorted(set(group["seed"].astype(int)) - seeds)
+        if method not in methods:
+            lines.append(f"{dataset}: {len(group)} run(s) of method {method!r}, which {where} names (renamed or "
+                         "removed?), are in the tables")
+            continue
+        if fields:
+            lines.append(f"{dataset}: the runs of {method!r} differ in {', '.join(fields)}, which {where} varies "
+                         "(runs of an earlier version of the file?): the tables take them for hyper-parameter settings")
+        if others:
+            lines.append(f"{dataset}: runs of {method!r} with seeds {', '.join(map(str, others))}, which {where} "
+                         "lists (an earlier version of the file?), are averaged into the tables")
+    combined = runs[runs["path"].str.contains(f"/{COMBINED}/", regex=False)]
+    orphans = combined[~combined["run_method"].str.rsplit(" + ", n=1).str[0].isin(methods)]
+    for (dataset, method), group in orphans.groupby(["dataset", orphans["run_method"].str.rsplit(" + ", n=1).str[0]]):
+        lines.append(f"{dataset}: combinations of method {method!r} ({', '.join(sorted(set(group['variant'])))}), "
+                     f"which {where} names (renamed or removed?), are in the tables")
+    return lines
+
+
 def write_document(root: Path, document: Path, collection: Collection, tables: str,
-                   figures: list[tuple[str, Path]], notes: Path | None) -> None:
+                   figures: list[tuple[str, Path]], notes: Path | None, unplanned: list[str]) -> None:
     """One Markdown page: `notes` (the reader's context and discussion), the tables, the figures, what the
     runs cost, the sweep files, and every run folder left out."""
     runs = collection.runs
@@ -92,6 +129,8 @@ def write_document(root: Path, document: Path, collection: Collection, tables: s
     lines += ["", f"{len(skipped)} run folder(s) not in the tables" + (":" if len(skipped) else "."), ""]
     lines += [f"- `{Path(row.path).name}` ({row.method}, {row.test_domain}): {row.reason}"
               for row in skipped.itertuples()]
+    if unplanned:
+        lines += ["", "Runs that no sweep file here asks for:", "", *(f"- {line}" for line in unplanned)]
     specs = spec_files(root)
     if specs:
         lines += ["", "## Sweep file" + ("s" if len(specs) > 1 else "")]
