@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -183,6 +184,45 @@ def test_a_local_sweep_stopped_by_sigterm_and_run_again_gives_the_uninterrupted_
     for folder in (stopped_dir, reference_dir):
         assert main(["report", str(folder), "--output", str(folder / "report")]) == 0
     assert (stopped_dir / "report" / "tables.md").read_text() == (reference_dir / "report" / "tables.md").read_text()
+
+
+def test_ctrl_c_of_a_ray_sweep_saves_its_running_task_and_exits_as_interrupted(image_folder, tmp_path, monkeypatch,
+                                                                              capsys):
+    """SIGINT to the sweep process: the Ray launcher cancels its tasks, a running one saves its run as on a signal
+    of its own, and the sweep exits 75 advising to run it again.
+    Mutant guarded: a launcher that waits on Ray without taking the stop signals (a KeyboardInterrupt: exit 130,
+    the `droptune train --resume RUN_DIR` advice, and the task's steps since its last evaluation lost)."""
+    import ray
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setattr("ray._private.ray_constants.ENABLE_RAY_CLUSTER", False, raising=False)
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({
+        "datasets": [str(image_folder)], "test_domains": ["c"], "seeds": [0],
+        "base": {"backbone": "resnet10t", "weights": "none", "image_size": 16, "batch_size": 3, "steps": 2000,
+                 "eval_every": 10, "lr": 0.05, "workers": 0},
+        "methods": [{"name": "dropout 0", "dropout": 0.0}]}))
+    ended = threading.Event()
+
+    def ctrl_c_once_training() -> None:  # only while the launcher, which takes the signal, follows the task
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("sweep/runs/*/metrics.jsonl")):
+            if ended.wait(0.05) or time.monotonic() > deadline:
+                return
+        os.kill(os.getpid(), signal.SIGINT)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    threading.Thread(target=ctrl_c_once_training, daemon=True).start()
+    try:
+        status = main(["sweep", str(spec), "--output", str(tmp_path / "sweep"), "--launcher", "ray"])
+    finally:
+        ended.set()
+        ray.shutdown()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == INTERRUPTED_EXIT and "run the same command again to continue" in err[-1], err
+    run = RunDir(next((tmp_path / "sweep" / "runs").iterdir()))
+    assert state(run) == INTERRUPTED and not run.error.exists()
+    stopped = run.read_interrupted()
+    assert stopped["signal"] == "SIGINT" and torch.load(run.last, weights_only=True)["step"] == stopped["step"]
 
 
 def children(pid: int) -> list[int]:

@@ -1,18 +1,23 @@
 """`droptune sweep`'s flags and launcher options through the command line, and the launchers' failure paths."""
 
+import os
 import re
+import signal
+import subprocess
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import yaml
 
 from droptune.cli.main import main
-from droptune.experiments.jobs import FAILED, read_error, state
+from droptune.experiments.jobs import DIVERGED, FAILED, PENDING, read_error, state
 from droptune.experiments.launchers import LocalLauncher, RayLauncher, SlurmLauncher
 from droptune.experiments.runner import run_sweep
 from droptune.training.config import TrainConfig
 from droptune.runs.folder import RunDir
+from droptune.training.interrupt import INTERRUPTED_EXIT
 from test_sweep import TINY_BASE, tiny_spec
 
 
@@ -112,13 +117,14 @@ def capture(monkeypatch, launcher_class) -> list:
 
 def test_slurm_options_reach_the_launcher_through_the_command_line(spec_file, tmp_path, monkeypatch, capsys):
     """Mutants: a `--slurm-*` flag dropped or sent to another field between the command line and the launcher;
-    Slurm chosen on a machine without sbatch (it must say so in one line)."""
+    Slurm chosen on a machine without sbatch (it must say so in one line, before making the sweep folder)."""
     seen = capture(monkeypatch, SlurmLauncher)
     argv = ["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", "slurm"]
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == "droptune: error: --launcher slurm needs Slurm's sbatch on this machine (run it on a login node)"
+    assert not (tmp_path / "sweep").exists(), "the launcher is checked before the sweep folder is made"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
@@ -141,16 +147,18 @@ def test_ray_options_reach_the_launcher_through_the_command_line(spec_file, tmp_
     with pytest.raises(Recorded):
         main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", "ray", "--ray-address",
               "ray://head:10001", "--ray-cpus", "3", "--ray-gpus", "0.5"])
-    assert asdict(seen[0]) == {"address": "ray://head:10001", "cpus_per_job": 3.0, "gpus_per_job": 0.5}
+    assert asdict(seen[0]) == {"address": "ray://head:10001", "cpus_per_job": 3.0, "gpus_per_job": 0.5, "poll_s": 1.0}
 
 
 @pytest.mark.parametrize("launcher, package", [("slurm", "submitit"), ("ray", "ray")])
 def test_a_missing_cluster_package_is_one_line(spec_file, tmp_path, monkeypatch, capsys, launcher, package):
-    """Mutant: the cluster launchers import their package unguarded (a traceback instead of the install hint)."""
+    """Mutants: the cluster launchers import their package unguarded (a traceback instead of the install hint); the
+    sweep folder and its sweep.yaml made before the launcher is checked."""
     monkeypatch.setitem(sys.modules, package, None)
     assert main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", launcher]) == 2
     assert capsys.readouterr().err.strip() == (f"droptune: error: --launcher {launcher} needs the {package} package: "
                                                "pip install 'droptune[cluster]'")
+    assert not (tmp_path / "sweep").exists(), "the launcher is checked before the sweep folder is made"
 
 
 def test_a_local_worker_that_dies_is_recorded_with_its_status(image_folder, tmp_path, monkeypatch):
@@ -191,3 +199,121 @@ def test_a_lost_slurm_task_is_recorded_with_its_error(image_folder, tmp_path, mo
     assert read_error(job.run) == {"message": "RuntimeError: Job 42 (task: 0) with path /x has not produced any "
                                               "output (state: NODE_FAIL)", "traceback": "", "attempts": 2}
     assert state(job.run) == FAILED
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--slurm-partition", "gpu", "--slurm-time", "720"], "--slurm-partition needs --launcher slurm (this sweep's "
+                                                          "launcher is local)"),
+    (["--launcher", "ray", "--slurm-cluster", "local"], "--slurm-cluster needs --launcher slurm (this sweep's "
+                                                        "launcher is ray)"),
+    (["--ray-cpus", "8"], "--ray-cpus needs --launcher ray (this sweep's launcher is local)"),
+    (["--launcher", "ray", "--workers", "2"], "--workers needs --launcher local (this sweep's launcher is ray)"),
+])
+def test_another_launchers_flag_is_an_error_not_ignored(spec_file, tmp_path, monkeypatch, capsys, flags, message):
+    """Mutant: `_sweep` (cli/sweep.py) keeps the options of `--launcher`'s launcher and drops the others unread, so
+    that `--slurm-partition gpu` without `--launcher slurm` trained the whole sweep on the login node."""
+    for launcher in (LocalLauncher, RayLauncher):
+        capture(monkeypatch, launcher)
+    assert main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), *flags]) == 2
+    assert capsys.readouterr().err.strip() == f"droptune: error: {message}"
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--slurm-time", "0", "an integer of at least 1"), ("--slurm-gpus", "-1", "an integer of at least 0"),
+    ("--slurm-cpus", "0", "an integer of at least 1"), ("--slurm-mem-gb", "0", "an integer of at least 1"),
+    ("--slurm-array-parallelism", "0", "an integer of at least 1"),
+    ("--slurm-signal-delay", "-5", "an integer of at least 0"),
+    ("--ray-cpus", "-1", "a number of at least 0"), ("--ray-gpus", "nan", "a number of at least 0"),
+])
+def test_launcher_option_values_are_checked(spec_file, tmp_path, capsys, flag, value, expected):
+    """Mutant: the Slurm and Ray options typed `int`/`float` alone: `--slurm-time 0` ran every job into submitit's
+    "has not produced any output", `--slurm-array-parallelism 0` and negative GPUs went to Slurm."""
+    launcher = flag.split("-")[2]
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--dry-run", "--launcher", launcher,
+              flag, value])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: expected {expected}, got {value}" in capsys.readouterr().err
+
+
+def test_a_diverged_run_is_a_result_named_in_the_summary_not_a_failure(spec_file, tmp_path, capsys):
+    """Mutants: a diverged run (final, never retried) counted as failed, so that every later `droptune sweep`
+    exited 1 with no line naming it; its divergence recorded in error.json as if it had failed."""
+    argv = ["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--set", "lr=1e12", "--no-progress"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    run = RunDir(next((tmp_path / "sweep" / "runs").iterdir()))
+    assert state(run) == DIVERGED and read_error(run) is None
+    assert f"sweep: {run.path.name} diverged; 1/1 jobs done, running 0, failed 0, diverged 1" in err
+    assert f"  diverged: {run.path} (dropout 0): the training loss was not finite by step " in out
+    assert main(argv) == 0, "running the sweep again repeats nothing and fails nothing"
+    out = capsys.readouterr().out
+    assert "1 jobs (1 diverged); 0 run(s) started now" in out and f"  diverged: {run.path} (dropout 0)" in out
+
+
+class Queued:
+    """A Slurm task that stays queued until cancelled; the first look at it stops the sweep as Ctrl-C would."""
+
+    def __init__(self, job_id: str, scancel_log: Path):
+        self.job_id, self.scancel_log, self.cancelled = job_id, scancel_log, False
+
+    def done(self) -> bool:
+        if not (self.cancelled or self.scancel_log.exists()):
+            signal.raise_signal(signal.SIGINT)
+        return self.cancelled or self.scancel_log.exists()
+
+    def cancel(self, check: bool) -> None:
+        self.cancelled = True
+
+    def result(self):
+        raise RuntimeError("Job 42 was cancelled")
+
+
+@pytest.mark.parametrize("cluster", ["slurm", "local"])
+def test_ctrl_c_of_a_slurm_sweep_cancels_its_tasks_and_exits_as_interrupted(
+        spec_file, tmp_path, monkeypatch, capsys, cluster):
+    """Mutant: the Slurm launcher waits for its tasks without taking the stop signals, so that Ctrl-C was a
+    KeyboardInterrupt: exit 130, the advice to `droptune train --resume RUN_DIR`, and the array left running; or,
+    once stopped, the cancelled tasks recorded as failed."""
+    scancel_log = tmp_path / "scancel.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "$@" > {scancel_log}\n')
+    for tool in ("sbatch", "scancel"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    tasks = []
+
+    class Executor:
+        def map_array(self, function, jobs):
+            tasks.extend(Queued(f"42_{i}", scancel_log) for i in range(len(jobs)))
+            return tasks
+
+    monkeypatch.setattr(SlurmLauncher, "executor", lambda self: Executor())
+    argv = ["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", "slurm",
+            "--slurm-cluster", cluster, "--seeds", "0", "1"]
+    assert main(argv) == INTERRUPTED_EXIT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("droptune: sweep stopped by SIGINT: its tasks were cancelled, running ones after saving their "
+                       "runs; run the same command again to continue")
+    if cluster == "slurm":
+        assert scancel_log.read_text().split() == ["42_0", "42_1"], "one scancel for the array's tasks"
+    else:
+        assert [task.cancelled for task in tasks] == [True, True]
+    runs = [RunDir(p) for p in (tmp_path / "sweep" / "runs").iterdir()]
+    assert [state(run) for run in runs] == [PENDING] * 2, "a cancelled task is not a failed job"
+
+
+def test_output_cut_short_by_its_reader_is_not_a_traceback(spec_file, tmp_path):
+    """Mutant: `main` (cli/main.py) leaves a reader that has gone (`droptune sweep ... --dry-run | head`) to Python,
+    whose BrokenPipeError ended the command in a traceback or an "Exception ignored" message."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    process = subprocess.run([sys.executable, "-m", "droptune.cli.main", "sweep", str(spec_file), "--dry-run"],
+                             stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    os.close(write_end)
+    assert process.stderr == "" and process.returncode == 128 + signal.SIGPIPE

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
+
+
+def _at_least(convert: Callable[[str], float], kind: str, minimum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {kind} of at least {minimum:g}, got {value:g}")
+        return value
+    return parse
 
 
 def count(minimum: int) -> Callable[[str], int]:
     """An integer of at least `minimum` (batch sizes: 1, worker processes: 0)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {value}")
-        return value
-    return parse
+    return _at_least(int, "an integer", minimum)
+
+
+def amount(minimum: float) -> Callable[[str], float]:
+    """A finite number of at least `minimum` (Ray's CPUs or GPUs per task, which may be fractions: 0)."""
+    return _at_least(float, "a number", minimum)
 
 
 def add_device_flag(parser: argparse.ArgumentParser) -> None:

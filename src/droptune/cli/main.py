@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -114,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DecompressionBombWarning)
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # here, where a reader that has gone (`| head`) is the BrokenPipeError below
+        return status
+    except BrokenPipeError:
+        # Python's recipe: what stdout still buffers goes to /dev/null, not into a second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE  # as a process that SIGPIPE ended
     except Interrupted as error:
         print(f"droptune: {error}", file=sys.stderr)
         return INTERRUPTED_EXIT

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from droptune.cli.arguments import count
+from droptune.cli.arguments import amount, count
 from droptune.errors import DroptuneError
 from droptune.console import add_progress_flag
 from droptune.experiments import preset_names
+from droptune.training.interrupt import Interrupted
 
 if TYPE_CHECKING:
     from droptune.experiments.jobs import Job
+    from droptune.experiments.launchers import Launcher
     from droptune.experiments.sweep import SweepSpec
 
 PREVIEW = 20  # run folders listed on the console per kind of problem; skipped.csv lists them all
+# Each launcher's flags, as argparse names them, and the launcher's fields they set
+LAUNCHER_FLAGS = {
+    "local": {"workers": "workers"},
+    "slurm": {"slurm_partition": "partition", "slurm_account": "account", "slurm_time": "time_min",
+              "slurm_gpus": "gpus_per_job", "slurm_cpus": "cpus_per_job", "slurm_mem_gb": "mem_gb",
+              "slurm_array_parallelism": "array_parallelism", "slurm_signal_delay": "signal_delay_s",
+              "slurm_cluster": "cluster"},
+    "ray": {"ray_address": "address", "ray_cpus": "cpus_per_job", "ray_gpus": "gpus_per_job"},
+}
 
 
 def _value(text: str) -> Any:
@@ -67,11 +79,28 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if v is not None}
 
 
+def launcher_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of `--launcher`'s launcher; another launcher's flag is an error, not a flag silently ignored (a
+    Slurm sweep run on the login node)."""
+    for launcher, flags in LAUNCHER_FLAGS.items():
+        for name in flags:
+            if launcher != args.launcher and getattr(args, name) is not None:
+                raise DroptuneError(f"--{name.replace('_', '-')} needs --launcher {launcher} "
+                                    f"(this sweep's launcher is {args.launcher})")
+    return {field: getattr(args, name) for name, field in LAUNCHER_FLAGS[args.launcher].items()}
+
+
+def _hparams(job: Job) -> str:
+    return ", ".join(f"{k}={v}" for k, v in job.hparams.items())
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from droptune.experiments.jobs import DIVERGED, DONE, state
+    from droptune.experiments.launchers import make_launcher
     from droptune.experiments.sweep import load_spec
     from droptune.runs.folder import exclusive, holder
 
+    options = launcher_options(args)
     spec = load_spec(args.spec, spec_overrides(args))
     output = args.output or Path("sweeps") / spec.name
     jobs = spec.jobs(output)
@@ -79,7 +108,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"{'job':<12} {'state':<11} {'dataset':<14} {'test domain':<14} {'method':<18} seeds  hparams")
         for job in jobs:
             c = job.config
-            hparams = ", ".join(f"{k}={v}" for k, v in job.hparams.items()) or "default"
+            hparams = _hparams(job) or "default"
             shown = state(job.run)
             # a finished run's lock is a resume that changes nothing, or an old lock file's stale pid
             if shown not in (DONE, DIVERGED) and holder(job.run.path):
@@ -90,27 +119,22 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     if args.max_retries < 0:
         raise DroptuneError(f"invalid --max-retries {args.max_retries}: expected 0 or more")
-    with exclusive(output, "sweep folder"):
-        return _run(args, spec, output, jobs)
+    launcher = make_launcher(args.launcher, output, **options)  # no sbatch, no ray: an error that leaves no folder
+    try:
+        with exclusive(output, "sweep folder"):
+            return _run(args, spec, output, jobs, launcher)
+    except KeyboardInterrupt:  # outside the launchers, which take a stop signal themselves
+        raise Interrupted("sweep stopped by SIGINT; run the same command again to continue", signal.SIGINT) from None
 
 
-def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job]) -> int:
+def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job], launcher: Launcher) -> int:
     """The sweep's jobs, then its combinations, while this process holds the sweep folder."""
-    from droptune.experiments.jobs import FAILED, read_error, state
-    from droptune.experiments.launchers import make_launcher
+    from droptune.experiments.jobs import DIVERGED, FAILED, read_error, state
     from droptune.experiments.runner import run_sweep
     from droptune.runs.folder import RunDir, spec_file
 
     spec_file(output, spec.name).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    options = {
-        "local": {"workers": args.workers},
-        "slurm": {"partition": args.slurm_partition, "account": args.slurm_account, "time_min": args.slurm_time,
-                  "gpus_per_job": args.slurm_gpus, "cpus_per_job": args.slurm_cpus, "mem_gb": args.slurm_mem_gb,
-                  "array_parallelism": args.slurm_array_parallelism, "signal_delay_s": args.slurm_signal_delay,
-                  "cluster": args.slurm_cluster},
-        "ray": {"address": args.ray_address, "cpus_per_job": args.ray_cpus, "gpus_per_job": args.ray_gpus},
-    }[args.launcher]
-    summary = run_sweep(jobs, make_launcher(args.launcher, output, **options), args.max_retries, args.progress)
+    summary = run_sweep(jobs, launcher, args.max_retries, args.progress)
     failed_combinations = []
     if spec.combine:
         from droptune.experiments.combos import combine_sweep
@@ -119,6 +143,10 @@ def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
     print(f"\n{len(jobs)} jobs ({counts}); {summary.executions} run(s) started now. Tables and figures: "
           f"droptune report {output}")
+    for job in [job for job in jobs if state(job.run) == DIVERGED][:PREVIEW]:
+        setting = ", ".join(filter(None, [job.method, _hparams(job)]))
+        print(f"  diverged: {job.run.path} ({setting}): the training loss was not finite by step "
+              f"{job.run.read_results().steps_done}")
     failed = [job.run for job in jobs if state(job.run) == FAILED] + [RunDir(p) for p in failed_combinations]
     for run in failed[:PREVIEW]:
         error = read_error(run) or {}
@@ -181,20 +209,20 @@ def add_sweep_commands(commands) -> None:
     slurm = sweep.add_argument_group("--launcher slurm (through submitit: one job array)")
     slurm.add_argument("--slurm-partition")
     slurm.add_argument("--slurm-account")
-    slurm.add_argument("--slurm-time", type=int, metavar="MINUTES", help="time limit per job (default: 1440)")
-    slurm.add_argument("--slurm-gpus", type=int, help="GPUs per job (default: 1)")
-    slurm.add_argument("--slurm-cpus", type=int, help="CPUs per job (default: 8)")
-    slurm.add_argument("--slurm-mem-gb", type=int, help="memory per job")
-    slurm.add_argument("--slurm-array-parallelism", type=int, help="jobs running at once (default: 256)")
-    slurm.add_argument("--slurm-signal-delay", type=int, metavar="SECONDS",
+    slurm.add_argument("--slurm-time", type=count(1), metavar="MINUTES", help="time limit per job (default: 1440)")
+    slurm.add_argument("--slurm-gpus", type=count(0), help="GPUs per job (default: 1)")
+    slurm.add_argument("--slurm-cpus", type=count(1), help="CPUs per job (default: 8)")
+    slurm.add_argument("--slurm-mem-gb", type=count(1), help="memory per job")
+    slurm.add_argument("--slurm-array-parallelism", type=count(1), help="jobs running at once (default: 256)")
+    slurm.add_argument("--slurm-signal-delay", type=count(0), metavar="SECONDS",
                        help="Slurm signals a job (USR2) this long before its time limit; the run saves and the "
                             "task is requeued (default: 120)")
     slurm.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"),
                        help="submitit's executor: slurm, or local/debug to try the array without Slurm")
     ray = sweep.add_argument_group("--launcher ray")
     ray.add_argument("--ray-address", help="existing cluster, e.g. auto or ray://head:10001 (default: start one here)")
-    ray.add_argument("--ray-cpus", type=float, help="CPUs per job (default: 1)")
-    ray.add_argument("--ray-gpus", type=float, help="GPUs per job (default: 1 when the cluster has GPUs, else 0)")
+    ray.add_argument("--ray-cpus", type=amount(0), help="CPUs per job (default: 1)")
+    ray.add_argument("--ray-gpus", type=amount(0), help="GPUs per job (default: 1 when the cluster has GPUs, else 0)")
     sweep.set_defaults(run=_sweep)
 
     report = commands.add_parser(

@@ -4,8 +4,9 @@ A job's state is read from its run folder alone, so any launcher, any machine an
 invocation agree on it:
 
     job.json     the job (method, hyper-parameters, config); written before it first runs
-    results.json the run finished (DONE, or DIVERGED when its status says so)
-    error.json   its last attempt raised or its worker died: message, traceback, attempts (FAILED)
+    results.json the run finished (DONE, or DIVERGED when its status says so: a result, not a failure)
+    error.json   its last attempt raised or its worker died: message, traceback, attempts (FAILED); removed when
+                 a later attempt finishes
     last.pt      it was interrupted after a checkpoint and resumes from there (INTERRUPTED; interrupted.json
                  too when a signal stopped it)
 """
@@ -102,18 +103,21 @@ def execute(job: Job) -> str:
 
     A stop signal is not a failure: `Interrupted` is raised, with the job's state saved for a resume.
     """
-    from droptune.training.trainer import train
+    from droptune.training.trainer import TrainingDiverged, train
 
     prepare(job)
     try:
         train(job.config, resume=True)
     except Interrupted:
         raise
-    except FolderBusy as busy:  # another process trains it: not this job's failure, nothing to record
-        print(f"droptune: {busy}", file=sys.stderr)
+    except (FolderBusy, TrainingDiverged) as ended:  # another process trains it, or a result: not a failure
+        print(f"droptune: {ended}", file=sys.stderr)
     except Exception as error:  # noqa: BLE001 - one job's failure must not stop the sweep
         record_error(job.run, f"{type(error).__name__}: {error}", traceback.format_exc())
-    return state(job.run)
+    now = state(job.run)
+    if now in FINAL:  # a retry that finished: an earlier attempt's error.json would still say it failed
+        job.run.error.unlink(missing_ok=True)
+    return now
 
 
 class RequeuedExecute:

@@ -15,8 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +123,46 @@ class LocalLauncher:
                               "run the same command again to continue", stop.received)
 
 
+class TaskLauncher:
+    """A launcher whose jobs are a scheduler's tasks (Slurm's, Ray's), which this process follows until they end.
+
+    A stop signal to this process cancels the tasks not ended: a running task's job saves its run, as on a stop
+    signal of its own, and resumes at the next `droptune sweep`.
+    """
+
+    poll_s: float
+
+    def _submit(self, jobs: Sequence[Job]) -> list: ...
+
+    def _ended(self, tasks: list) -> list: ...
+
+    def _outcome(self, task: Any) -> Callable[[], Any]: ...
+
+    def _cancel(self, tasks: list) -> None: ...
+
+    def run(self, jobs: Sequence[Job], events: Events) -> None:
+        wake = threading.Event()
+        with StopRequest(then=lambda signum: wake.set()) as stop:
+            submitted = dict(zip(self._submit(jobs), jobs))
+            for job in jobs:
+                events.started(job)
+            while submitted:
+                if wake.is_set():  # the stop signal, once
+                    wake.clear()
+                    self._cancel(list(submitted))
+                for task in self._ended(list(submitted)):
+                    # once stopped, a task ends by its cancellation, not by a crash to record: its job resumes
+                    crash = None if stop.received is not None else _crash(self._outcome(task))
+                    events.ended(submitted.pop(task), crash)
+                if submitted:
+                    wake.wait(self.poll_s)
+        if stop.received is not None:
+            raise Interrupted(f"sweep stopped by {signal_name(stop.received)}: its tasks were cancelled, running "
+                              "ones after saving their runs; run the same command again to continue", stop.received)
+
+
 @dataclass
-class SlurmLauncher:
+class SlurmLauncher(TaskLauncher):
     """One Slurm job array through submitit: one task per job, with its GPUs, time limit and partition."""
 
     folder: Path
@@ -159,31 +196,36 @@ class SlurmLauncher:
                                    **{k: v for k, v in optional.items() if v is not None})
         return executor
 
-    def run(self, jobs: Sequence[Job], events: Events) -> None:
-        submitted = dict(zip(self.executor().map_array(RequeuedExecute(), jobs), jobs))
-        for job in jobs:
-            events.started(job)
-        while submitted:
-            for task, job in list(submitted.items()):
-                if task.done():
-                    del submitted[task]
-                    events.ended(job, _crash(task.result))
-            if submitted:
-                time.sleep(self.poll_s)
+    def _submit(self, jobs: Sequence[Job]) -> list:
+        return self.executor().map_array(RequeuedExecute(), jobs)
+
+    def _ended(self, tasks: list) -> list:
+        return [task for task in tasks if task.done()]
+
+    def _outcome(self, task: Any) -> Callable[[], Any]:
+        return task.result
+
+    def _cancel(self, tasks: list) -> None:
+        if self.cluster == "slurm":  # one scancel for the array, not one per task
+            subprocess.call(["scancel", *(task.job_id for task in tasks)])
+        else:
+            for task in tasks:
+                task.cancel(check=False)
 
 
 @dataclass
-class RayLauncher:
+class RayLauncher(TaskLauncher):
     """Tasks on a Ray cluster (`address`; none: this machine's own), one GPU per task when it has GPUs."""
 
     address: str | None = None
     cpus_per_job: float = 1
     gpus_per_job: float | None = None
+    poll_s: float = 1.0
 
     def __post_init__(self) -> None:
         require("ray", "ray")
 
-    def run(self, jobs: Sequence[Job], events: Events) -> None:
+    def _submit(self, jobs: Sequence[Job]) -> list:
         ray = require("ray", "ray")
         if not ray.is_initialized():
             ray.init(address=self.address)
@@ -192,13 +234,18 @@ class RayLauncher:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
         # Ray's own retries are off: run_sweep retries every launcher's failures the same way.
         task = ray.remote(execute).options(num_cpus=self.cpus_per_job, num_gpus=gpus, max_retries=0)
-        submitted = {task.remote(job): job for job in jobs}
-        for job in jobs:
-            events.started(job)
-        while submitted:
-            finished, _ = ray.wait(list(submitted), num_returns=1)
-            for ref in finished:
-                events.ended(submitted.pop(ref), _crash(functools.partial(ray.get, ref)))
+        return [task.remote(job) for job in jobs]
+
+    def _ended(self, tasks: list) -> list:
+        return require("ray", "ray").wait(tasks, num_returns=len(tasks), timeout=0)[0]
+
+    def _outcome(self, task: Any) -> Callable[[], Any]:
+        return functools.partial(require("ray", "ray").get, task)
+
+    def _cancel(self, tasks: list) -> None:
+        ray = require("ray", "ray")
+        for task in tasks:
+            ray.cancel(task)  # a KeyboardInterrupt in the task's main thread, where training takes it as a stop signal
 
 
 def _crash(result: Any) -> str | None:

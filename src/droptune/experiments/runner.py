@@ -17,17 +17,15 @@ from droptune.experiments.launchers import Launcher
 
 
 class Progress:
-    """One line for the whole sweep: jobs done, running (or queued on a cluster), failed, and an ETA; without a
-    terminal, one plain line each time a job ends."""
+    """One line for the whole sweep: jobs done, running (or queued on a cluster), failed, diverged, and an ETA;
+    without a terminal, one plain line each time a job ends."""
 
     def __init__(self, jobs: Sequence[Job], progress: bool | None = None):
-        states = {job.id: state(job.run) for job in jobs}
-        self.failed = {i for i, s in states.items() if s in (FAILED, DIVERGED)}
+        self.states = {job.id: state(job.run) for job in jobs}
         self.running: set[str] = set()
         self.lock = threading.Lock()
-        self.done, self.total = sum(s in FINAL for s in states.values()), len(jobs)
         self.lines = not console.shown(progress)
-        self.bar = console.bar(progress, total=self.total, initial=self.done, unit="job", desc="sweep")
+        self.bar = console.bar(progress, total=len(jobs), initial=self._count(*FINAL), unit="job", desc="sweep")
         self._show()
 
     def started(self, job: Job) -> None:
@@ -39,21 +37,26 @@ class Progress:
         with self.lock:
             if crash is not None:
                 record_error(job.run, crash)
-            now = state(job.run)
+            now = self.states[job.id] = state(job.run)
             self.running.discard(job.id)
-            self.failed.discard(job.id)
-            if now in (FAILED, DIVERGED):
-                self.failed.add(job.id)
             if now in FINAL:
-                self.done += 1
                 self.bar.update(1)
             self._show()
             if self.lines:
-                console.line(f"sweep: {job.id} {now}; {self.done}/{self.total} jobs done, "
-                             f"running {len(self.running)}, failed {len(self.failed)}")
+                console.line(f"sweep: {job.id} {now}; {self._count(*FINAL)}/{len(self.states)} jobs done, "
+                             f"{self._tally()}")
+
+    def _count(self, *states: str) -> int:
+        return sum(s in states for s in self.states.values())
+
+    def _tally(self) -> str:
+        # a diverged run is done (a result), and counted apart from the failures
+        diverged = self._count(DIVERGED)
+        return f"running {len(self.running)}, failed {self._count(FAILED)}" + (
+            f", diverged {diverged}" if diverged else "")
 
     def _show(self) -> None:
-        self.bar.set_postfix_str(f"running {len(self.running)}, failed {len(self.failed)}")
+        self.bar.set_postfix_str(self._tally())
 
     def close(self) -> None:
         self.bar.close()
@@ -66,7 +69,8 @@ class SweepSummary:
 
     @property
     def complete(self) -> bool:
-        return set(self.states) <= {"done"}
+        """Every job finished: completed, or diverged (a result, which running it again would repeat)."""
+        return set(self.states) <= set(FINAL)
 
 
 def run_sweep(jobs: Sequence[Job], launcher: Launcher, max_retries: int = 1,
