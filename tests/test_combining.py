@@ -539,3 +539,30 @@ def test_a_group_that_cannot_be_combined_is_recorded_and_the_others_go_on(traine
     assert json.loads((stale / "error.json").read_text())["attempts"] == 2, "a failed combination is tried again"
     skipped = collect(sweep).skipped
     assert skipped["reason"].tolist() == [f"failed after 2 attempt(s): {error['message']}"]
+
+
+def test_two_sweeps_of_one_folder_do_not_overwrite_each_others_combinations(trained, tmp_path):
+    """Mutant: two sweep files sharing a folder and a method name took turns overwriting the group's combinations,
+    each invocation redoing them with its own runs."""
+    from droptune.experiments.combos import combine_sweep
+    from droptune.experiments.jobs import Job
+
+    folder, run = trained
+    config = toy_config(folder, tmp_path, head_seed=0)
+    jobs = [Job(config.replace(seed=seed, output_dir=str(derive(run, tmp_path / "runs" / f"r{seed}", 0.5 + seed / 10))),
+                "p") for seed in (0, 1, 2)]
+    sweep = tmp_path / "sweep"
+    group = sweep / "combined" / "toy-c-trial0-p"
+    log = []
+    assert combine_sweep(jobs[:2], sweep, ["ensemble"], device="cpu", workers=0, log=log.append, sweep="a") == []
+    combined = (group / "ensemble" / "results.json").read_text()
+    assert combine_sweep(jobs[::2], sweep, ["ensemble"], device="cpu", workers=0, log=log.append,
+                         sweep="b") == [group]
+    message = json.loads((group / "error.json").read_text())["message"]
+    assert message == (f"{group} holds the combinations of sweep 'a', whose method 'p' runs on the same split: "
+                       "rename the method in one of the sweep files")
+    assert (group / "ensemble" / "results.json").read_text() == combined
+    assert json.loads((group / "group.json").read_text())["sweep"] == "a"
+    (group / "ensemble" / "results.json").unlink()
+    assert combine_sweep(jobs[:2], sweep, ["ensemble"], device="cpu", workers=0, log=log.append, sweep="a") == []
+    assert not (group / "error.json").exists()

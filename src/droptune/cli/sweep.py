@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job
     if spec.combine:
         from droptune.experiments.combos import combine_sweep
 
-        failed_combinations = combine_sweep(jobs, output, spec.combine)
+        failed_combinations = combine_sweep(jobs, output, spec.combine, sweep=spec.name)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
     print(f"\n{len(jobs)} jobs ({counts}); {summary.executions} run(s) started now. Tables and figures: "
           f"droptune report {output}")

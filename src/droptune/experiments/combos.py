@@ -8,6 +8,7 @@ A combination whose members have not changed is not redone, so the phase is idem
 
 from __future__ import annotations
 
+import json
 import re
 import traceback
 from collections.abc import Callable, Sequence
@@ -52,12 +53,14 @@ def groups(jobs: Sequence[Job]) -> list[Group]:
 
 
 def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], device: str = "auto",
-                  workers: int | None = None, log: Callable[[str], None] = print) -> list[Path]:
+                  workers: int | None = None, log: Callable[[str], None] = print, sweep: str = "sweep") -> list[Path]:
     """Combine every group whose jobs have all ended and which has 2 or more finished runs.
 
     A combination that fails (soups of runs with different head starts, say) is recorded like a failed
     job, in its folder's error.json with no results.json left beside it, and the others go on; the next
-    invocation tries it again. Returns the folders of the combinations that failed.
+    invocation tries it again. A group's folder that another sweep (`sweep`: the sweep file's name) of the same
+    folder combined with a method of the same name is not overwritten: that is a failure too. Returns the folders
+    of the combinations that failed.
     """
     failed = []
     for group in groups(jobs):
@@ -72,8 +75,17 @@ def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], 
                 if _outcome(RunDir(folder / m)) != (members, None if COMBINATIONS[m].averages_weights else outputs)]
         if not todo:
             continue
+        owner = _owner(folder)
+        if owner not in (None, sweep):
+            message = (f"{folder} holds the combinations of sweep {owner!r}, whose method {group.method!r} runs on the "
+                       f"same split: rename the method in one of the sweep files")
+            log(f"cannot combine {group.name}: {message}")
+            record_error(RunDir(folder), message)  # the group folder's, which its own sweep removes
+            failed.append(folder)
+            continue
         log(f"combining {len(done)} runs of {group.name}: {', '.join(todo)}")
-        save_json({**group.describe(), "combined": members}, folder / GROUP_FILE)
+        save_json({**group.describe(), "sweep": sweep, "combined": members}, folder / GROUP_FILE)
+        RunDir(folder).error.unlink(missing_ok=True)
         paths = [job.run.path for job in sorted(done, key=lambda j: j.id)]
         for method in todo:
             outcome = RunDir(folder / method)
@@ -88,6 +100,14 @@ def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], 
             else:
                 outcome.error.unlink(missing_ok=True)
     return failed
+
+
+def _owner(folder: Path) -> str | None:
+    """The sweep whose combinations a group's folder holds (None: none yet, or written before sweeps were named)."""
+    try:
+        return json.loads((folder / GROUP_FILE).read_text()).get("sweep")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _outcome(combination: RunDir) -> tuple[list[str], str | None] | None:
