@@ -77,7 +77,7 @@ def test_resume_reaches_the_same_numbers(image_folder, tmp_path, workers):
 def test_a_run_does_not_resume_on_a_dataset_whose_images_changed(image_folder, tmp_path, capsys):
     """Mutants: resuming with the images of a domain added or removed (its 80/20 split silently redrawn mid-run:
     the first evaluations scored one split, the rest another), or results.json not recording the counts."""
-    config = toy_config(image_folder, tmp_path)
+    config = toy_config(image_folder, tmp_path, freeze_bn=False)  # no frozen-BatchNorm warning beside the error
     assert train(config, until=6) is None
     removed = sorted((image_folder / "b" / "dog").iterdir())[0]
     kept = removed.read_bytes()
@@ -221,8 +221,8 @@ def test_corrupt_image_in_a_loader_worker_is_named_in_one_line(image_folder, tmp
     bad = image_folder / "a" / "dog" / "2.png"
     bad.write_bytes(b"garbage")
     argv = ["train", "--dataset", str(image_folder), "--test-domain", "c", "--backbone", "resnet10t",
-            "--weights", "none", "--image-size", "16", "--batch-size", "12", "--steps", "4", "--workers", "1",
-            "--no-progress", "--output-dir", str(tmp_path / "run")]
+            "--weights", "none", "--no-freeze-bn", "--image-size", "16", "--batch-size", "12", "--steps", "4",
+            "--workers", "1", "--no-progress", "--output-dir", str(tmp_path / "run")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"droptune: error: cannot read image {bad}: " + err.split(": ", 3)[-1]
@@ -233,7 +233,7 @@ def test_corrupt_image_in_a_loader_worker_is_named_in_one_line(image_folder, tmp
 
 def test_an_image_that_breaks_after_the_first_checkpoint_names_the_resume(image_folder, tmp_path, capsys):
     """Mutant: the error of an image unreadable mid-run not saying that the run resumes from its checkpoint."""
-    config = toy_config(image_folder, tmp_path)
+    config = toy_config(image_folder, tmp_path, freeze_bn=False)  # no frozen-BatchNorm warning beside the error
     assert train(config, until=4) is None
     (image_folder / "c" / "cat" / "0.png").write_bytes(b"garbage")
     capsys.readouterr()
