@@ -50,17 +50,22 @@ class MultiDomainDataset(ABC):
 
     def domain_index(self, domain: str | int, role: str = "test domain") -> int:
         """Index of a domain given by name or position; otherwise a clear error that calls it a `role`."""
-        if isinstance(domain, int) or (isinstance(domain, str) and domain.isdigit()
-                                       and domain not in self.domains):
-            position = int(domain)
-            if 0 <= position < len(self.domains):
-                return position
-        elif domain in self.domains:
-            return self.domains.index(domain)
+        position = domain_position(self.domains, domain)
+        if position is not None:
+            return position
         raise DroptuneError(
             f"unknown {role} {domain!r} for {self.name}: expected one of "
             f"{', '.join(self.domains)} (or an index 0-{len(self.domains) - 1})"
         )
+
+
+def domain_position(domains: Sequence[str], domain: str | int) -> int | None:
+    """The position of a domain given by name or by index (a name that reads as a number is a name first)."""
+    if domain in domains:
+        return list(domains).index(domain)
+    if isinstance(domain, int) or (isinstance(domain, str) and domain.isdigit()):
+        return int(domain) if 0 <= int(domain) < len(domains) else None
+    return None
 
 
 def subfolders(path: Path) -> list[str]:

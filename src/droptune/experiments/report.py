@@ -95,8 +95,9 @@ def unplanned_runs(collection: Collection, specs: list[Path]) -> list[str]:
             lines.append(f"{dataset}: runs of {method!r} with seeds {', '.join(map(str, others))}, which {where} "
                          "lists (an earlier version of the file?), are averaged into the tables")
     combined = runs[runs["path"].str.contains(f"/{COMBINED}/", regex=False)]
-    orphans = combined[~combined["run_method"].str.rsplit(" + ", n=1).str[0].isin(methods)]
-    for (dataset, method), group in orphans.groupby(["dataset", orphans["run_method"].str.rsplit(" + ", n=1).str[0]]):
+    of_method = combined["run_method"].str.rsplit(" + ", n=1).str[0]  # "p0" of "p0 + ensemble of runs"
+    orphans = combined[~of_method.isin(methods)]
+    for (dataset, method), group in orphans.groupby(["dataset", of_method[orphans.index]]):
         lines.append(f"{dataset}: combinations of method {method!r} ({', '.join(sorted(set(group['variant'])))}), "
                      f"which {where} names (renamed or removed?), are in the tables")
     return lines

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from droptune.data.domains import domain_position
 from droptune.data.registry import dataset_reference, get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
@@ -96,13 +97,11 @@ class SweepSpec:
             return known
         names: list[str] = []
         for domain in chosen:
-            if domain in known:
-                name = domain
-            elif domain.isdigit() and int(domain) < len(known):
-                name = known[int(domain)]
-            else:
+            position = domain_position(known, domain)
+            if position is None:
                 raise DroptuneError(f"sweep {self.name!r}: {dataset} has no test domain {domain!r}: "
                                     f"expected one of {', '.join(known)} (or an index 0-{len(known) - 1})")
+            name = known[position]
             if name in names:
                 raise DroptuneError(f"sweep {self.name!r}: test domain {domain!r} of {dataset} is {name!r}, "
                                     "already listed")
@@ -299,12 +298,10 @@ def _distribution(name: str, dist: Any, source: str) -> dict[str, list]:
     """One `random.space` entry, its values typed as the config field's; a range's bounds in order (and positive
     for log_uniform)."""
     where = f"random.space.{name}"
-    ok = isinstance(dist, dict) and len(dist) == 1 and next(iter(dist)) in DISTRIBUTIONS
-    args = next(iter(dist.values())) if ok else None
-    if not ok or not isinstance(args, list) or not args or (next(iter(dist)) != "choice" and len(args) != 2):
+    (kind, args), = dist.items() if isinstance(dist, dict) and len(dist) == 1 else [(None, None)]
+    if kind not in DISTRIBUTIONS or not isinstance(args, list) or not args or (kind != "choice" and len(args) != 2):
         raise DroptuneError(f"{source}: {where} must be one of {{choice: [values]}}, "
                             f"{{uniform: [low, high]}}, {{log_uniform: [low, high]}}; got {dist!r}")
-    (kind, args), = dist.items()
     values = [coerce_value(name, arg, f"{source} random.space") for arg in args]
     if kind == "choice":
         return {kind: values}

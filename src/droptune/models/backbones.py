@@ -197,13 +197,13 @@ def timm_model(name: str, weights: str | None = "default", *, image_size: int | 
     import timm
     from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # .errors only from 0.25 on
 
-    resize = {}
+    resize, from_file = {}, _is_file(weights)
     try:
-        source = name if _is_file(weights) else _timm_name(name, weights)
+        source = name if from_file else _timm_name(name, weights)
         resize = timm_input_size(source, image_size)
-        model = timm.create_model(source, pretrained=weights not in NO_WEIGHTS and not _is_file(weights),
+        model = timm.create_model(source, pretrained=weights not in NO_WEIGHTS and not from_file,
                                   num_classes=0, drop_rate=0.0, **resize)
-        if _is_file(weights):
+        if from_file:
             state = _backbone_state(weights, model.pretrained_cfg.get("classifier", ""))
             load_strict(model, _adapted(state, model), str(weights))
     except (LocalEntryNotFoundError, HfHubHTTPError, *NETWORK_ERRORS) as error:
