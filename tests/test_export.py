@@ -185,3 +185,18 @@ def test_export_refuses_weights_timm_reads_otherwise(run, tmp_path, monkeypatch)
     with pytest.raises(DroptuneError, match="timm's tf_efficientnet_lite0 gives other logits than droptune's model"):
         export(loaded, tmp_path / "wrong")
     assert not (tmp_path / "wrong").exists()
+
+
+def test_export_refuses_a_timm_architecture_whose_classifier_droptune_s_head_cannot_fill(run, tmp_path, monkeypatch):
+    """LeViT's classifier holds a BatchNorm before its linear layer: timm's strict load names the missing tensors in
+    one line, not torch's traceback."""
+    from droptune.inference import export as export_module
+
+    mapped = export_module.hub_layout.to_timm
+    monkeypatch.setattr(export_module.hub_layout, "to_timm",
+                        lambda state, classifier: {k: v for k, v in mapped(state, classifier).items() if k != "bn2.bias"})
+    with pytest.raises(DroptuneError) as refused:
+        export(droptune.load_model(run), tmp_path / "refused")
+    assert str(refused.value).startswith("timm's tf_efficientnet_lite0 cannot hold droptune's model (Error(s) in "
+                                         'loading state_dict for EfficientNet: Missing key(s) in state_dict: "bn2.bias"')
+    assert not (tmp_path / "refused").exists()

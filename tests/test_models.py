@@ -370,6 +370,37 @@ def test_pretrained_position_embeddings_are_resampled_to_the_image_size_from_the
                         r"size it takes", str(refused.value))
 
 
+def test_a_distilled_timm_model_fine_tunes_from_a_weights_file_and_exports_with_both_classifiers(image_folder, tmp_path,
+                                                                                                   capsys):
+    """DeiT's two classifiers (`head`, `head_dist`): both left out of the backbone a weights file gives, both holding
+    droptune's head in the export, whose logits (timm's average of the two) are droptune's. Mutants: one classifier
+    name taken for a string; the export's second classifier left out."""
+    import json
+
+    import timm
+    from safetensors.torch import save_file
+
+    import droptune
+
+    name, run, exported = "deit_tiny_distilled_patch16_224", tmp_path / "run", tmp_path / "exported"
+    reference = timm.create_model(name, img_size=32)
+    path = tmp_path / "deit.safetensors"
+    save_file(reference.state_dict(), str(path))
+    model = build_model(name, 3, weights=str(path), image_size=32)
+    assert torch.equal(model.backbone.dist_token, reference.dist_token)
+    assert main(["train", "--dataset", str(image_folder), "--test-domain", "a", "--backbone", name, "--weights",
+                 str(path), *TINY_RUN, "--image-size", "32", "--output-dir", str(run)]) == 0, capsys.readouterr().err
+    assert main(["export", str(run), "--output", str(exported)]) == 0, capsys.readouterr().err
+    assert json.loads((exported / "config.json").read_text())["pretrained_cfg"]["classifier"] == ["head", "head_dist"]
+    loaded = droptune.load_model(run)
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    timm_model = timm.create_model(f"local-dir:{exported}", pretrained=True).eval()
+    with torch.inference_mode():
+        logits = loaded.model(x)
+        assert torch.allclose(droptune.load_model(exported).model(x), logits, atol=1e-5)
+        assert torch.allclose(timm_model(loaded.model.normalize(x)), logits, atol=1e-5)
+
+
 def test_a_vit_run_at_another_size_trains_loads_back_and_exports(image_folder, tmp_path, capsys):
     """The image size of every model built again comes from the run's config. Mutants: `load_model`, `export`'s timm
     model or the training model built at the backbone's own size."""

@@ -89,7 +89,12 @@ def timm_model(loaded: LoadedModel, architecture: str) -> tuple[torch.nn.Module,
     model = timm.create_model(architecture, pretrained=False, num_classes=len(loaded.classes),
                               **timm_input_size(architecture, loaded.config.image_size)).eval()
     state = hub_layout.to_timm(loaded.model.state_dict(), model.pretrained_cfg["classifier"])
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # a classifier with more than droptune's linear layer (LeViT's BatchNorm)
+        reason = " ".join(line.strip() for line in str(error).strip().splitlines()[:2])
+        raise DroptuneError(f"timm's {architecture} cannot hold droptune's model ({reason}); nothing was exported; "
+                            "its run's best.safetensors loads with droptune.load_model") from None
     return model, state
 
 

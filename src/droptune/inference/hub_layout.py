@@ -9,6 +9,7 @@ weights and is the identity in eval mode, so the same tensors under timm's names
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -35,17 +36,25 @@ def timm_architecture(backbone: str, model: DropoutClassifier) -> str:
     raise DroptuneError(f"backbone {backbone!r} has no timm counterpart to export to")
 
 
-def to_timm(state: dict[str, torch.Tensor], classifier: str) -> dict[str, torch.Tensor]:
-    """droptune's state dict under timm's key names; `classifier` is timm's head module (`fc`, `head.fc`, ...)."""
-    return {(f"{classifier}.{key.removeprefix(HEAD)}" if key.startswith(HEAD) else key.removeprefix(BACKBONE)): value
-            for key, value in state.items()}
+def classifiers(classifier: str | Sequence[str]) -> tuple[str, ...]:
+    """timm's classifier modules: one, or a distilled model's two (DeiT's `head` and `head_dist`), whose logits timm
+    averages; droptune's one linear head held by both gives the same logits."""
+    return (classifier,) if isinstance(classifier, str) else tuple(classifier)
 
 
-def from_timm(state: dict[str, torch.Tensor], classifier: str) -> dict[str, torch.Tensor]:
-    """timm's state dict under droptune's key names."""
-    prefix = classifier + "."
-    return {(HEAD + key.removeprefix(prefix) if key.startswith(prefix) else BACKBONE + key): value
-            for key, value in state.items()}
+def to_timm(state: dict[str, torch.Tensor], classifier: str | Sequence[str]) -> dict[str, torch.Tensor]:
+    """droptune's state dict under timm's key names; `classifier` is timm's head module (`fc`, `head.fc`, ...). Each
+    classifier has its own copy of the head (safetensors does not save tensors sharing memory)."""
+    head = {key.removeprefix(HEAD): value for key, value in state.items() if key.startswith(HEAD)}
+    return {**{key.removeprefix(BACKBONE): value for key, value in state.items() if not key.startswith(HEAD)},
+            **{f"{name}.{key}": value.clone() for name in classifiers(classifier) for key, value in head.items()}}
+
+
+def from_timm(state: dict[str, torch.Tensor], classifier: str | Sequence[str]) -> dict[str, torch.Tensor]:
+    """timm's state dict under droptune's key names (the head from timm's first classifier)."""
+    first, *others = (f"{name}." for name in classifiers(classifier))
+    return {(HEAD + key.removeprefix(first) if key.startswith(first) else BACKBONE + key): value
+            for key, value in state.items() if not key.startswith(tuple(others))}
 
 
 def is_export(folder: Path) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -60,6 +60,8 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str
     model.load_state_dict(state, strict=True)
 
 
-def without_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The state dict less the tensors of one sub-module (e.g. an ImageNet classifier)."""
-    return {k: v for k, v in state.items() if not k.startswith(prefix + ".")}
+def without_prefix(state: Mapping[str, torch.Tensor], prefix: str | Sequence[str]) -> dict[str, torch.Tensor]:
+    """The state dict less the tensors of a sub-module (an ImageNet classifier), or of several (a distilled model's
+    two classifiers, as timm's pretrained cfg names them: ("head", "head_dist"))."""
+    prefixes = tuple(f"{name}." for name in ((prefix,) if isinstance(prefix, str) else prefix))
+    return {k: v for k, v in state.items() if not k.startswith(prefixes)}
