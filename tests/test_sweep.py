@@ -279,6 +279,21 @@ def test_a_dead_worker_is_recorded(image_folder, tmp_path):
     assert read_error(job.run) == {"message": "worker exited with status -9", "traceback": "", "attempts": 2}
 
 
+def test_a_worker_dying_after_its_job_finished_leaves_a_finished_run(image_folder, tmp_path):
+    """Killed while exiting, after results.json was written: the run is done, with no error.json saying it failed."""
+    class DyingAfterwards:
+        def run(self, jobs, events):
+            for job in jobs:
+                events.started(job)
+                execute(job)
+                events.ended(job, "worker exited with status -9")
+
+    job, = tiny_spec(image_folder, methods=[{"name": "m"}]).jobs(tmp_path)
+    summary = run_sweep([job], DyingAfterwards(), max_retries=1, progress=False)
+    assert summary.states == {DONE: 1} and summary.executions == 1
+    assert not job.run.error.exists()
+
+
 def test_cli_sweep_local_launcher_then_report(image_folder, tmp_path, capsys):
     """Worker processes, the dry run, a second run that starts nothing, and the report."""
     spec_file = tmp_path / "tiny.yaml"

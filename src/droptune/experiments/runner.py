@@ -35,7 +35,7 @@ class Progress:
 
     def ended(self, job: Job, crash: str | None) -> None:
         with self.lock:
-            if crash is not None:
+            if crash is not None and state(job.run) not in FINAL:  # not a worker dying after its results
                 record_error(job.run, crash)
             now = self.states[job.id] = state(job.run)
             self.running.discard(job.id)
