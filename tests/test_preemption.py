@@ -253,8 +253,8 @@ def test_submitit_requeues_a_task_signalled_before_its_time_limit_and_it_resumes
     os.kill(pids[0], signal.SIGUSR2)
 
     assert task.result() == DONE, task.stderr()
-    log = task.stdout() + (task.stderr() or "")
-    assert "SIGUSR2 received: saving" in log and "Requeued job" in log, log
+    submitit_log = task.stdout() + (task.stderr() or "")
+    assert "SIGUSR2 received: saving" in job.run.log.read_text() and "Requeued job" in submitit_log, submitit_log
     full = toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "full"), steps=60, eval_every=10,
                       workers=0, **VARIANTS)
     train(full)

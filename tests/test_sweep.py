@@ -425,6 +425,7 @@ def test_submitit_launcher_with_its_local_executor(image_folder, tmp_path):
     summary = run_sweep(jobs, launcher, max_retries=0, progress=False)
     assert summary.states == {DONE: 2}
     assert all(j.run.read_results().status == "completed" for j in jobs)
+    assert all("o.o.d." in j.run.log.read_text() for j in jobs), "each task's output in its run's log.txt"
 
 
 def test_slurm_options_reach_the_job_array(tmp_path, monkeypatch):
@@ -454,6 +455,7 @@ def test_ray_launcher_on_a_local_ray_instance(image_folder, tmp_path, monkeypatc
         assert [state(j.run) for j in jobs] == [PENDING] * 2
         summary = run_sweep(jobs, RayLauncher(), max_retries=0, progress=False)
         assert summary.states == {DONE: 2}
+        assert all("o.o.d." in j.run.log.read_text() for j in jobs), "each task's output in its run's log.txt"
     finally:
         ray.shutdown()
 

@@ -13,11 +13,14 @@ invocation agree on it:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
+import os
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +123,35 @@ def execute(job: Job) -> str:
     return now
 
 
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """This process's output (file descriptors 1 and 2: Python's and native code's) appended to `path` meanwhile."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in (1, 2)]
+    try:
+        with path.open("a") as log:
+            for fd in (1, 2):
+                os.dup2(log.fileno(), fd)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def execute_task(job: Job) -> str:
+    """`execute` in a scheduler's task (Slurm's, Ray's), its output in the run folder's log.txt as a local worker's
+    is, not in the scheduler's files or streamed into the sweep's terminal."""
+    job.run.path.mkdir(parents=True, exist_ok=True)
+    with output_to(job.run.log):
+        return execute(job)
+
+
 class RequeuedExecute:
     """`execute` for submitit: a task that receives a stop signal saves its run, then raises the signal again
     into submitit's own handler for it. For USR2, which Slurm sends `--slurm-signal-delay` seconds before the
@@ -131,7 +163,7 @@ class RequeuedExecute:
 
     def __call__(self, job: Job) -> str:
         try:
-            return execute(job)
+            return execute_task(job)
         except Interrupted as stopped:
             signal.raise_signal(stopped.signum)  # submitit's handler again: it requeues on its own signal
             return state(job.run)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from droptune.errors import DroptuneError
-from droptune.experiments.jobs import RECORDED, Job, RequeuedExecute, execute
+from droptune.experiments.jobs import RECORDED, Job, RequeuedExecute, execute_task
 from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted, StopRequest, signal_name
 
 LAUNCHERS = ("local", "slurm", "ray")
@@ -233,7 +233,7 @@ class RayLauncher(TaskLauncher):
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
         # Ray's own retries are off: run_sweep retries every launcher's failures the same way.
-        task = ray.remote(execute).options(num_cpus=self.cpus_per_job, num_gpus=gpus, max_retries=0)
+        task = ray.remote(execute_task).options(num_cpus=self.cpus_per_job, num_gpus=gpus, max_retries=0)
         return [task.remote(job) for job in jobs]
 
     def _ended(self, tasks: list) -> list:

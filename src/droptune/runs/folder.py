@@ -12,7 +12,7 @@
     interrupted.json  the run stopped on a signal after saving last.pt (signal, step); gone once it resumes
     job.json          a sweep's job (method, hyper-parameters, config), written before it first runs
     error.json        a sweep job's last failure: message, traceback, attempts
-    log.txt           a sweep job's output, when a launcher runs it in a process of its own
+    log.txt           a sweep job's output (every launcher's: a local worker's, a Slurm or Ray task's)
     tensorboard/      TensorBoard event files of metrics.jsonl's scalars (`--tensorboard`)
 
 A combination of runs (`droptune combine`) is a folder too: results.json and, for soups, soup.safetensors.
