@@ -13,6 +13,7 @@ from droptune.data import open_dataset, split_domain
 from droptune.data.digits import RotatedDigits
 from droptune.data.domains import IMAGE_EXTENSIONS, ImageFolderDomains, scan
 from droptune.data.loaders import DomainBalancedBatches, DomainImages, eval_batches, EvalSplit
+from droptune.data import registry
 from droptune.data.registry import DATASETS, get_spec
 from droptune.data.verify import info, verify
 from droptune.errors import DroptuneError
@@ -28,6 +29,24 @@ def test_registry_holds_domainbed_datasets():
     assert DATASETS["DomainNet"].total == 586575
     assert DATASETS["VLCS"].total == 10729
     assert DATASETS["OfficeHome"].total == 15588
+
+
+def test_a_dataset_is_registered_under_a_name_and_folder_of_its_own(monkeypatch):
+    """Mutants: a second PACS replaces the first; a spec whose name or folder is another's, in other case, is
+    registered and then shadowed by it (`get_spec` finds either, ignoring case)."""
+    monkeypatch.setattr(registry, "DATASETS", dict(DATASETS))
+    for name, folder, taken in (("PACS", "PACS2", "pacs"), ("MyHome", "OFFICE_HOME", "office_home"),
+                                ("office_home", "mine", "office_home")):
+        with pytest.raises(DroptuneError, match=f"cannot register dataset {name}: '{taken}' already names dataset "):
+            registry.register(registry.DatasetSpec(name, folder, ("a", "b"), 2))
+    assert registry.DATASETS == DATASETS
+
+
+def test_a_dataset_counts_the_images_of_each_of_its_domains_and_no_other():
+    """Mutant: a misspelt domain in `counts` accepted, so that domain's count is never checked."""
+    with pytest.raises(DroptuneError, match=r"dataset Mine: .* \(a, b\) .*: 'B', 'b'$"):
+        registry.DatasetSpec("Mine", "mine", ("a", "b"), 2, {"a": 10, "B": 5})
+    assert registry.DatasetSpec("Mine", "mine", ("a", "b"), 2).total == 0
 
 
 def test_reader_shares_one_class_index(image_folder):

@@ -66,6 +66,19 @@ def test_set_device_augment_off_and_on_reach_every_job(spec_file, tmp_path, monk
         assert {job.config.device_augment for job in specs[-1].jobs(tmp_path / "sweep")} == {expected}, value
 
 
+def test_a_sweeps_combinations_run_on_the_device_and_loader_workers_it_sets(spec_file, tmp_path, monkeypatch):
+    """Mutant: combinations always on device auto with the default loader workers, whatever the sweep sets."""
+    import droptune.experiments.combos as combos
+
+    calls = []
+    monkeypatch.setattr(combos, "combine_sweep", lambda *args, **kwargs: calls.append(kwargs) or [])
+    spec_file.write_text(yaml.safe_dump({**yaml.safe_load(spec_file.read_text()), "seeds": [0, 1], "trial_seeds": [0],
+                                         "combine": ["ensemble"]}))
+    assert main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--set", "device=cpu"]) == 0
+    (call,) = calls
+    assert (call["device"], call["workers"]) == ("cpu", 0)
+
+
 @pytest.mark.parametrize("pair,message", [
     ("device_augment=[1]", "config field 'device_augment' in --set must be str, got [1]"),
     ("stepz=3", "unknown config field 'stepz' in --set: expected one of"),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from conftest import make_image_folder
 import droptune
@@ -313,6 +314,17 @@ def test_soup_folders_load_like_runs(trained, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         f"droptune: error: {combined / 'ensemble'} has no soup.safetensors: its ensemble of runs is not one model; "
         "load a soup (uniform_soup, greedy_soup) or one of its runs"]
+
+
+def test_a_soup_of_linearized_runs_is_refused_as_their_runs_are(trained, tmp_path):
+    """Mutant: the soup loaded as the plain network at its weights, not the first-order model its scores are of."""
+    run, _ = trained
+    config = TrainConfig.load(run / "config.yaml").replace(linearized=True)
+    save_file(load_file(str(run / "best.safetensors")), str(tmp_path / "soup.safetensors"),
+              {"config": json.dumps(config.to_dict())})
+    with pytest.raises(DroptuneError, match="soup.safetensors holds a linearized run's weights; load_model reads "
+                                            "ordinary runs only"):
+        droptune.load_model(tmp_path)
 
 
 def test_evaluate_notes_that_a_training_domain_includes_the_training_images(trained, tmp_path, capsys):

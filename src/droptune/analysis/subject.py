@@ -16,11 +16,11 @@ from droptune.data.loaders import EvalSplit, make_loader
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict, read_state_dict
-from droptune.models.model import DropoutClassifier, build_model
+from droptune.models.model import DropoutClassifier
 from droptune.training.bench import Bench
 from droptune.training.device import place
 from droptune.training.evaluate import accuracy_of, autocast
-from droptune.training.run_inputs import initial_model
+from droptune.training.run_inputs import initial_model, trained_model
 
 
 @dataclass
@@ -56,13 +56,10 @@ class Subject:
         (or `state`)."""
         return self.split.model(self.run, state).eval()
 
-    def network(self, state: dict[str, torch.Tensor] | None = None) -> DropoutClassifier:
-        """The plain network holding the run's selected weights (or `state`), also for a linearized run."""
-        config = self.config
-        model = build_model(config.backbone, self.num_classes, config.dropout, "none", config.freeze_bn,
-                            image_size=config.image_size)
-        load_strict(model, state if state is not None else self.weights(), str(self.run.weights))
-        return self._placed(model)
+    def network(self) -> DropoutClassifier:
+        """The plain network holding the run's selected weights, also for a linearized run."""
+        plain = self.config.replace(linearized=False)
+        return self._placed(trained_model(plain, self.num_classes, self.weights(), str(self.run.weights)))
 
     def pretrained(self) -> DropoutClassifier:
         """The pre-trained backbone the run started from, with the run's fine-tuned head."""

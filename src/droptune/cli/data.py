@@ -45,6 +45,14 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _downloadable() -> str:
+    """The datasets with a download recipe, for help: "PACS, VLCS or Office31"."""
+    from droptune.data.registry import DATASETS
+
+    names = [spec.name for spec in DATASETS.values() if spec.recipe is not None]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def _sources_help() -> str:
     from droptune.data.registry import DATASETS
 
@@ -71,13 +79,14 @@ def add_data_commands(commands) -> None:
     data_dir_help = ("folder that holds the datasets (default: $DROPTUNE_DATA_DIR, else ./data; train and evaluate "
                      "have no ./data default: give them --data-dir or set $DROPTUNE_DATA_DIR)")
 
+    downloadable = _downloadable()
     download = jobs.add_parser(
-        "download", help="download, check and lay out PACS, VLCS, OfficeHome, TerraIncognita, DomainNet or Office31",
+        "download", help=f"download, check and lay out {downloadable}",
         description="Download a DomainBed benchmark into DATA_DIR/<folder> in the layout droptune reads. "
                     "Interrupted downloads resume when the command is run again; a completion marker is "
                     "written only when every domain holds the expected number of images.",
         epilog=_sources_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    download.add_argument("name", metavar="NAME", help="PACS, VLCS, OfficeHome, TerraIncognita, DomainNet or Office31")
+    download.add_argument("name", metavar="NAME", help=downloadable)
     download.add_argument("--data-dir", type=Path, help=data_dir_help)
     download.add_argument("--source", action="append", default=[], metavar="[KEY=]URL_OR_PATH",
                           help="replace a file's usual source by a mirror URL or a local copy; a folder is "

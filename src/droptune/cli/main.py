@@ -64,7 +64,7 @@ def add_training_commands(commands) -> None:
     compare = commands.add_parser(
         "compare", help="the main job: p=0 vs p=0.9 for every held-out domain, as a table",
         description="Fine-tune with each dropout rate for each held-out domain and print i.i.d./o.o.d. "
-                    f"accuracy. Defaults are a 2-core CPU budget on the built-in RotatedDigits.")
+                    "accuracy. Defaults are a 2-core CPU budget on the built-in RotatedDigits.")
     add_config_flags(compare, skip=("output_dir", "test_domain", "dropout"), defaults=COMPARE_BUDGET)
     compare.add_argument("--test-domains", nargs="+",
                          help="held-out domains (default: all; 0 30 75 for RotatedDigits)")

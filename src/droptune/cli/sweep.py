@@ -14,6 +14,7 @@ from droptune.errors import DroptuneError
 from droptune.console import add_progress_flag
 from droptune.experiments import preset_names
 from droptune.training.interrupt import Interrupted
+from droptune.training.selection import SELECTIONS
 
 if TYPE_CHECKING:
     from droptune.experiments.jobs import Job
@@ -139,7 +140,8 @@ def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job
     if spec.combine:
         from droptune.experiments.combos import combine_sweep
 
-        failed_combinations = combine_sweep(jobs, output, spec.combine, sweep=spec.name)
+        runtime = {k: v for k, v in spec.base.items() if k in ("device", "workers")}  # as the sweep sets its runs'
+        failed_combinations = combine_sweep(jobs, output, spec.combine, sweep=spec.name, **runtime)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
     print(f"\n{len(jobs)} jobs ({counts}); {summary.executions} run(s) started now. Tables and figures: "
           f"droptune report {output}")
@@ -157,6 +159,8 @@ def _run(args: argparse.Namespace, spec: SweepSpec, output: Path, jobs: list[Job
 def _report(args: argparse.Namespace) -> int:
     from droptune.experiments.report import write_report
 
+    if args.sweep_dir.is_file():
+        raise DroptuneError(f"{args.sweep_dir} is a file: expected a sweep folder (or a folder of run folders)")
     if not args.sweep_dir.is_dir():
         raise DroptuneError(f"sweep folder not found: {args.sweep_dir}")
     if args.notes is not None and not args.notes.is_file():
@@ -168,7 +172,7 @@ def _report(args: argparse.Namespace) -> int:
     print(text)
     skipped = collection.skipped
     if not skipped.empty:
-        print(f"{len(skipped)} run folder(s) not in the tables (all in {output / 'skipped.csv'}):")
+        print(f"{len(skipped)} run(s) not in the tables (all in {output / 'skipped.csv'}):")
         for reason_kind, group in skipped.groupby(skipped["reason"].str.split(":").str[0].str.split(" ").str[0]):
             for row in group.head(PREVIEW).itertuples():
                 print(f"  {row.path}: {row.reason}")
@@ -231,7 +235,7 @@ def add_sweep_commands(commands) -> None:
                     "(i.i.d., o.o.d.) cloud and the dropout-rate curve. Unfinished or unreadable runs are listed "
                     "with the reason.")
     report.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR")
-    report.add_argument("--selection", choices=("training_domain", "oracle"), default="training_domain",
+    report.add_argument("--selection", choices=tuple(SELECTIONS), default="training_domain",
                         help="model selection (default: training_domain; oracle is an upper bound)")
     report.add_argument("--hparams", choices=("best", "mean"), default="best",
                         help="per replicate, the best hyper-parameter setting by the selection (default, DomainBed's "

@@ -9,27 +9,17 @@ from pathlib import Path
 
 import torch
 
-from droptune.data.loaders import DomainImages, EvalSplit
+from droptune.data.loaders import EvalSplit
 from droptune.errors import DroptuneError
-from droptune.models.loading import load_strict, read_state_dict
-from droptune.models.linearized import LinearizedClassifier
-from droptune.models.model import DropoutClassifier, build_model
+from droptune.models.loading import read_state_dict
+from droptune.models.model import DropoutClassifier
 from droptune.runs.folder import RunDir
 from droptune.runs.results import RunResults
 from droptune.training.bench import Bench
 from droptune.training.config import TrainConfig
-from droptune.training.device import eval_batch_size, place
-from droptune.training.protocol import LeaveOneDomainOut
-from droptune.training.run_inputs import initial_model, run_dataset
-
-# What runs must share to be compared or combined: the same images in the same train/held-out/test parts.
-PROTOCOL: dict[str, Callable[[Run], object]] = {
-    "dataset": lambda run: run.results.dataset,
-    "test domain": lambda run: run.results.test_domain,
-    "trial seed": lambda run: run.config.trial_seed,
-    "holdout fraction": lambda run: run.config.holdout_fraction,
-    "clean holdout (--clean-holdout)": lambda run: run.config.clean_holdout,
-}
+from droptune.training.device import place
+from droptune.training.protocol import PROTOCOL_FIELDS, LeaveOneDomainOut
+from droptune.training.run_inputs import run_dataset, trained_model
 
 
 @dataclass
@@ -45,6 +35,18 @@ class Run:
     @property
     def weights(self) -> Path:
         return self.folder.best
+
+
+def _protocol_value(name: str) -> Callable[[Run], object]:
+    """A run's protocol field; its test domain by name, as results.json records it (a config may give an index)."""
+    return lambda run: getattr(run.results if name == "test_domain" else run.config, name)
+
+
+# What runs must share to be compared or combined: the same images in the same train/held-out/test parts.
+PROTOCOL: dict[str, Callable[[Run], object]] = {
+    "dataset": lambda run: run.results.dataset,
+    **{label: _protocol_value(name) for name, label in PROTOCOL_FIELDS.items()},
+}
 
 
 def read_run(path: str | os.PathLike, action: str = "combine") -> Run:
@@ -98,21 +100,11 @@ class Split:
         self.workers = workers
 
     def model(self, run: Run, weights: dict[str, torch.Tensor] | None = None) -> DropoutClassifier:
-        """The run's architecture holding its selected weights (or `weights`); the pre-trained start is not
-        reloaded, except by a linearized run, whose model is a function of it."""
-        config = run.config
-        num_classes = len(self.dataset.classes)
-        if config.linearized:
-            model = LinearizedClassifier(initial_model(config, num_classes))
-        else:
-            model = build_model(config.backbone, num_classes, config.dropout, "none", config.freeze_bn,
-                                image_size=config.image_size)
-        load_strict(model, weights if weights is not None else read_state_dict(run.weights), str(run.weights))
-        return place(model, self.device, config.channels_last)
+        """The run's trained model holding its selected weights (or `weights`)."""
+        model = trained_model(run.config, len(self.dataset.classes),
+                              weights if weights is not None else read_state_dict(run.weights), str(run.weights))
+        return place(model, self.device, run.config.channels_last)
 
     def bench(self, run: Run, splits: Sequence[EvalSplit] | None = None) -> Bench:
-        """Scoring with the run's own image size (its model normalizes), on the protocol's evaluation sets."""
-        config = run.config
-        images = DomainImages(self.dataset, config.image_size, config.augment)
-        return Bench(images, self.protocol, eval_batch_size(config, self.device), self.workers, self.device,
-                     config.amp, config.channels_last, config.batch_size, splits)
+        """Scoring as the run scored itself, on the protocol's evaluation sets (or `splits`)."""
+        return Bench.for_run(run.config, self.protocol, self.device, self.workers, splits)

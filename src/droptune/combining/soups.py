@@ -3,7 +3,8 @@
 Weights are streamed: each run's selected weights are read, folded into one running average
 and dropped, so N runs cost one average and one state dict at a time. Averaging is refused
 for runs that did not start from the same place: same backbone and pre-trained weights, same
-classes, same head initialization (a shared --head-seed or --head-init probe).
+classes, same head initialization (a shared --head-seed or --head-init probe); `combine` checks
+it once, before anything is written.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ def _recompute_bn(model: torch.nn.Module, runs: Sequence[Run], bench: Bench) -> 
 
 def uniform_soup(runs: Sequence[Run], split: Split) -> tuple[dict, dict[str, torch.Tensor]]:
     """The mean of all runs' selected weights; returns its scores and its weights."""
-    check_averageable(runs)
     soup = WeightAverage()
     for run in runs:
         soup.add(load_file(str(run.weights)))
@@ -84,7 +84,6 @@ def greedy_soup(runs: Sequence[Run], split: Split) -> tuple[dict, dict[str, torc
     held-out images (the runs' shared protocol, augmented or not). Every choice looks at the training
     domains' held-out images alone, never at the test domain.
     """
-    check_averageable(runs)
     ordered = sorted(runs, key=lambda run: -run.results.iid)
     soup = WeightAverage()
     soup.add(load_file(str(ordered[0].weights)))

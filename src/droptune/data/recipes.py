@@ -93,8 +93,7 @@ def assemble_domain_net(staging: Path, spec: DatasetSpec, files: dict[str, Path]
     return root
 
 
-# DomainBed's choice of camera locations (the domains) and classes.
-TERRA_LOCATIONS = ("38", "46", "100", "43")
+# DomainBed's choice of classes; its camera locations are the registry's domains, location_<n>.
 TERRA_CLASSES = ("bird", "bobcat", "cat", "coyote", "dog", "empty", "opossum", "rabbit", "raccoon", "squirrel")
 TERRA_IMAGES_FOLDER = "eccv_18_all_images_sm"
 
@@ -124,9 +123,10 @@ def assemble_terra_incognita(staging: Path, spec: DatasetSpec, files: dict[str, 
         raise DroptuneError(f"{annotations} is not a Caltech Camera Traps annotation file "
                             f"(images, annotations, categories): {type(error).__name__} {error}") from None
     root = staging / spec.folder
+    locations = [domain.removeprefix("location_") for domain in spec.domains]
     missing = []
     for location, file_name, classes in tqdm(wanted, desc="sorting TerraIncognita", unit="img"):
-        chosen = sorted(classes.intersection(TERRA_CLASSES)) if location in TERRA_LOCATIONS else []
+        chosen = sorted(classes.intersection(TERRA_CLASSES)) if location in locations else []
         parts = safe_parts(file_name)
         if chosen and parts is None:
             raise DroptuneError(f"{annotations}: image file name {file_name!r} leaves the images folder")
@@ -139,7 +139,7 @@ def assemble_terra_incognita(staging: Path, spec: DatasetSpec, files: dict[str, 
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, destination)
     if not root.is_dir():
-        raise DroptuneError(f"{annotations.name} annotates no image at locations {', '.join(TERRA_LOCATIONS)} "
+        raise DroptuneError(f"{annotations.name} annotates no image at locations {', '.join(locations)} "
                             f"with the classes {', '.join(TERRA_CLASSES)}: is it the Caltech Camera Traps file?")
     if missing:
         raise DroptuneError(f"{len(missing)} images annotated in {annotations.name} are not in {files['images']}, "

@@ -14,6 +14,7 @@ from pathlib import Path
 from droptune.data.digits import ANGLES, RotatedDigits
 from droptune.data.domains import ImageFolderDomains, MultiDomainDataset
 from droptune.data.recipes import (
+    TERRA_CLASSES,
     TERRA_IMAGES_FOLDER,
     Recipe,
     Resource,
@@ -36,6 +37,13 @@ class DatasetSpec:
     num_classes: int
     counts: dict[str, int] = field(default_factory=dict)
     recipe: Recipe | None = None
+
+    def __post_init__(self) -> None:
+        """Counts, when given, are one per domain: a misspelt one would leave its domain unchecked."""
+        odd = sorted(set(self.counts) ^ set(self.domains)) if self.counts else []
+        if odd:
+            raise DroptuneError(f"dataset {self.name}: counts must name its domains ({', '.join(self.domains)}) and "
+                                f"only them; not in both: {', '.join(map(repr, odd))}")
 
     @property
     def total(self) -> int:
@@ -69,6 +77,13 @@ DATASETS: dict[str, DatasetSpec] = {}
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add `spec`, refused if its name or folder is another's (ignoring case, as `get_spec` finds them)."""
+    keys = {key.lower() for key in (spec.name, spec.folder) if key}
+    for other in DATASETS.values():
+        clash = keys & {key.lower() for key in (other.name, other.folder) if key}
+        if clash:
+            raise DroptuneError(f"cannot register dataset {spec.name}: {min(clash)!r} already names dataset "
+                                f"{other.name} (its name or folder)")
     DATASETS[spec.name] = spec
     return spec
 
@@ -103,7 +118,7 @@ register(DatasetSpec(
 # DomainBed's paper says 24,788 images; its own download script yields these 24,330.
 register(DatasetSpec(
     "TerraIncognita", "terra_incognita",
-    ("location_100", "location_38", "location_43", "location_46"), 10,
+    ("location_100", "location_38", "location_43", "location_46"), len(TERRA_CLASSES),
     {"location_100": 4741, "location_38": 9736, "location_43": 3970, "location_46": 5883},
     Recipe((
         Resource("images", f"{TERRA_IMAGES_FOLDER}.tar.gz", (

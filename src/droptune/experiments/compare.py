@@ -40,6 +40,8 @@ def run_comparison(base: TrainConfig, test_domains: Sequence[str], dropouts: Seq
 
 def comparison_table(results: Sequence[dict], dropouts: Sequence[float]) -> str:
     """Markdown: one row per test domain and their average; i.i.d. and o.o.d. accuracy per dropout rate."""
+    from droptune.experiments.tables import markdown  # here: every command's parser reads the budget, without pandas
+
     by_key = {(r["test_domain"], r["dropout"]): r for r in results}
     domains = list(dict.fromkeys(r["test_domain"] for r in results))
     header = ["test domain"] + [f"p={p:g} {kind}" for p in dropouts for kind in ("i.i.d.", "o.o.d.")]
@@ -55,6 +57,4 @@ def comparison_table(results: Sequence[dict], dropouts: Sequence[float]) -> str:
     for p in dropouts:
         average += [f"{100 * np.mean([by_key[(d, p)][k] for d in domains]):.1f}" for k in ("iid", "ood")]
     rows.append(average)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown(header, rows)

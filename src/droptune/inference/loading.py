@@ -17,7 +17,7 @@ from torch import nn
 from droptune.data.images import read_rgb
 from droptune.errors import DroptuneError
 from droptune.inference import hub_layout
-from droptune.models.loading import load_strict, read_state_dict
+from droptune.models.loading import read_state_dict
 from droptune.runs.folder import RunDir
 from droptune.runs.results import CombinationResults
 from droptune.training.config import TrainConfig, coerce
@@ -75,8 +75,6 @@ def load_model(path: str | os.PathLike, variant: str = "best", device: str = "cp
 
 def _load_run(run: RunDir, variant: str) -> LoadedModel:
     config = TrainConfig.load(run.config)
-    if config.linearized:
-        raise DroptuneError(f"{run.path} is a linearized run; load_model reads ordinary runs only")
     weights = run.best if variant == "best" else run.baseline(variant)
     if not weights.is_file():
         what = "no selected model" if variant == "best" else f"no {variant} model"
@@ -151,10 +149,9 @@ def _recorded_dataset(config: TrainConfig, folder: Path, lacks: str):
 def _build(config: TrainConfig, classes: list[str], state: dict[str, torch.Tensor], source: str, results: dict,
            about: dict) -> LoadedModel:
     from droptune.data.transforms import eval_transform
-    from droptune.models.model import build_model
+    from droptune.training.run_inputs import trained_model
 
-    model = build_model(config.backbone, len(classes), config.dropout, weights="none", freeze_bn=config.freeze_bn,
-                        image_size=config.image_size)
-    load_strict(model, state, source)
-    model.eval()
+    if config.linearized:  # its first-order model is also a function of the pre-trained weights, not of one file
+        raise DroptuneError(f"{source} holds a linearized run's weights; load_model reads ordinary runs only")
+    model = trained_model(config, len(classes), state, source).eval()
     return LoadedModel(model, classes, eval_transform(config.image_size), config, results, about)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from droptune.runs.results import collapse_explanation
+from droptune.training.selection import SELECTIONS
 
 PAPER = ("Jianyu Zhang and Léon Bottou, \"Fine-tuning with Very Large Dropout\", "
          "[arXiv:2403.00946](https://arxiv.org/abs/2403.00946)")
@@ -90,8 +91,7 @@ def model_card(config: dict) -> str:
     size = d["image_size"]
     classes = config["label_names"]
     cost = d.get("cost") or {}
-    selection = {"training_domain": "training-domain validation (best i.i.d. accuracy)",
-                 "oracle": "oracle (test-domain validation)"}.get(d.get("selection"), d.get("selection"))
+    selection = SELECTIONS[d["selection"]].label if d.get("selection") in SELECTIONS else d.get("selection")
     return f"""---
 tags:
 - image-classification

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from droptune.errors import DroptuneError
-from droptune.models.backbones import create_backbone
+from droptune.models.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 
 
 class DropoutClassifier(nn.Module):
@@ -20,7 +20,7 @@ class DropoutClassifier(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, dropout: float = 0.9,
-                 freeze_bn: bool = True, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+                 freeze_bn: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise DroptuneError(f"dropout must satisfy 0 <= p < 1, got {dropout}")

@@ -14,6 +14,8 @@ from torch import nn
 from droptune.data.loaders import DomainBalancedBatches, DomainImages, EvalSplit, eval_batches, make_loader
 from droptune.data.splits import stable_seed
 from droptune.models.averaging import recompute_bn
+from droptune.training.config import TrainConfig
+from droptune.training.device import eval_batch_size
 from droptune.training.evaluate import Evaluation, evaluate
 from droptune.training.protocol import LeaveOneDomainOut
 
@@ -38,6 +40,15 @@ class Bench:
         self.amp = amp
         self.channels_last = channels_last
         self.train_batch_size = train_batch_size
+
+    @classmethod
+    def for_run(cls, config: TrainConfig, protocol: LeaveOneDomainOut, device: torch.device, workers: int,
+                splits: Sequence[EvalSplit] | None = None) -> Bench:
+        """The evaluation a run scores itself with: its image size and augmentation (its model normalizes), its
+        batches and precision. Anything scored beside the run's own models must be built here too."""
+        images = DomainImages(protocol.dataset, config.image_size, config.augment)
+        return cls(images, protocol, eval_batch_size(config, device), workers, device, config.amp,
+                   config.channels_last, config.batch_size, splits)
 
     def evaluate(self, model: nn.Module, keep_logits: bool = False, iid_only: bool = False) -> Evaluation:
         """Accuracy and loss on every split; `iid_only` scores the training domains' held-out parts alone."""

@@ -14,36 +14,34 @@ from typing import Any
 
 import yaml
 
+from droptune.data.registry import DATASETS
 from droptune.errors import DroptuneError
+from droptune.training.selection import SELECTIONS
 
 AMP_MODES = ("none", "bf16", "fp16")
-SELECTIONS = ("training_domain", "oracle")
-# Fields that change where or how fast a run executes, never its numbers.
-# Where and how fast a run goes, not its numbers: left out of `identity()`, free to change on resume.
-# device_augment: where the augmentation is computed; a seed draws the same parameters either way.
 ENSEMBLE_OUTPUTS = ("probs", "logits")  # what an output ensemble averages: softmax probabilities or logits
 PROBE_STEPS, PROBE_LR = 1000, 1e-3  # the linear probe's Adam steps and learning rate on cached features
-RUNTIME_FIELDS = ("output_dir", "data_dir", "device", "workers", "eval_batch_size", "progress", "device_augment",
-                  "tensorboard")
-# Fields added after run folders existed: left out of `identity()` at these defaults, so older runs keep theirs.
-LATER_FIELDS = {"linearized": False}
 DEVICE_AUGMENT = ("auto", "on", "off")
 
 
-def option(default: Any, description: str) -> Any:
-    """A config field: its default and the help of its command-line flag."""
-    return field(default=default, metadata={"help": description})
+def option(default: Any, description: str, runtime: bool = False, later: bool = False) -> Any:
+    """A config field: its default, the help of its command-line flag, and what `identity()` leaves out.
+
+    `runtime`: where and how fast a run goes, not its numbers; left out, and free to change on resume.
+    `later`: added after run folders existed; left out at its default, so that older runs keep their identity.
+    """
+    return field(default=default, metadata={"help": description, "runtime": runtime, "later": later})
 
 
 @dataclass
 class TrainConfig:
     """One fine-tuning run under leave-one-domain-out. Defaults are the paper's recipe (Zhang & Bottou, 2024)."""
 
-    dataset: str = option("RotatedDigits", "registered dataset name (PACS, VLCS, OfficeHome, TerraIncognita, "
-                                           "DomainNet, Office31, OfficeCaltech10, RotatedDigits) or a folder laid out "
+    dataset: str = option("RotatedDigits", f"registered dataset name ({', '.join(DATASETS)}) or a folder laid out "
                                            "as <domain>/<class>/<image>")
     data_dir: str | None = field(default_factory=lambda: os.environ.get("DROPTUNE_DATA_DIR"),
-                                 metadata={"help": "folder that holds the datasets (default: $DROPTUNE_DATA_DIR)"})
+                                 metadata={"help": "folder that holds the datasets (default: $DROPTUNE_DATA_DIR)",
+                                           "runtime": True})
     test_domain: str = option("0", "held-out domain, by name or index")
     backbone: str = option("efficientnet_lite0", "resnet18/34/50/101 (torchvision), efficientnet_lite0/1/2 (offline "
                                                  "weights), or any timm name")
@@ -52,7 +50,7 @@ class TrainConfig:
     dropout: float = option(0.9, "dropout rate on the penultimate features (the method: 0.9; plain fine-tuning: 0)")
     freeze_bn: bool = option(True, "keep BatchNorm running statistics at their pre-trained values")
     linearized: bool = option(False, "fine-tune the first-order Taylor model of the network around its pre-trained "
-                                     "weights (about twice the cost of a step; needs frozen BatchNorm)")
+                                     "weights (about twice the cost of a step; needs frozen BatchNorm)", later=True)
     lr: float = option(1e-3, "SGD learning rate of the backbone (the head's is --head-lr-mult times it)")
     head_lr_mult: float = option(1.0, "learning-rate multiplier for the linear head")
     weight_decay: float = option(1e-4, "SGD weight decay, on every weight")
@@ -66,13 +64,13 @@ class TrainConfig:
     augment: bool | None = option(None, "DomainBed's training augmentation (default: on, off for RotatedDigits)")
     device_augment: str = option("auto", "augment whole training batches on the device (auto: on CUDA) instead of "
                                          "each image in the loader; same parameters per seed, drawn for the image "
-                                         "resized to --image-size")
+                                         "resized to --image-size", runtime=True)
     clean_holdout: bool = option(True, "evaluate training-domain validation images without augmentation "
                                        "(--no-clean-holdout reproduces DomainBed, which augments them)")
     holdout_fraction: float = option(0.2, "fraction of each domain held out for validation")
     eval_every: int = option(300, "steps between evaluations (and checkpoints)")
     eval_batch_size: int | None = option(None, "evaluation batch (default: 32 on CPU, where small batches stay in "
-                                               "cache; 256 on CUDA)")
+                                               "cache; 256 on CUDA)", runtime=True)
     selection: str = option("training_domain", "model selection: training_domain (i.i.d. validation) or oracle "
                                                "(test-domain validation)")
     seed: int = option(0, "run seed: head initialization, dropout masks, batch order, augmentation")
@@ -93,18 +91,18 @@ class TrainConfig:
                                "2021)")
     bn_steps: int = option(100, "training batches that re-estimate BatchNorm statistics of averaged weights (with "
                                 "--no-freeze-bn)")
-    output_dir: str | None = option(None, "run folder (default: runs/<name from the config>)")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    output_dir: str | None = option(None, "run folder (default: runs/<name from the config>)", runtime=True)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
     amp: str = option("none", "mixed precision: none, bf16 or fp16")
     channels_last: bool = option(True, "channels-last memory layout (faster on CPU and GPU)")
     compile: bool = option(False, "torch.compile the model")
-    workers: int | None = option(None, "data-loader processes (default: chosen per device)")
+    workers: int | None = option(None, "data-loader processes (default: chosen per device)", runtime=True)
     cache_dir: str | None = option(None, "decode every image once, resized to --image-size, into a memory-mapped "
                                          "cache in this folder")
     progress: bool | None = option(None, "progress bar; None: a bar when stderr is a terminal, else one plain line "
-                                         "per evaluation")
+                                         "per evaluation", runtime=True)
     tensorboard: bool = option(False, "also write TensorBoard event files of metrics.jsonl's scalars to "
-                                      "RUN_DIR/tensorboard")
+                                      "RUN_DIR/tensorboard", runtime=True)
 
     def __post_init__(self) -> None:
         # Values as a config file would give them (dropout=0 is 0.0, test_domain=1 is "1"), so that a config built
@@ -179,6 +177,10 @@ class TrainConfig:
     def load(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
         """A config from a YAML file; unknown fields and ill-typed values are errors naming the file."""
         return cls(**{**read_yaml(path), **coerce(overrides, "arguments")})
+
+
+RUNTIME_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("runtime"))
+LATER_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.metadata.get("later")}
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

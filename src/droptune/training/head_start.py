@@ -3,7 +3,7 @@
 The linear probe is DiWA's and Model Ratatouille's recipe: train the head alone on frozen
 features of the training domains, save it once, and start every run of a sweep from it.
 `head_init: probe` makes each run probe its own split on the fly: the probe is a deterministic
-function of what PROBE_KEYS and PROBE_SETTINGS name, so every run of a split starts from the same
+function of `probe_metadata` and PROBE_SETTINGS, so every run of a split starts from the same
 head without a file to share between the machines of a cluster.
 """
 
@@ -34,8 +34,6 @@ from droptune.training.protocol import LeaveOneDomainOut
 from droptune.training.run_inputs import initial_model, run_dataset
 
 PROBE_BATCH = 256
-# What a probe must share with the runs that start from it (the last two keep its images out of their held-out sets).
-PROBE_KEYS = ("dataset", "test_domain", "classes", "backbone", "weights", "trial_seed", "holdout_fraction")
 PROBE = "probe"  # head_init value: probe the run's own split before training
 # The run settings a probe depends on. Not lr, weight_decay or the run seed: the runs of a sweep's grid
 # differ in those and must share their start to be averaged.
@@ -77,6 +75,8 @@ def init_head(model: DropoutClassifier, config: TrainConfig, protocol: LeaveOneD
 
 
 def probe_metadata(config: TrainConfig, dataset: MultiDomainDataset) -> dict:
+    """What a probe must share with the runs that start from it (the last two keep its images out of their
+    held-out sets); a probe's file records it, and a run checks every key."""
     return {
         "dataset": dataset.name,
         "test_domain": dataset.domains[dataset.domain_index(config.test_domain)],
@@ -99,7 +99,7 @@ def read_head(path: str | os.PathLike, expected: dict) -> dict[str, torch.Tensor
         state = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - any decoding failure is the file's fault
         raise DroptuneError(f"cannot read head file {path}: {error}") from None
-    for key in PROBE_KEYS:
+    for key in expected:
         if key not in metadata:
             raise DroptuneError(f"head file {path} lacks droptune's probe metadata ({key}): "
                                 "make it with `droptune probe`")

@@ -18,6 +18,10 @@ from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
 
 Scores = dict[str, dict[str, float]]  # {domain: {split: value}}
+# The config fields a protocol is built from besides its dataset, as messages name them: runs that agree on
+# them and on the dataset were trained and scored on the same images.
+PROTOCOL_FIELDS = {"test_domain": "test domain", "trial_seed": "trial seed", "holdout_fraction": "holdout fraction",
+                   "clean_holdout": "clean holdout (--clean-holdout)"}
 
 
 class LeaveOneDomainOut:
@@ -53,7 +57,7 @@ class LeaveOneDomainOut:
 
     @classmethod
     def from_config(cls, config: TrainConfig, dataset: MultiDomainDataset) -> LeaveOneDomainOut:
-        return cls(dataset, config.test_domain, config.trial_seed, config.holdout_fraction, config.clean_holdout)
+        return cls(dataset, **{name: getattr(config, name) for name in PROTOCOL_FIELDS})
 
     @property
     def test_domain(self) -> str:

@@ -1,4 +1,4 @@
-"""A run's dataset and initial model, built the one way training builds them.
+"""A run's dataset, initial model and trained model, built the one way training builds them.
 
 The probe, combinations of runs and the analyses rebuild what a run trained on; built anywhere else,
 a run with an image cache would be scored on other augmented held-out images (the cache crops the
@@ -16,6 +16,8 @@ from droptune.data.domains import ImageFolderDomains, MultiDomainDataset, single
 from droptune.data.registry import get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
+from droptune.models.linearized import LinearizedClassifier
+from droptune.models.loading import load_strict
 from droptune.models.model import DropoutClassifier, build_model
 from droptune.training.config import TrainConfig
 
@@ -41,3 +43,16 @@ def initial_model(config: TrainConfig, num_classes: int) -> DropoutClassifier:
     torch.manual_seed(stable_seed("init", config.seed))
     return build_model(config.backbone, num_classes, config.dropout, config.weights, config.freeze_bn,
                        image_size=config.image_size)
+
+
+def trained_model(config: TrainConfig, num_classes: int, state: dict[str, torch.Tensor], source: str
+                  ) -> DropoutClassifier:
+    """The model the run trained, holding `state` (read from `source`). The pre-trained start is not loaded,
+    except by a linearized run, whose model is a function of it."""
+    if config.linearized:
+        model = LinearizedClassifier(initial_model(config, num_classes))
+    else:
+        model = build_model(config.backbone, num_classes, config.dropout, "none", config.freeze_bn,
+                            image_size=config.image_size)
+    load_strict(model, state, source)
+    return model

@@ -7,8 +7,18 @@ the test domain's 80% part) and `ood_out` (its 20% part, used only by the oracle
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
-METHODS = ("training_domain", "oracle", "last")
+
+class Selection(NamedTuple):
+    validation: str  # the record's score it maximizes
+    label: str  # its name in tables and model cards
+
+
+# What a run or a report may select by; results.json also records `last`.
+SELECTIONS = {"training_domain": Selection("iid", "training-domain validation"),
+              "oracle": Selection("ood_out", "oracle (test-domain validation)")}
+METHODS = (*SELECTIONS, "last")
 
 
 def select(records: Sequence[dict], method: str = "training_domain") -> dict | None:
@@ -22,7 +32,7 @@ def select(records: Sequence[dict], method: str = "training_domain") -> dict | N
         return None
     if method == "last":
         return records[-1]
-    key = {"training_domain": "iid", "oracle": "ood_out"}[method]
+    key = SELECTIONS[method].validation
     return max(records, key=lambda r: (r[key], -r["step"]))
 
 

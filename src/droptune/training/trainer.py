@@ -20,7 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from droptune import console
 from droptune.data.batch_augment import augment_batch
 from droptune.data.images import UnreadableImage
-from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, DomainImages, make_loader
+from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, make_loader
 from droptune.errors import DroptuneError, one_line
 from droptune.models.linearized import LinearizedClassifier
 from droptune.runs.folder import RunDir
@@ -29,7 +29,7 @@ from droptune.training.along_run import along_run_baselines, baseline_results
 from droptune.training.bench import Bench
 from droptune.training.checkpoint import rng_state, save_torch, save_weights, set_rng_state
 from droptune.training.config import TrainConfig
-from droptune.training.device import default_workers, eval_batch_size, place, resolve_device, uses_device_augment
+from droptune.training.device import default_workers, place, resolve_device, uses_device_augment
 from droptune.training.evaluate import autocast
 from droptune.training.head_start import init_head
 from droptune.training.interrupt import Interrupted, StopRequest, signal_name
@@ -75,12 +75,10 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
 
-        self.images = DomainImages(self.dataset, config.image_size, config.augment)
-        self.augment_on_device = self.images.augment and uses_device_augment(config.device_augment, self.device)
+        self.bench = Bench.for_run(config, self.protocol, self.device, self.workers)
+        self.augment_on_device = self.bench.images.augment and uses_device_augment(config.device_augment, self.device)
         self.train_images = (BatchAugmentImages(self.dataset, config.image_size) if self.augment_on_device
-                             else self.images)
-        self.bench = Bench(self.images, self.protocol, eval_batch_size(config, self.device), self.workers,
-                           self.device, config.amp, self.channels_last, config.batch_size)
+                             else self.bench.images)
         self.baselines = along_run_baselines(config, self.model, self.run)
         self.reads_weights = any(b.reads_weights for b in self.baselines)
         self.majority_rate = self.protocol.majority_rate()
