@@ -136,8 +136,9 @@ NAMED = (
           "    if not all(run.config.freeze_bn for run in runs):", "    if False:",
           ("tests/test_protocol.py::test_unfrozen_batchnorm_statistics_are_re_estimated_for_soups",)),
     Named("the report's oracle rows scored at the training-domain checkpoint", "src/droptune/experiments/collect.py",
-          'row[f"{selection}.ood"] = chosen.get("ood", float("nan"))',
-          'row[f"{selection}.ood"] = selections["training_domain"].get("ood", float("nan"))',
+          'row[f"{selection}.{column}"] = _accuracy(chosen.get(key), f"selections.{selection}.{key}")',
+          'row[f"{selection}.{column}"] = _accuracy((selections["training_domain"] if column == "ood" else chosen)'
+          '.get(key), f"selections.{selection}.{key}")',
           ("tests/test_report.py",)),
     Named("the average column's standard error is the mean of the domains' errors",
           "src/droptune/experiments/tables.py",

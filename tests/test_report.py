@@ -48,8 +48,8 @@ def fake_run(root, method, dropout, domain, lr, seed, iid, ood, status="complete
 def checkpoints(iid, ood):
     """Each selection method's checkpoint of a run: training-domain validation's at step 300 scores (iid, ood);
     the oracle's at step 200 has a better test-domain 20% (ood + 0.06), i.i.d. accuracy iid - 0.02, o.o.d. ood + 0.05."""
-    return {"training_domain": {"step": 300, "iid": iid, "ood": ood, "ood_out": ood + 0.01},
-            "oracle": {"step": 200, "iid": iid - 0.02, "ood": ood + 0.05, "ood_out": ood + 0.06},
+    return {"training_domain": {"step": 300, "iid": iid, "ood": ood, "ood_out": min(1, ood + 0.01)},
+            "oracle": {"step": 200, "iid": iid - 0.02, "ood": min(1, ood + 0.05), "ood_out": min(1, ood + 0.06)},
             "last": {"step": 400, "iid": iid - 0.01, "ood": ood - 0.01, "ood_out": ood}}
 
 
@@ -333,7 +333,9 @@ def test_report_page_has_notes_tables_figures_combinations_and_the_sweep_file(tm
     for name in ("PACS_cloud.png", "PACS_dropout.png", "PACS_curves.png"):
         assert f"](result/{name})" in text and (tmp_path / "docs" / "result" / name).stat().st_size > 1000
     assert "18 finished runs." in text and "2 across-run combinations" in text
-    assert "6 run folder(s) not in the tables:" in text and "RuntimeError: out of memory" in text
+    assert "6 run(s) not in the tables:" in text and "RuntimeError: out of memory" in text
+    assert text.startswith(f"# {tmp_path.name}: report\n\n**Partial**: 6 run(s) of this folder or its sweep files")
+    assert "- sweep.yaml: cannot list the runs it plans" in text, "a sweep file it cannot expand is said"
     assert "```yaml\ndatasets: [PACS]\n```" in text
     assert main(["report", str(tmp_path), "--notes", str(tmp_path / "missing.md")]) == 2
     assert "notes file not found" in capsys.readouterr().err
@@ -427,3 +429,71 @@ def test_runs_no_sweep_file_asks_for_are_named(tmp_path):
         "averaged into the tables"]
     write_report(tmp_path, tmp_path / "report")
     assert "Runs that no sweep file here asks for:" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_partial_sweep_counts_its_planned_runs_without_a_folder_and_averages_no_method_missing_a_domain(
+        tmp_path, capsys):
+    """A folder restored from run records holds its finished runs alone. Mutant: the tables' domains and averages
+    taken from the runs at hand (the average of sketch alone shown as the average), the runs never started unsaid."""
+    from droptune.experiments.sweep import load_spec
+
+    spec = {"name": "s", "datasets": ["PACS"], "data_dir": str(tmp_path / "data"),
+            "test_domains": ["sketch", "art_painting"], "seeds": [0],
+            "methods": [{"name": "dropout 0", "dropout": 0.0}, {"name": "dropout 0.9", "dropout": 0.9}]}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    jobs = load_spec(tmp_path / "sweep.yaml").jobs(tmp_path)
+    for job in jobs:
+        if job.config.test_domain == "sketch":
+            fake_run(tmp_path, job.method, job.config.dropout, "sketch", 1e-3, 0, 0.9, 0.7, name=job.id)
+    assert main(["report", str(tmp_path), "--output", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "| dropout 0.9 | – | 70.0 | – |" in out.splitlines(), "art_painting planned: no average of sketch alone"
+    assert "2 run(s) not in the tables" in out
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "**Partial**: 2 run(s)" in page
+    absent = [job for job in jobs if job.config.test_domain == "art_painting"]
+    for job in absent:
+        assert f"- `{job.id}` ({job.method}, art_painting): not started" in page
+
+
+def test_runs_recorded_before_a_config_field_existed_are_one_setting_with_the_runs_after(tmp_path):
+    """Mutant: the field's missing value (NaN) taken for another setting: `linearized=nan` beside
+    `linearized=False`. An unset field is labelled "none" (head_init's default: the random head)."""
+    for seed in range(2):
+        path = fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, seed, 0.9, 0.7)
+    job = json.loads((path / "job.json").read_text())
+    del job["config"]["linearized"]  # as a run recorded before the field existed
+    (path / "job.json").write_text(json.dumps(job))
+    runs = collect(tmp_path).runs
+    assert list(runs["hparams"]) == ["default", "default"] and list(runs["config.linearized"]) == [False, False]
+    nan = float("nan")
+    labelled = label_hparams(pd.DataFrame({"dataset": ["d"] * 3, "run_method": ["p"] * 3,
+                                           "config.head_init": [None, "probe", nan]}))
+    assert list(labelled["hparams"]) == ["head_init=none", "head_init=probe", "head_init=none"]
+
+
+def test_a_results_json_without_a_selected_score_or_with_a_mistyped_one_is_skipped_with_the_reason(tmp_path):
+    """Mutants: a run with no o.o.d. accuracy counted as a replicate (n = 2 beside one value); a mistyped
+    selection a traceback of pandas or of the subtraction; a run whose job.json is unreadable named after its
+    dropout rate, into another method's cell."""
+    for seed, broken in enumerate((None, "abc", 74.3)):
+        path = fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, seed, 0.9, 0.7)
+        results = json.loads((path / "results.json").read_text())
+        results["selections"]["training_domain"]["ood"] = broken
+        (path / "results.json").write_text(json.dumps(results))
+    path = fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, 3, 0.9, 0.7)
+    results = json.loads((path / "results.json").read_text())
+    (path / "results.json").write_text(json.dumps({**results, "selections": {"training_domain": "x"}}))
+    fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, 4, 0.9, 0.7)
+    path = fake_run(tmp_path, "dropout 0.9 random head 10x", 0.9, "sketch", 1e-3, 5, 0.9, 0.7)
+    (path / "job.json").write_text("{")  # its method would be "dropout 0.9", from config.yaml's rate
+    collection = collect(tmp_path)
+    reasons = sorted(collection.skipped["reason"])
+    assert reasons == ["job.json is unreadable or lacks its config or method",
+                       "results.json has no selections.training_domain.ood",
+                       "results.json's selections.training_domain is 'x': expected a mapping",
+                       "results.json's selections.training_domain.ood is 'abc': expected an accuracy (a fraction "
+                       "from 0 to 1)",
+                       "results.json's selections.training_domain.ood is 74.3: expected an accuracy (a fraction "
+                       "from 0 to 1)"]
+    assert len(collection.runs) == 1

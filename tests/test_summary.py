@@ -200,7 +200,10 @@ def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_s
     (page.parent / "pacs.md").write_text("# PACS\n")
     assert main(["summary", str(spec), "--sweeps", str(tmp_path / "sweeps"), "--output", str(page)]) == 0
     text = page.read_text()
-    assert text.split("\n## Per held-out domain")[0].rstrip() in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert text.split("\n## Per held-out domain")[0].rstrip() in out
+    assert f"  Office31: sweep folder not found: {tmp_path / 'sweeps' / 'absent'}" in out.splitlines(), \
+        "a misspelt sweep is said on the terminal, not only in the page"
     lines = text.splitlines()
     # against the best plain baseline (the control alone here): unpaired, with the partnerless run
     cells = {(method, domain): values for method, runs in (("t", TREATMENT), ("c", CONTROL))
@@ -218,7 +221,8 @@ def test_summary_command_writes_every_row_with_missing_sweeps_and_partial_runs_s
     assert "| Office31: dropout 0.9 − dropout 0 | – | – | – | – | – | – | – | – |" in lines
     assert "| PACS: dropout 0.9 − dropout 0 | art_painting | +2.00 ± 1.15 | 3 | -1.00 ± 0.00 |" in lines
     assert "  - dropout 0.9: 1 of 2 run folders finished (1 diverged)" in lines
-    assert "  - its page partial.md is not written yet (not linked)" in lines and "(partial.md)" not in text
+    assert f"  - its page partial.md is not written yet (not in {page.parent}: not linked)" in lines \
+        and "(partial.md)" not in text
     assert f"  - sweep folder not found: {tmp_path / 'sweeps' / 'absent'}" in lines
     assert f"  - sweep folder not found: {tmp_path / 'sweeps' / 'absent'}, nor its report folder " \
            f"{tmp_path / 'absent'}" in lines
@@ -272,9 +276,10 @@ def test_a_report_folder_without_its_tables_is_one_line_naming_the_file(tmp_path
     assert err.count("\n") == 1 and f"{tmp_path / 'docs' / 'full' / 'runs.csv'}: not found" in err
 
 
-@pytest.mark.parametrize("cell, shown", [("", "blank"), ("0.8x", "'0.8x'")])
+@pytest.mark.parametrize("cell, shown", [("", "blank"), ("0.8x", "'0.8x'"), ("74.3", "74.3")])
 def test_a_report_table_with_an_unreadable_accuracy_is_one_line_naming_the_run(tmp_path, capsys, cell, shown):
-    """Mutant: a blank cell silently dropped (its pair with it) or a text cell a traceback in the subtraction."""
+    """Mutant: a blank cell silently dropped (its pair with it), a text cell a traceback in the subtraction, a
+    percentage taken for a fraction."""
     sweep = tmp_path / "sweeps" / "full"
     paired_sweep(sweep)
     assert main(["report", str(sweep), "--output", str(tmp_path / "docs" / "full")]) == 0
@@ -287,7 +292,7 @@ def test_a_report_table_with_an_unreadable_accuracy_is_one_line_naming_the_run(t
     assert main(["summary", str(spec), "--sweeps", str(tmp_path / "elsewhere"), "--output", str(output)]) == 2
     err = capsys.readouterr().err
     assert err == f"droptune: error: {table}: run {runs.loc[0, 'run']}: training_domain.ood is {shown}: expected an " \
-                  "accuracy\n"
+                  "accuracy (a fraction from 0 to 1)\n"
 
 
 def test_the_summary_page_never_replaces_its_inputs_and_unreadable_notes_are_one_line(tmp_path, capsys):

@@ -29,8 +29,9 @@ def _summary(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(page)
     print(page.split("\n## Per held-out domain")[0].rstrip())
-    problems = sum(len(r.problems) for r in results)
-    print(f"\n{len(results)} rows, {problems} problem line(s) (section 'Missing or incomplete'); page: {args.output}")
+    problems = [f"  {result.row.name}: {problem}" for result in results for problem in result.problems]
+    print(f"\n{len(results)} rows, {len(problems)} problem line(s) (section 'Missing or incomplete'); page: "
+          f"{args.output}", *problems, sep="\n")
     return 0
 
 

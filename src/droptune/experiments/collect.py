@@ -10,8 +10,10 @@ runs of its (dataset, method): the sweep's grid or random draws, with nothing to
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,11 @@ import yaml
 
 from droptune.combining.methods import COMBINATIONS
 from droptune.errors import DroptuneError
-from droptune.runs.folder import COMBINED, GROUP_FILE, RunDir, holder
+from droptune.runs.folder import COMBINED, GROUP_FILE, RunDir, holder, spec_files
 from droptune.runs.results import CombinationResults, RunResults
-from droptune.training.config import RUNTIME_FIELDS, base_type, field_types
+from droptune.training.config import RUNTIME_FIELDS, TrainConfig, base_type, field_types
+from droptune.training.selection import SELECTIONS
 
-SELECTIONS = ("training_domain", "oracle")
-VALIDATION = {"training_domain": "iid", "oracle": "ood_out"}  # what each selection maximizes
 SCORE_COLUMNS = tuple(f"{s}.{m}" for s in SELECTIONS for m in ("val", "iid", "ood"))  # runs.csv's selected scores
 CELL_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed")
 RUN_FILES = ("job", "config", "results", "error", "last")  # RunDir's files that make a folder a run's
@@ -43,6 +44,7 @@ class Collection:
     runs: pd.DataFrame  # one row per (run, variant)
     skipped: pd.DataFrame  # path, reason, and the dataset/method/test domain when known
     curves: pd.DataFrame  # one row per evaluation of a finished run: its i.i.d. accuracy and loss by step
+    problems: list[str] = field(default_factory=list)  # what kept the collection from knowing every planned run
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -57,8 +59,9 @@ def run_folders(root: Path) -> list[Path]:
 def collect(root: Path) -> Collection:
     rows, skipped, curves = [], [], []
     for path in run_folders(root):
-        config, method = describe(path)
+        config, method = None, None
         try:
+            config, method = describe(path)
             run_rows = read_run(path, config, method)
             curves += read_curve(path, run_rows[0])
             rows += run_rows
@@ -71,8 +74,33 @@ def collect(root: Path) -> Collection:
         except Unusable as reason:
             skipped.append({"path": str(path), "reason": str(reason), "dataset": None, "method": None,
                             "test_domain": None})
+    planned, problems = planned_without_folder(Path(root))
     runs = label_hparams(pd.DataFrame(rows))
-    return Collection(runs, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS))
+    return Collection(runs, pd.DataFrame(skipped + planned, columns=SKIPPED_COLUMNS),
+                      pd.DataFrame(curves, columns=CURVE_COLUMNS), problems)
+
+
+def planned_without_folder(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The jobs a sweep folder's files plan that have no run folder yet (a folder restored from run records holds
+    its finished runs alone), as runs not started: the tables' averages, the summary's counts and the report then
+    see the whole design, not only the runs at hand. Also a line for each file whose jobs cannot be listed."""
+    from droptune.experiments.sweep import load_spec
+
+    rows: dict[str, dict[str, Any]] = {}
+    problems = []
+    for spec in spec_files(root):
+        try:
+            jobs = load_spec(spec).jobs(root)
+        except DroptuneError as error:
+            problems.append(f"{spec.name}: cannot list the runs it plans, so runs without a folder are not counted "
+                            f"({error})")
+            continue
+        for job in jobs:
+            if not job.run.path.exists():
+                rows[str(job.run.path)] = {"path": str(job.run.path), "reason": "not started", "method": job.method,
+                                           "dataset": _dataset_name(job.config.to_dict()),
+                                           "test_domain": job.config.test_domain}
+    return list(rows.values()), problems
 
 
 def read_report_tables(folder: Path) -> Collection:
@@ -100,22 +128,30 @@ def read_report_tables(folder: Path) -> Collection:
     for column in (c for c in SCORE_COLUMNS if c in runs):
         values = pd.to_numeric(runs[column], errors="coerce")
         required = column in ("training_domain.iid", "training_domain.ood")  # every completed run has them
-        bad = values.isna() & (runs[column].notna() | required)
+        bad = (values.isna() & (runs[column].notna() | required)) | ~values.between(0, 1) & values.notna()
         if bad.any():
             run, value = runs[bad].iloc[0][["run", column]]
-            shown = repr(value) if pd.notna(value) else "blank"
-            raise DroptuneError(f"{Path(folder) / RUNS_TABLE}: run {run}: {column} is {shown}: expected an accuracy")
+            shown = repr(value) if isinstance(value, str) else "blank" if pd.isna(value) else f"{value:g}"
+            raise DroptuneError(f"{Path(folder) / RUNS_TABLE}: run {run}: {column} is {shown}: expected an accuracy "
+                                "(a fraction from 0 to 1)")
         runs[column] = values
     return Collection(runs, skipped.reindex(columns=SKIPPED_COLUMNS), pd.DataFrame(columns=CURVE_COLUMNS))
 
 
 def describe(path: Path) -> tuple[dict | None, str | None]:
-    """The run's config and method name: from job.json (a sweep's), else config.yaml and its dropout rate."""
-    try:
-        job = json.loads(RunDir(path).job.read_text())
-        return job["config"], job["method"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    """The run's config and method name: from job.json (a sweep's), else config.yaml and its dropout rate.
+
+    A job.json that cannot be read is Unusable: the run's method would otherwise be named after its dropout
+    rate and averaged into another method's cell."""
+    job_file = RunDir(path).job
+    if job_file.exists():
+        try:
+            job = json.loads(job_file.read_text())
+            if isinstance(job["config"], dict) and isinstance(job["method"], str):
+                return job["config"], job["method"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        raise Unusable("job.json is unreadable or lacks its config or method")
     try:
         config = yaml.safe_load(RunDir(path).config.read_text())
     except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8 text
@@ -138,7 +174,7 @@ def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[s
                 "dropout": float(config["dropout"]), "collapsed": results.collapsed,
                 "wall_time_s": results.wall_time_s, "train_images_per_s": results.train_images_per_s,
                 "images": json.dumps(results.images, sort_keys=True) if results.images else None,
-                **{f"config.{k}": _scalar(v) for k, v in config.items()}}
+                **{f"config.{k}": _scalar(v) for k, v in {**config_defaults(), **config}.items()}}
         rows = [{**base, "method": method, "variant": None, **_selected(results.selections),
                  "effective_features": _effective_features(path)}]
         for name, variant in results.variants.items():
@@ -149,7 +185,17 @@ def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[s
         raise Unusable(f"results.json lacks or mangles {error}") from None
     if pd.isna(rows[0]["training_domain.val"]):
         raise Unusable("results.json has no evaluation selected by training-domain validation")
+    for score in ("iid", "ood"):
+        if pd.isna(rows[0][f"training_domain.{score}"]):
+            raise Unusable(f"results.json has no selections.training_domain.{score}")
     return rows
+
+
+@functools.cache
+def config_defaults() -> dict[str, Any]:
+    """Every config field's default: a run recorded before a field existed ran with it (its job id is unchanged,
+    training.config.LATER_FIELDS), and must not look like another hyper-parameter setting."""
+    return TrainConfig().to_dict()
 
 
 def read_curve(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -175,7 +221,7 @@ def read_combination(path: Path) -> dict[str, Any]:
                 "test_domain": str(results.test_domain), "run_method": method, "seed": float("nan"),
                 "trial_seed": int(group["trial_seed"]), "dropout": float(group["dropout"]), "collapsed": False,
                 "method": method, "variant": results.method, "members": len(results.members),
-                **{f"{s}.val": getattr(results, VALIDATION[s]) for s in SELECTIONS},
+                **{f"{s}.val": getattr(results, SELECTIONS[s].validation) for s in SELECTIONS},
                 **{f"{s}.{m}": v for s in SELECTIONS for m, v in scores.items()}}
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise Unusable(f"combination results lack or mangle {error}") from None
@@ -232,10 +278,20 @@ def _selected(selections: dict) -> dict[str, float]:
     row = {}
     for selection in SELECTIONS:
         chosen = selections.get(selection) or {}
-        row[f"{selection}.val"] = chosen.get(VALIDATION[selection], float("nan"))
-        row[f"{selection}.iid"] = chosen.get("iid", float("nan"))
-        row[f"{selection}.ood"] = chosen.get("ood", float("nan"))
+        if not isinstance(chosen, dict):
+            raise Unusable(f"results.json's selections.{selection} is {chosen!r}: expected a mapping")
+        for key, column in ((SELECTIONS[selection].validation, "val"), ("iid", "iid"), ("ood", "ood")):
+            row[f"{selection}.{column}"] = _accuracy(chosen.get(key), f"selections.{selection}.{key}")
     return row
+
+
+def _accuracy(value: Any, name: str) -> float:
+    """An accuracy of results.json as a fraction; NaN where it has none."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isnan(value) or 0 <= value <= 1):
+        raise Unusable(f"results.json's {name} is {value!r}: expected an accuracy (a fraction from 0 to 1)")
+    return float(value)
 
 
 def _scalar(value: Any) -> Any:
@@ -258,8 +314,11 @@ def hparam_fields(runs: pd.DataFrame) -> list[str]:
     return [c.removeprefix("config.") for c in columns if runs[c].map(str).nunique() > 1]
 
 
-def _typed(name: str, value: Any) -> Any:
-    """A config value as its field's type: an integer field's column is float where combinations leave it empty."""
+def config_value(name: str, value: Any) -> Any:
+    """A config value as its field's type (an integer field's column is float where combinations leave it empty);
+    "none" for an unset field (its default, such as the random head of head_init: None)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
     kind = base_type(field_types()[name])[0] if name in field_types() else None
     return int(value) if kind is int and isinstance(value, float) and value.is_integer() else value
 
@@ -272,7 +331,7 @@ def label_hparams(runs: pd.DataFrame) -> pd.DataFrame:
     for _, group in runs.groupby(["dataset", "run_method"], sort=False):
         names = hparam_fields(group)
         values = group[[f"config.{n}" for n in names]].itertuples(index=False)
-        runs.loc[group.index, "hparams"] = [", ".join(f"{n}={_typed(n, v)}" for n, v in zip(names, row)) or "default"
-                                            for row in values]
+        runs.loc[group.index, "hparams"] = [", ".join(f"{n}={config_value(n, v)}" for n, v in zip(names, row))
+                                            or "default" for row in values]
         runs.loc[group.index, "hparam_fields"] = ",".join(names)
     return runs

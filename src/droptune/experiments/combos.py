@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from droptune.combining.combine import combine
 from droptune.combining.methods import COMBINATIONS
 from droptune.errors import DroptuneError
 from droptune.experiments.jobs import DONE, FINAL, Job, record_error, state
@@ -62,6 +61,8 @@ def combine_sweep(jobs: Sequence[Job], sweep_dir: Path, methods: Sequence[str], 
     folder combined with a method of the same name is not overwritten: that is a failure too. Returns the folders
     of the combinations that failed.
     """
+    from droptune.combining.combine import combine  # torch: the report expands sweep files without it
+
     failed = []
     for group in groups(jobs):
         states = [state(job.run) for job in group.jobs]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from droptune.experiments.collect import CELL_FIELDS
+from droptune.experiments.collect import CELL_FIELDS, config_value
 from droptune.experiments.tables import AVERAGE
 from droptune.plotting import save
 from droptune.training.config import RUNTIME_FIELDS
@@ -75,7 +75,9 @@ def dropout_families(runs: pd.DataFrame) -> list[tuple[str, list[str]]]:
     varied = {f for fields in base["hparam_fields"] for f in fields.split(",") if f}
     excluded = set(CELL_FIELDS) | set(RUNTIME_FIELDS) | varied | {"dropout"}
     columns = [c for c in base.columns if c.startswith("config.") and c.removeprefix("config.") not in excluded]
-    keys = base[columns].map(str).agg("|".join, axis=1)
+    shown = base[columns].apply(
+        lambda column: column.map(lambda v: str(config_value(column.name.removeprefix("config."), v))))
+    keys = shown.agg("|".join, axis=1)
     families = []
     for key, group in base.groupby(keys, sort=False):
         if group["dropout"].nunique() >= 2:
@@ -111,10 +113,11 @@ def plot_dropout_curve(runs: pd.DataFrame, summary: pd.DataFrame, dataset: str, 
     for metric, ax, title in (("iid", axes[0], "i.i.d."), ("ood", axes[1], "o.o.d.")):
         for i, (label, average, curve) in enumerate(lines):
             part = curve[curve["metric"] == metric]
-            ax.errorbar(part["p"], 100 * part["mean"], yerr=100 * part["se"].fillna(0), marker="o", capsize=3,
+            ax.errorbar(part["p"], 100 * part["mean"], yerr=100 * part["se"], marker="o", capsize=3,
                         color="black" if average else f"C{i % 10}", linewidth=2.5 if average else 1.2,
                         label=label)
-        ax.set(xlabel="dropout rate p", ylabel=f"{title} accuracy (%)", title=f"{dataset}: {title}")
+        ax.set(xlabel="dropout rate p", ylabel=f"{title} accuracy (%)",
+               title=f"{dataset}: {title} (bars: ± standard error over replicates)")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     figure.tight_layout()
@@ -133,7 +136,8 @@ def plot_curves(curves: pd.DataFrame, dataset: str, methods: list[str], stem: Pa
     for i, method in enumerate(m for m in methods if m in set(mine["method"])):
         runs = mine[mine["method"] == method]
         mean = runs.groupby("step")[["iid", "loss"]].mean()
-        label = f"{method} ({runs['run'].nunique()} runs)"
+        domains = runs["test_domain"].nunique()  # methods at hand on fewer domains than others are not comparable
+        label = f"{method} ({runs['run'].nunique()} runs, {domains} held-out domain{'s' if domains > 1 else ''})"
         axes[0].plot(mean.index, 100 * mean["iid"], marker="o", markersize=3, color=f"C{i % 10}", label=label)
         axes[1].plot(mean.index, mean["loss"], marker="o", markersize=3, color=f"C{i % 10}", label=label)
     axes[0].set(xlabel="step", ylabel="i.i.d. accuracy (%)", title=f"{dataset}: training-domain validation")

@@ -62,7 +62,7 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
         if files:
             figures.append((f"{dataset}: convergence (training domains only)", files[0]))
     unplanned = unplanned_runs(collection, spec_files(root))
-    messages += unplanned
+    messages += collection.problems + unplanned
     document = document or output / "report.md"
     write_document(Path(root), document, collection, text, figures, notes, unplanned)
     messages.append(f"report: {document}")
@@ -110,6 +110,11 @@ def write_document(root: Path, document: Path, collection: Collection, tables: s
     runs = collection.runs
     base = runs[runs["variant"].isna()] if not runs.empty else runs
     lines = [f"# {root.name}: report", ""]
+    skipped = collection.skipped
+    if len(skipped):
+        lines += [f"**Partial**: {len(skipped)} run(s) of this folder or its sweep files are not in the tables "
+                  "(listed under Runs); averages are shown only for methods with a finished run on every test "
+                  "domain.", ""]
     if notes is not None:
         lines += [read_text(notes, "notes file").strip(), ""]
     lines += [line.replace("# ", "## ", 1) if line.startswith("#") else line for line in tables.splitlines()]
@@ -126,10 +131,10 @@ def write_document(root: Path, document: Path, collection: Collection, tables: s
     combos = runs[runs["path"].str.contains(f"/{COMBINED}/", regex=False)] if not runs.empty else runs
     if not combos.empty:
         lines += ["", f"{len(combos)} across-run combinations in {root.name}/{COMBINED}/."]
-    skipped = collection.skipped
-    lines += ["", f"{len(skipped)} run folder(s) not in the tables" + (":" if len(skipped) else "."), ""]
+    lines += ["", f"{len(skipped)} run(s) not in the tables" + (":" if len(skipped) else "."), ""]
     lines += [f"- `{Path(row.path).name}` ({row.method}, {row.test_domain}): {row.reason}"
               for row in skipped.itertuples()]
+    lines += [f"- {problem}" for problem in collection.problems]
     if unplanned:
         lines += ["", "Runs that no sweep file here asks for:", "", *(f"- {line}" for line in unplanned)]
     specs = spec_files(root)

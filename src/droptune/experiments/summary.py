@@ -175,7 +175,7 @@ def unlink_unwritten_pages(results: list[RowResult], folder: Path) -> None:
     """Rows link their page only once it exists in `folder` (the summary page's): a problem line until then."""
     for result in results:
         if result.row.page and not (folder / result.row.page).is_file():
-            result.problems.append(f"its page {result.row.page} is not written yet (not linked)")
+            result.problems.append(f"its page {result.row.page} is not written yet (not in {folder}: not linked)")
             result.row = replace(result.row, page=None)
 
 
@@ -186,6 +186,7 @@ def summarize_row(row: SummaryRow, root: Path, collection: Collection | None, wh
     if collection is None:
         return result
     runs, skipped = collection.runs, collection.skipped
+    result.problems += collection.problems
     if runs.empty and skipped.empty:
         result.problems.append(f"no run folders in {root}")
         return result

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from droptune.data.registry import get_spec
-from droptune.errors import DroptuneError
 from droptune.experiments.collect import Collection
+from droptune.training.selection import SELECTIONS
 
-METRICS = {"ood": "o.o.d. accuracy (%), test domain", "iid": "i.i.d. accuracy (%), training domains' held-out 20%"}
+METRICS = {"ood": "o.o.d. accuracy (%), test domain's 80% part",
+           "iid": "i.i.d. accuracy (%), training domains' held-out 20%"}
 REPLICATE = ["trial_seed", "seed"]
 CELL = ["dataset", "method", "test_domain"]
 AVERAGE = "average"
@@ -53,7 +54,7 @@ def choose(runs: pd.DataFrame, selection: str, hparams: str = "best") -> pd.Data
 
 
 def mean_se(values: pd.Series) -> pd.Series:
-    n = len(values)
+    n = values.count()  # as pandas' mean and std, which skip NaN
     se = values.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
     return pd.Series({"mean": values.mean(), "se": se, "n": n})
 
@@ -176,7 +177,7 @@ def write_tables(collection: Collection, selection: str, output: Path,
     domains, methods = layout(collection)
     chosen = choose(collection.runs, selection, hparams)
     summary = cell_means(chosen, domains)
-    name = {"training_domain": "training-domain validation", "oracle": "oracle (test-domain validation)"}[selection]
+    name = SELECTIONS[selection].label
     md, tex = [f"# Accuracy by held-out domain, model selection: {name}"], []
     if hparams != "best":
         md[0] += f"; hyper-parameters: {HPARAMS[hparams]}"
@@ -194,8 +195,10 @@ def write_tables(collection: Collection, selection: str, output: Path,
     if hparams == "mean":
         md.append(settings_note(chosen))
     md.append(f"\nCells: mean ± standard error over replicates (trial seed, seed), in %; {MISSING}: no finished "
-              "run; no ±: a single replicate; (n=k): fewer replicates than elsewhere in the table. average: the mean over test domains, shown only when every "
-              "domain has a finished run.")
+              "run; no ±: a single replicate; (n=k): fewer replicates than elsewhere in the table. average: the "
+              "mean over test domains, ± √(Σ se²) / domains (their standard errors combined as independent), "
+              "shown only when every domain has a finished run; standard errors use the sample standard deviation "
+              "(ddof = 1).")
     text = "\n".join(md) + "\n"
     output.mkdir(parents=True, exist_ok=True)
     (output / "tables.md").write_text(text)
