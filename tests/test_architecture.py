@@ -1,5 +1,5 @@
 """docs/architecture.md's layers hold in the code: a package imports only from the packages below it in the
-page's table (or beside it in the same row), and the modules beside the packages import none of them."""
+page's table (not from one of the same row), and the modules beside the packages import none of them."""
 
 from __future__ import annotations
 
