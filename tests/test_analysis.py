@@ -18,8 +18,6 @@ from droptune.analysis.subject import Subject
 from droptune.combining.runs import read_run
 from droptune.cli.main import main
 from droptune.errors import DroptuneError
-from droptune.experiments.collect import collect
-from droptune.experiments.tables import write_tables
 from droptune.models.linearized import LinearizedClassifier
 from droptune.models.model import build_model
 from droptune.training.config import TrainConfig

@@ -8,7 +8,6 @@ the finished run folder every test shares is byte-for-byte unchanged afterwards.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import pickle
@@ -36,7 +35,6 @@ from conftest import make_image_folder
 from droptune.cli.main import main
 from droptune.data import transfer
 from droptune.data.images import read_rgb
-from droptune.errors import DroptuneError
 from droptune.training.config import TrainConfig
 from droptune.runs.folder import FolderBusy, RunDir, exclusive, holder
 from droptune.training.trainer import is_collapsed, train
@@ -239,6 +237,11 @@ def test_resume_with_another_config(capsys, finished, tmp_path):
 
 def test_resume_changing_a_setting(capsys, finished):
     refused(capsys, ["train", "--resume", finished, "--dropout", "0.1"], "cannot change dropout", finished)
+
+
+def test_resuming_a_finished_run_says_nothing_was_trained(capsys, finished):
+    assert main(["train", "--resume", str(finished)]) == 0
+    assert f"{finished}: already finished at step " in capsys.readouterr().out
 
 
 def test_resume_with_a_binary_config(capsys, finished, tmp_path):

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import make_image_folder
 from droptune.cli.main import main
 from droptune.experiments.runner import Progress
 from droptune.training.config import TrainConfig

@@ -200,3 +200,16 @@ def test_export_refuses_a_timm_architecture_whose_classifier_droptune_s_head_can
     assert str(refused.value).startswith("timm's tf_efficientnet_lite0 cannot hold droptune's model (Error(s) in "
                                          'loading state_dict for EfficientNet: Missing key(s) in state_dict: "bn2.bias"')
     assert not (tmp_path / "refused").exists()
+
+
+def test_exporting_a_collapsed_run_warns_on_the_terminal(run, tmp_path, capsys):
+    """The card says it; the terminal said nothing (train warns, export did not)."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for collapsed in (False, True):
+        results = json.loads((copy / "results.json").read_text())
+        (copy / "results.json").write_text(json.dumps({**results, "collapsed": collapsed, "majority_rate": 0.5}))
+        assert main(["export", str(copy), "--output", str(tmp_path / f"out-{collapsed}")]) == 0
+        assert ("WARNING: this model collapsed: its i.i.d. accuracy" in capsys.readouterr().out) == collapsed

@@ -56,6 +56,19 @@ def test_run_folder_holds_everything(image_folder, tmp_path):
     assert records[-1]["lr"] == pytest.approx(0.005), "lr decays by 10x half-way"
 
 
+def test_a_record_gives_the_lr_and_the_throughput_its_steps_had(image_folder, tmp_path):
+    """Mutants: the lr recorded after the scheduler stepped (the next step's: the decayed lr at the milestone's own
+    step); the run's images/s the mean of the periods' rates (a fast short period counted as much as a long one)."""
+    from droptune.training.trainer import overall_rate
+
+    config = toy_config(image_folder, tmp_path, steps=4, eval_every=2, lr=0.01)
+    train(config)
+    records = RunDir(config.run_dir()).read_metrics()
+    assert [r["lr"] for r in records] == pytest.approx([0.01, 0.001]), "steps 1-2 at 0.01, 3-4 after the decay"
+    periods = [{"step": 3, "images_per_s": 1.0}, {"step": 4, "images_per_s": 100.0}]
+    assert overall_rate(periods, "images_per_s", by_steps=True) == pytest.approx(4 / (3 + 0.01))
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_reaches_the_same_numbers(image_folder, tmp_path, workers):
     full = toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "full"), workers=workers)
@@ -70,7 +83,8 @@ def test_resume_reaches_the_same_numbers(image_folder, tmp_path, workers):
     a, b = load_file(str(RunDir(full.run_dir()).best)), load_file(str(RunDir(part.run_dir()).best))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert train(part, resume=True) == resumed, "resuming a finished run changes nothing"
-    with pytest.raises(DroptuneError, match="holds a finished run of a different config .*choose another output_dir"):
+    with pytest.raises(DroptuneError, match=r"holds a finished run of a different config \(its config.yaml differs in "
+                                            r"dropout: 0.5 → 0.1\); .*choose another output folder \(--output-dir"):
         train(part.replace(dropout=0.1), resume=True)
 
 
@@ -97,7 +111,7 @@ def test_a_run_does_not_resume_on_a_dataset_whose_images_changed(image_folder, t
 def test_same_seed_same_numbers_other_seed_other_numbers(image_folder, tmp_path):
     a = train(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "a")))
     b = train(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "b")))
-    c = train(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "c"), seed=1))
+    train(toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "c"), seed=1))
     assert numbers(RunDir(tmp_path / "a").read_metrics()) == numbers(RunDir(tmp_path / "b").read_metrics())
     assert a["acc"] == b["acc"]
     assert numbers(RunDir(tmp_path / "a").read_metrics()) != numbers(RunDir(tmp_path / "c").read_metrics())

@@ -120,5 +120,6 @@ def add_analyze_commands(commands) -> None:
         parser.add_argument("--workers", type=count(0), default=0, help="data-loader processes")
         parser.add_argument("--data-dir", help="where the runs' dataset is, if not where they were trained")
         if name == "interpolate":
-            parser.add_argument("--points", type=int, default=11, help="values of α from 0 to 1")
+            parser.add_argument("--points", type=int, default=11,
+                                help="how many evenly spaced values of α from 0 to 1 (default: 11)")
         parser.set_defaults(run=run)

@@ -77,6 +77,7 @@ def add_combine_commands(commands) -> None:
                     "can be weight-averaged (DiWA's and Model Ratatouille's recipe). Pass the runs' flags.")
     add_config_flags(probe, skip=("output_dir", "head_init", "head_seed"))
     probe.add_argument("--output", type=Path, required=True, metavar="FILE", help="the head's .safetensors file")
-    probe.add_argument("--probe-steps", type=int, default=PROBE_STEPS, help="Adam steps on cached features")
-    probe.add_argument("--probe-lr", type=float, default=PROBE_LR, help="Adam learning rate")
+    probe.add_argument("--probe-steps", type=int, default=PROBE_STEPS,
+                       help=f"Adam steps on cached features (default: {PROBE_STEPS})")
+    probe.add_argument("--probe-lr", type=float, default=PROBE_LR, help=f"Adam learning rate (default: {PROBE_LR:g})")
     probe.set_defaults(run=_probe)

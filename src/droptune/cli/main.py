@@ -25,10 +25,14 @@ from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted
 def _train(args: argparse.Namespace) -> int:
     from droptune.cli.config_flags import config_from_args, resumed_config
     from droptune.cli.run_summary import print_run
+    from droptune.runs.folder import RunDir
     from droptune.training.trainer import train
 
     config = resumed_config(args.resume, args) if args.resume else config_from_args(args)
+    finished = args.resume is not None and RunDir(args.resume).results.is_file()
     results = train(config, resume=args.resume is not None)
+    if finished:
+        print(f"{args.resume}: already finished at step {results['steps_done']}; nothing trained")
     print_run(results)
     return 0 if results["status"] == "completed" else 1
 
@@ -68,7 +72,7 @@ def add_training_commands(commands) -> None:
     add_config_flags(compare, skip=("output_dir", "test_domain", "dropout"), defaults=COMPARE_BUDGET)
     compare.add_argument("--test-domains", nargs="+",
                          help="held-out domains (default: all; 0 30 75 for RotatedDigits)")
-    compare.add_argument("--dropouts", nargs="+", type=float, default=[0.0, 0.9], help="dropout rates")
+    compare.add_argument("--dropouts", nargs="+", type=float, default=[0.0, 0.9], help="dropout rates (default: 0 0.9)")
     compare.add_argument("--output", type=Path, help="folder for the runs (default: runs/compare-<dataset>)")
     compare.set_defaults(run=_compare)
 

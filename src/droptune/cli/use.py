@@ -66,6 +66,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from droptune.inference.export import export, push_to_hub, require_packages
     from droptune.inference.loading import load_model
+    from droptune.runs.results import collapse_explanation
 
     if args.push_to_hub:
         require_packages(["huggingface_hub"], "--push-to-hub", "hub")
@@ -73,6 +74,10 @@ def _export(args: argparse.Namespace) -> int:
     config = export(loaded, args.output, args.format, args.check_images or ())
     checks = config["droptune"]["checks"]
     print(f"{args.output}: {config['architecture']} for {config['num_classes']} classes, checked on {checks['images']}")
+    about = config["droptune"]
+    if about.get("collapsed"):
+        print(f"WARNING: this model collapsed: its {collapse_explanation(about['iid'], about['majority_rate'])} "
+              "(said in its model card too)")
     for name, value in checks.items():
         if name != "images":
             print(f"  {name}: " + (f"max abs logit difference {value:.2g}" if isinstance(value, float) else value))
@@ -85,7 +90,11 @@ MODEL_HELP = "a run folder, a soup folder of `droptune combine` or an exported f
 
 
 def add_use_commands(commands) -> None:
-    evaluate = commands.add_parser("evaluate", help="score a trained model on any dataset, per domain")
+    evaluate = commands.add_parser(
+        "evaluate", help="score a trained model on any dataset, per domain",
+        description="Score a run, a soup or an exported model on every image of a dataset's domains (its own or "
+                    "another), with its evaluation transform: accuracy per domain, printed and written to "
+                    "evaluation.json.")
     evaluate.add_argument("model", type=Path, help=MODEL_HELP)
     evaluate.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"),
                           help="which of the run's models (default: the selected one)")
@@ -94,20 +103,26 @@ def add_use_commands(commands) -> None:
                           help="folder holding registered datasets (default: $DROPTUNE_DATA_DIR)")
     evaluate.add_argument("--domains", nargs="+", help="domains to score (default: all)")
     evaluate.add_argument("--output", type=Path, help="evaluation.json path (default: in the run folder)")
-    evaluate.add_argument("--batch-size", type=count(1), default=64)
-    evaluate.add_argument("--workers", type=count(0), default=0)
+    evaluate.add_argument("--batch-size", type=count(1), default=64, help="images per forward pass (default: 64)")
+    evaluate.add_argument("--workers", type=count(0), default=0,
+                          help="data-loader processes (default: 0, images read in this process)")
     add_device_flag(evaluate)
     add_progress_flag(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
-    predict = commands.add_parser("predict", help="class names and probabilities for images")
+    predict = commands.add_parser(
+        "predict", help="class names and probabilities for images",
+        description="Classify image files with a run, a soup or an exported model (its evaluation transform) "
+                    "and write each image's most probable classes with their probabilities.")
     predict.add_argument("model", type=Path, help=MODEL_HELP)
     predict.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
-    predict.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"))
-    predict.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first")
+    predict.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"),
+                         help="which of the run's models (default: the selected one)")
+    predict.add_argument("--top-k", type=int, default=1,
+                         help="classes per image, most probable first (default: 1, the prediction alone)")
     predict.add_argument("--output", type=Path, default=Path("predictions.csv"),
                          help="the .csv or .jsonl file to write (default: predictions.csv in the current folder)")
-    predict.add_argument("--batch-size", type=count(1), default=32)
+    predict.add_argument("--batch-size", type=count(1), default=32, help="images per forward pass (default: 32)")
     add_device_flag(predict)
     add_progress_flag(predict)
     predict.set_defaults(run=_predict)
@@ -121,7 +136,8 @@ def add_use_commands(commands) -> None:
     export.add_argument("--output", type=Path, required=True, metavar="DIR", help="the folder to write")
     export.add_argument("--format", default="safetensors", metavar="{safetensors,torchscript,onnx}",
                         help="also write model.torchscript.pt or model.onnx (default: safetensors only)")
-    export.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"))
+    export.add_argument("--variant", default="best", choices=("best", "swa", "ema", "swad"),
+                        help="which of the run's models (default: the selected one)")
     export.add_argument("--check-images", nargs="+", type=Path, metavar="IMAGE",
                         help="images to check the exports on (default: some of the held-out domain's)")
     export.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this Hugging Face Hub "

@@ -28,7 +28,7 @@ from droptune.runs.results import RunResults
 from droptune.training.along_run import along_run_baselines, baseline_results
 from droptune.training.bench import Bench
 from droptune.training.checkpoint import rng_state, save_torch, save_weights, set_rng_state
-from droptune.training.config import TrainConfig
+from droptune.training.config import RUNTIME_FIELDS, TrainConfig
 from droptune.training.device import default_workers, place, resolve_device, uses_device_augment
 from droptune.training.evaluate import autocast
 from droptune.training.head_start import init_head
@@ -73,6 +73,7 @@ class Trainer:
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
 
         self.bench = Bench.for_run(config, self.protocol, self.device, self.workers)
@@ -117,7 +118,7 @@ class Trainer:
                     self._check_finite()
                     seconds = time.perf_counter() - period_start
                     bar.set_postfix(loss=f"{self.loss_sum.item() / self.loss_count:.3f}",
-                                    lr=f"{self.optimizer.param_groups[0]['lr']:.2g}",
+                                    lr=f"{self.step_lr:.2g}",
                                     img_s=f"{period_images / seconds:.0f}")
                 if self.step % config.eval_every == 0 or self.step == config.steps:
                     seconds = time.perf_counter() - period_start
@@ -154,6 +155,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the step's, for the record: not the next step's
         self.scheduler.step()
         return loss
 
@@ -175,7 +177,7 @@ class Trainer:
         record = {
             "step": self.step,
             "loss": self.loss_sum.item() / max(1, self.loss_count),
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self.step_lr,
             "images_per_s": images_per_s,
             "eval_images_per_s": sum(len(s.keys) for s in self.bench.splits) / seconds,
             "elapsed_s": self.elapsed,
@@ -264,8 +266,8 @@ class Trainer:
             majority_rate=self.majority_rate,
             steps_done=self.step,
             wall_time_s=self.elapsed,
-            train_images_per_s=float(np.mean([r["images_per_s"] for r in records])) if records else None,
-            eval_images_per_s=float(np.mean([r["eval_images_per_s"] for r in records])) if records else None,
+            train_images_per_s=overall_rate(records, "images_per_s", by_steps=True),
+            eval_images_per_s=overall_rate(records, "eval_images_per_s", by_steps=False),
             head_start=self.head_start,
             cost={"trainings": 1, "forward_passes": 1},
             variants=baseline_results(records, [b.name for b in self.baselines], config.selection),
@@ -317,6 +319,27 @@ def train(config: TrainConfig, resume: bool = False, until: int | None = None) -
                                   f"dataset{resume if run.last.exists() else ''})") from None
 
 
+def _changes(run: RunDir, config: TrainConfig) -> str:
+    """What differs between the run folder's config.yaml and `config`, as `field: theirs → this`."""
+    try:
+        theirs = TrainConfig.load(run.config).to_dict()
+    except DroptuneError:
+        return f"its {run.config.name} is unreadable"
+    mine = config.to_dict()
+    changed = [f"{k}: {theirs[k]} → {mine[k]}" for k in mine if k not in RUNTIME_FIELDS and theirs.get(k) != mine[k]]
+    return f"its {run.config.name} differs in " + ", ".join(changed) if changed else f"its {run.config.name}"
+
+
+def overall_rate(records: list[dict], key: str, by_steps: bool) -> float | None:
+    """Images per second over the whole run (all images ÷ all seconds), from each record's rate over its period:
+    periods of `by_steps` weigh by their steps (a short last period, a slow first one count for what they are),
+    evaluations equally (each scores the same images). Not the mean of the rates, which overstates it."""
+    if not records:
+        return None
+    steps = np.diff([0] + [r["step"] for r in records]) if by_steps else np.ones(len(records))
+    return float(steps.sum() / sum(n / r[key] for n, r in zip(steps, records)))
+
+
 def _finished(run: RunDir, resume: bool, config: TrainConfig) -> dict | None:
     """The results of a completed run to resume; an error when a new run would overwrite one, or when the run to
     resume was made by a different config (its results are not this config's)."""
@@ -325,8 +348,9 @@ def _finished(run: RunDir, resume: bool, config: TrainConfig) -> dict | None:
         if done is None or done.status != "completed":
             return None
         if done.config_id is not None and done.config_id != config.identity():
-            raise DroptuneError(f"run folder {run.path} holds a finished run of a different config (its "
-                                f"{run.config.name}); it cannot be resumed with this one: choose another output_dir")
+            raise DroptuneError(f"run folder {run.path} holds a finished run of a different config "
+                                f"({_changes(run, config)}); it cannot be resumed with this one: choose another "
+                                "output folder (--output-dir; compare's --output; output_dir in Python)")
         return dataclasses.asdict(done)
     if run.results.exists() or run.last.exists():
         raise DroptuneError(f"run folder {run.path} already holds a run: resume it with --resume {run.path} "
