@@ -198,8 +198,10 @@ def test_analyze_finds_a_moved_folder_dataset_by_its_name_in_data_dir(runs, pacs
     """A run records its folder dataset's absolute path; --data-dir DIR looks for that folder's name in DIR."""
     moved = tmp_path / "moved"
     shutil.copytree(runs["p0"], moved)
+    (moved / "feature_usage.json").unlink(missing_ok=True)  # written by an earlier test of the module's runs
     config = TrainConfig.load(moved / "config.yaml")
     config.replace(dataset=str(tmp_path / "gone" / Path(config.dataset).name)).save(moved / "config.yaml")
     assert main(["analyze", "features", str(moved), "--max-images", "4", "--output", str(tmp_path / "out")]) == 2
     assert main(["analyze", "features", str(moved), "--max-images", "4", "--data-dir", str(pacs_slice.parent),
                  "--output", str(tmp_path / "out")]) == 0
+    assert not (moved / "feature_usage.json").exists(), "a subset's figure is not the run's, which the report reads"

@@ -29,15 +29,18 @@ def _features(args: argparse.Namespace) -> int:
     print(f"{'run':<44} {'p':>5} {'D':>5} {'PR':>6} {'exp(H)':>7} {'i.i.d.':>7} {'o.o.d.':>7}")
     for subject in subjects:
         usage = features.feature_usage(subject)
-        write_json(usage, subject.run.folder.feature_usage)
+        if args.max_images is None:  # the report reads it as the run's own figure: not one of a subset's
+            write_json(usage, subject.run.folder.feature_usage)
         usages.append(usage)
         print(f"{usage['run'][:44]:<44} {usage['dropout']:>5g} {usage['num_features']:>5} "
               f"{usage['participation_ratio']:>6.0f} {usage['exp_entropy']:>7.0f} {100 * usage['iid']:>7.1f} "
               f"{100 * usage['ood']:>7.1f}")
     write_json({"runs": usages}, args.output / "features.json")
     files = features.plot(usages, args.output / "features")
+    kept = ("each run folder: feature_usage.json" if args.max_images is None else
+            f"on at most {args.max_images} images per evaluation set, so not written into the run folders")
     print(f"\nD: features of the backbone; PR: participation ratio of their contributions; exp(H): exponential of "
-          f"their entropy.\n{args.output / 'features.json'}, {files[0]}; each run folder: feature_usage.json")
+          f"their entropy.\n{args.output / 'features.json'}, {files[0]}; {kept}")
     return 0
 
 
