@@ -74,6 +74,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config)
         self.step_lr = self.optimizer.param_groups[0]["lr"]
+        self.last_iid: float | None = None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
 
         self.bench = Bench.for_run(config, self.protocol, self.device, self.workers)
@@ -119,7 +120,8 @@ class Trainer:
                     seconds = time.perf_counter() - period_start
                     bar.set_postfix(loss=f"{self.loss_sum.item() / self.loss_count:.3f}",
                                     lr=f"{self.step_lr:.2g}",
-                                    img_s=f"{period_images / seconds:.0f}")
+                                    img_s=f"{period_images / seconds:.0f}",
+                                    **({"iid": f"{100 * self.last_iid:.1f}%"} if self.last_iid is not None else {}))
                 if self.step % config.eval_every == 0 or self.step == config.steps:
                     seconds = time.perf_counter() - period_start
                     self.elapsed += seconds
@@ -186,6 +188,7 @@ class Trainer:
         if variants:
             record["variants"] = variants
         self.metrics.append(record)
+        self.last_iid = record["iid"]  # for the progress bar, which shows no evaluation line
         if is_better(record, self.best, self.config.selection):
             self.best = {k: v for k, v in record.items() if k not in ("acc", "variants")}
             save_weights(self.model.state_dict(), self.run.best, {"step": self.step, "config": self.config.to_dict()})
