@@ -86,8 +86,10 @@ def test_a_config_built_in_python_is_the_config_its_file_reads_back(tmp_path):
                                           ("dropout", None), ("lr_milestones", 5), ("lr_milestones", [True])])
 def test_ill_typed_values_from_python_are_one_line_errors(field, value):
     """Not a TypeError from a comparison, nor a truthy string taken for True."""
-    with pytest.raises(DroptuneError, match=f"config field '{field}' in TrainConfig must be"):
+    with pytest.raises(DroptuneError, match=f"config field '{field}' in TrainConfig must be") as refused:
         TrainConfig(**{field: value})
+    if field == "augment":
+        assert "must be bool or None (null in YAML), got 'no'" in str(refused.value), "Python's word, then YAML's"
 
 
 # config.yaml of run 64dc106f677c of the pacs-long-cpu evidence sweep, written by droptune 1db655b: before the

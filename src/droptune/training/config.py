@@ -249,7 +249,7 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
     elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise DroptuneError(f"config field {name!r} in {source} must be {'a list of int' if kind is list else kind.__name__}"
-                        f"{' or null' if optional else ''}, got {value!r}")
+                        f"{' or None (null in YAML)' if optional else ''}, got {value!r}")
 
 
 def coerce(changes: dict[str, Any], source: str) -> dict[str, Any]:
