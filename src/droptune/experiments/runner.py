@@ -35,9 +35,11 @@ class Progress:
 
     def ended(self, job: Job, crash: str | None) -> None:
         with self.lock:
-            if crash is not None and state(job.run) not in FINAL:  # not a worker dying after its results
+            now = state(job.run)
+            if crash is not None and now not in FINAL:  # not a worker dying after its results
                 record_error(job.run, crash)
-            now = self.states[job.id] = state(job.run)
+                now = FAILED
+            self.states[job.id] = now
             self.running.discard(job.id)
             if now in FINAL:
                 self.bar.update(1)

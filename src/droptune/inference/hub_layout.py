@@ -16,6 +16,7 @@ import torch
 
 from droptune.errors import DroptuneError
 from droptune.models.backbones import TORCHVISION_RESNETS
+from droptune.models.loading import module_names
 from droptune.models.model import DropoutClassifier
 
 WEIGHTS = "model.safetensors"
@@ -36,23 +37,18 @@ def timm_architecture(backbone: str, model: DropoutClassifier) -> str:
     raise DroptuneError(f"backbone {backbone!r} has no timm counterpart to export to")
 
 
-def classifiers(classifier: str | Sequence[str]) -> tuple[str, ...]:
-    """timm's classifier modules: one, or a distilled model's two (DeiT's `head` and `head_dist`), whose logits timm
-    averages; droptune's one linear head held by both gives the same logits."""
-    return (classifier,) if isinstance(classifier, str) else tuple(classifier)
-
-
 def to_timm(state: dict[str, torch.Tensor], classifier: str | Sequence[str]) -> dict[str, torch.Tensor]:
-    """droptune's state dict under timm's key names; `classifier` is timm's head module (`fc`, `head.fc`, ...). Each
-    classifier has its own copy of the head (safetensors does not save tensors sharing memory)."""
+    """droptune's state dict under timm's key names; `classifier` is timm's head module (`fc`, `head.fc`, ...), or a
+    distilled model's two (DeiT's `head` and `head_dist`), whose logits timm averages: droptune's one linear head
+    held by both gives the same logits. Each has its own copy (safetensors does not save tensors sharing memory)."""
     head = {key.removeprefix(HEAD): value for key, value in state.items() if key.startswith(HEAD)}
     return {**{key.removeprefix(BACKBONE): value for key, value in state.items() if not key.startswith(HEAD)},
-            **{f"{name}.{key}": value.clone() for name in classifiers(classifier) for key, value in head.items()}}
+            **{f"{name}.{key}": value.clone() for name in module_names(classifier) for key, value in head.items()}}
 
 
 def from_timm(state: dict[str, torch.Tensor], classifier: str | Sequence[str]) -> dict[str, torch.Tensor]:
     """timm's state dict under droptune's key names (the head from timm's first classifier)."""
-    first, *others = (f"{name}." for name in classifiers(classifier))
+    first, *others = (f"{name}." for name in module_names(classifier))
     return {(HEAD + key.removeprefix(first) if key.startswith(first) else BACKBONE + key): value
             for key, value in state.items() if not key.startswith(tuple(others))}
 

@@ -60,8 +60,13 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str
     model.load_state_dict(state, strict=True)
 
 
+def module_names(names: str | Sequence[str]) -> tuple[str, ...]:
+    """One sub-module name, or several: a distilled timm model's two classifiers, as its pretrained cfg names them
+    (("head", "head_dist"))."""
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
 def without_prefix(state: Mapping[str, torch.Tensor], prefix: str | Sequence[str]) -> dict[str, torch.Tensor]:
-    """The state dict less the tensors of a sub-module (an ImageNet classifier), or of several (a distilled model's
-    two classifiers, as timm's pretrained cfg names them: ("head", "head_dist"))."""
-    prefixes = tuple(f"{name}." for name in ((prefix,) if isinstance(prefix, str) else prefix))
+    """The state dict less the tensors of a sub-module (an ImageNet classifier), or of several."""
+    prefixes = tuple(f"{name}." for name in module_names(prefix))
     return {k: v for k, v in state.items() if not k.startswith(prefixes)}
