@@ -497,3 +497,21 @@ def test_a_results_json_without_a_selected_score_or_with_a_mistyped_one_is_skipp
                        "results.json's selections.training_domain.ood is 74.3: expected an accuracy (a fraction "
                        "from 0 to 1)"]
     assert len(collection.runs) == 1
+
+
+def test_a_results_json_of_another_run_is_skipped_and_a_domain_index_is_read_as_its_name(tmp_path):
+    """Mutant: a results.json copied from another run's folder filed under this run's method and cell."""
+    for seed, (key, value) in enumerate((("test_domain", "cartoon"), ("seed", 7), ("trial_seed", 7))):
+        path = fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, seed, 0.9, 0.7)
+        results = json.loads((path / "results.json").read_text())
+        (path / "results.json").write_text(json.dumps({**results, key: value}))
+    path = fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, 3, 0.9, 0.7)
+    job = json.loads((path / "job.json").read_text())
+    job["config"]["test_domain"] = "3"  # PACS's fourth domain, by index
+    (path / "job.json").write_text(json.dumps(job))
+    collection = collect(tmp_path)
+    assert sorted(collection.skipped["reason"]) == [
+        "results.json's seed 7 differs from its config's 1: the results belong to another run",
+        "results.json's test_domain 'cartoon' differs from its config's 'sketch': the results belong to another run",
+        "results.json's trial_seed 7 differs from its config's 2: the results belong to another run"]
+    assert list(collection.runs["run"]) == [path.name]

@@ -167,6 +167,7 @@ def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[s
     results = _results(path, RunResults)
     if results.status != "completed":
         raise Unusable(f"status {results.status!r} in results.json")
+    check_same_run(results, config)
     try:
         base = {"run": path.name, "path": str(path), "dataset": results.dataset,
                 "test_domain": str(results.test_domain), "run_method": method,
@@ -189,6 +190,25 @@ def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[s
         if pd.isna(rows[0][f"training_domain.{score}"]):
             raise Unusable(f"results.json has no selections.training_domain.{score}")
     return rows
+
+
+def check_same_run(results: RunResults, config: dict) -> None:
+    """A results.json whose held-out domain or seeds differ from its folder's config was copied from another run:
+    its scores would be filed under this run's method and cell."""
+    from droptune.data.domains import domain_position
+    from droptune.data.registry import get_spec
+
+    for name in ("seed", "trial_seed"):
+        if name in config and str(config[name]) != str(getattr(results, name)):
+            raise Unusable(f"results.json's {name} {getattr(results, name)!r} differs from its config's "
+                           f"{config[name]!r}: the results belong to another run")
+    wanted = str(config.get("test_domain", results.test_domain))
+    spec = get_spec(config["dataset"]) if isinstance(config.get("dataset"), str) else None
+    position = domain_position(spec.domains, wanted) if spec else None
+    wanted = wanted if position is None else spec.domains[position]
+    if wanted != str(results.test_domain) and not wanted.isdigit():  # an index of a folder dataset: not checkable
+        raise Unusable(f"results.json's test_domain {results.test_domain!r} differs from its config's {wanted!r}: "
+                       "the results belong to another run")
 
 
 @functools.cache
