@@ -15,7 +15,7 @@ import yaml
 
 from droptune.cli.main import main
 from droptune.experiments.collect import collect, label_hparams
-from droptune.experiments.figures import cloud, dropout_families
+from droptune.experiments.figures import cloud, dropout_families, method_styles
 from droptune.experiments.report import write_report
 from droptune.experiments.tables import cell_means, choose, layout, settings_note
 from droptune.runs.folder import exclusive
@@ -359,6 +359,19 @@ def test_cloud_has_one_point_per_combination_of_settings(tmp_path):
     assert mean == pytest.approx(np.mean(points, axis=0))
     sampled, _, total, _ = cloud(mine, "training_domain", ["art_painting", "sketch"], max_points=3)
     assert total == 4 and sampled.shape == (3, 2)
+
+
+def test_cloud_colours_follow_the_dropout_rate_and_markers_tell_one_rate_s_methods_apart():
+    """Mutant: colours cycled in the legend's order, so that p = 0.9 had another colour on every page."""
+    runs = pd.DataFrame({"method": ["d 0.9", "d 0", "d 0.9 + ensemble", "d 0.5", "d 0 + swa"],
+                         "dropout": [0.9, 0.0, 0.9, 0.5, 0.0]})
+    styles = dict(zip(runs["method"], method_styles(runs, list(runs["method"]))))
+    assert styles["d 0.9"][0] == styles["d 0.9 + ensemble"][0] and styles["d 0"][0] == styles["d 0 + swa"][0]
+    assert styles["d 0.9"][1] != styles["d 0.9 + ensemble"][1] and styles["d 0"][1] != styles["d 0 + swa"][1]
+    darkness = {m: sum(styles[m][0][:3]) for m in ("d 0", "d 0.5", "d 0.9")}  # viridis brightens with the rate
+    assert darkness["d 0"] < darkness["d 0.5"] < darkness["d 0.9"]
+    reordered = list(reversed(runs["method"]))
+    assert dict(zip(reordered, method_styles(runs, reordered)))["d 0.5"][0] == styles["d 0.5"][0]
 
 
 def test_dropout_curve_groups_methods_that_differ_only_in_p(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from droptune.experiments.collect import CELL_FIELDS, config_value
@@ -49,11 +50,11 @@ def plot_cloud(runs: pd.DataFrame, dataset: str, domains: list[str], methods: li
     figure = Figure(figsize=(6.5, 5))
     axes = figure.subplots()
     totals = []
-    for i, method in enumerate(m for m in methods if m in set(runs["method"])):
+    shown = [m for m in methods if m in set(runs["method"])]
+    for method, (color, marker) in zip(shown, method_styles(runs, shown)):
         points, mean, total, used = cloud(runs[runs["method"] == method], selection, domains, max_points)
         totals.append(total)
         label = method if len(used) == len(domains) else f"{method} ({len(used)}/{len(domains)} domains)"
-        color, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
         axes.scatter(100 * points[:, 0], 100 * points[:, 1], s=8, alpha=0.35, color=color, marker=marker,
                      linewidths=0)
         axes.scatter(100 * mean[0], 100 * mean[1], s=160, color=color, marker=marker, edgecolors="black",
@@ -67,6 +68,19 @@ def plot_cloud(runs: pd.DataFrame, dataset: str, domains: list[str], methods: li
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, markerscale=0.5, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the points
     return save(figure, stem), note
+
+
+def method_styles(runs: pd.DataFrame, methods: list[str]) -> list[tuple[tuple, str]]:
+    """(colour, marker) per method: the colour by its dropout rate, darker for lower rates, so that a rate reads
+    alike on every page; methods of one rate (its combinations, its head variants) told apart by the marker."""
+    rates = [float(runs.loc[runs["method"] == m, "dropout"].iloc[0]) for m in methods]
+    ranks = {rate: i for i, rate in enumerate(sorted(set(rates)))}
+    styles, seen = [], {}
+    for rate in rates:
+        colour = colormaps["viridis"](0.85 * ranks[rate] / max(1, len(ranks) - 1))  # its yellow end is unreadable
+        styles.append((colour, MARKERS[seen.get(rate, 0) % len(MARKERS)]))
+        seen[rate] = seen.get(rate, 0) + 1
+    return styles
 
 
 def dropout_families(runs: pd.DataFrame) -> list[tuple[str, list[str]]]:
