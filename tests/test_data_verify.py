@@ -202,6 +202,29 @@ def test_info_describes_a_custom_dataset(tmp_path, capsys):
     assert rows["class"] == ["field", "studio"] and rows["crow"] == ["2", "1"] and rows["wren"] == ["1", "3"]
 
 
+def test_info_counts_in_the_singular_where_there_is_one(tmp_path, capsys):
+    """Mutant: "1 domains, 1 classes, 1 images"."""
+    make_dataset(tmp_path / "one", {"field": {"crow": 1}})
+    assert main(["data", "info", str(tmp_path / "one")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"one at {tmp_path / 'one'}: 1 domain, 1 class, 1 image"
+    assert verify(tmp_path / "one").render().splitlines()[0].startswith(f"one at {tmp_path / 'one'}: 1 domain, 1 "
+                                                                        "class, 1 image (")
+
+
+def test_info_describes_the_built_in_dataset_from_its_labels(capsys):
+    """It was refused as having no folder; the counts are the dataset's own, per domain and class."""
+    from droptune.data.digits import RotatedDigits
+
+    assert main(["data", "info", "RotatedDigits"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith(": 6 domains, 10 classes, 1,797 images")
+    domain_table, class_table = out.split("\n\n")[1:3]  # a domain and a class are both named "0"
+    domains, classes, digits = table_rows(domain_table), table_rows(class_table), RotatedDigits(size=8)
+    for index, domain in enumerate(digits.domains):
+        assert domains[domain] == ["10", str(len(digits.labels(index)))]
+    assert classes["7"] == [str(int((digits.labels(i) == 7).sum())) for i in range(6)]
+
+
 def test_info_names_a_folder_given_by_its_name_once(tmp_path, capsys, monkeypatch):
     """Mutant: the title saying "birds at birds" for a folder typed as its own name."""
     make_dataset(tmp_path / "birds", {"field": {"crow": 2, "wren": 1}, "studio": {"crow": 1, "wren": 3}})

@@ -24,6 +24,11 @@ def line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 domain", "3 domains", "1,200 images"; `plural` where adding an s is wrong ("classes")."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def add_progress_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars (default: when stderr is a terminal; otherwise plain lines)")

@@ -1,4 +1,5 @@
-"""`droptune data download|verify|info`: get a benchmark, check a dataset folder, describe one."""
+"""`droptune data list|download|verify|info`: the registered datasets, get one, check a dataset folder, describe
+one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from pathlib import Path
 
 from droptune.cli.arguments import count
+from droptune.console import counted
 
 DEFAULT_DATA_DIR = "data"
 
@@ -21,7 +23,8 @@ def _download(args: argparse.Namespace) -> int:
 
     target = download(args.name, args.data_dir or default_data_dir(), args.source, args.keep_archives)
     counts = read_marker(target)["images"]
-    print(f"{target}: {len(counts)} domains, {sum(counts.values()):,} images, complete ({MARKER} written)")
+    print(f"{target}: {counted(len(counts), 'domain')}, {counted(sum(counts.values()), 'image')}, complete "
+          f"({MARKER} written)")
     print(f"check that every image decodes with `droptune data verify {target}`")
     return 0
 
@@ -37,11 +40,25 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from droptune.data.domains import require_class_folders
-    from droptune.data.verify import info, resolve
+    from droptune.data.registry import BuiltinSpec, get_spec
+    from droptune.data.verify import builtin_info, info, resolve
 
+    if isinstance(get_spec(args.target), BuiltinSpec):
+        print(builtin_info(get_spec(args.target).open(None)))
+        return 0
     root, spec = resolve(args.target, args.data_dir or default_data_dir())
     require_class_folders(root)
     print(info(root, spec.name if spec else None))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from droptune.data.registry import DATASETS
+    from droptune.data.verify import datasets_table
+
+    print(datasets_table(DATASETS.values()))
+    print("\ndomains and classes of one: `droptune data info NAME --data-dir DIR`; any folder laid out as "
+          "<domain>/<class>/<image> is a dataset too (--dataset PATH)")
     return 0
 
 
@@ -66,10 +83,10 @@ def _sources_help() -> str:
 
 def _counts_help() -> str:
     from droptune.data.registry import DATASETS
-    from droptune.data.verify import expected_counts_table
+    from droptune.data.verify import datasets_table
 
     return "known image counts, checked when the folder is one of these datasets:\n" + \
-        expected_counts_table(DATASETS.values())
+        datasets_table(spec for spec in DATASETS.values() if spec.counts)
 
 
 def add_data_commands(commands) -> None:
@@ -105,6 +122,10 @@ def add_data_commands(commands) -> None:
     verify.add_argument("--no-decode", action="store_true", help="skip decoding the images (quick check)")
     verify.add_argument("--workers", type=count(1), help="threads that decode images (default: up to 4)")
     verify.set_defaults(run=_verify)
+
+    listing = jobs.add_parser("list", help="the registered datasets: folders, domains, classes, image counts",
+                              description="The datasets droptune knows by name; `download` says which it fetches.")
+    listing.set_defaults(run=_list)
 
     info = jobs.add_parser("info", help="domains, classes and image counts of a dataset folder",
                            description="Describe any folder laid out as <domain>/<class>/<image>.")

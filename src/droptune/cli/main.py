@@ -15,6 +15,7 @@ from PIL.Image import DecompressionBombWarning
 from droptune.cli.analyze import add_analyze_commands
 from droptune.cli.combine import add_combine_commands
 from droptune.cli.data import add_data_commands
+from droptune.cli.models import add_models_commands
 from droptune.cli.summary import add_summary_commands
 from droptune.cli.sweep import add_sweep_commands
 from droptune.cli.use import add_use_commands
@@ -78,12 +79,28 @@ def add_training_commands(commands) -> None:
 
 
 # Each module adds its sub-commands to the parser; a new job is a new module listed here.
-COMMAND_MODULES = (add_training_commands, add_data_commands, add_combine_commands, add_sweep_commands,
-                   add_summary_commands, add_analyze_commands, add_use_commands)
+COMMAND_MODULES = (add_training_commands, add_data_commands, add_models_commands, add_combine_commands,
+                   add_sweep_commands, add_summary_commands, add_analyze_commands, add_use_commands)
+
+
+def versions() -> str:
+    """droptune's version and those of the libraries a bug report needs, read without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from droptune import __version__
+
+    found = []
+    for name in ("torch", "torchvision", "timm"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return f"droptune {__version__} ({', '.join(found)}; Python {sys.version.split()[0]})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="droptune", description=__doc__)
+    parser.add_argument("--version", action="version", version=versions())
     commands = parser.add_subparsers(dest="command", required=True)
     for add_commands in COMMAND_MODULES:
         add_commands(commands)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from droptune.console import counted
 from droptune.data.images import read_rgb
 from droptune.errors import DroptuneError
 
@@ -117,10 +118,6 @@ def _by_suffix(paths: list[Path]) -> str:
     return ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def _count(paths: list[Path], noun: str) -> str:
-    return f"{len(paths)} {noun}{'' if len(paths) == 1 else 's'}"
-
-
 @dataclass
 class Layout:
     """What a `<domain>/<class>/<image>` folder holds, listed the one way training, `data verify` and `info` list it,
@@ -149,10 +146,10 @@ class Layout:
         """A line for each kind of file that is not read: files that are not images, images outside class folders."""
         notes = []
         if self.ignored:
-            notes.append(f"ignored {_count(self.ignored, 'non-image file')}: {_by_suffix(self.ignored)}; "
+            notes.append(f"ignored {counted(len(self.ignored), 'non-image file')}: {_by_suffix(self.ignored)}; "
                          f"e.g. {self.ignored[0]}")
         if self.stray:
-            notes.append(f"ignored {_count(self.stray, 'image')} outside class folders (expected "
+            notes.append(f"ignored {counted(len(self.stray), 'image')} outside class folders (expected "
                          f"<domain>/<class>/<image>): {_by_suffix(self.stray)}; e.g. {self.stray[0]}")
         return notes
 

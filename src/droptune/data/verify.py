@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from droptune import console
-from droptune.data.domains import Layout, scan, single_class, single_domain, subfolders
+from droptune.data.domains import Layout, MultiDomainDataset, scan, single_class, single_domain, subfolders
 from droptune.data.images import UnreadableImage, read_rgb
 from droptune.data.registry import DatasetSpec, get_spec, spec_of_folder, unregistered_folder
 from droptune.errors import DroptuneError
@@ -108,14 +109,16 @@ class Report:
 
     def render(self) -> str:
         checked = "counts checked against the registry" if self.spec else "no registered counts to check"
-        lines = [f"{_title(self.name, self.root)}: {len(self.domains)} domains, {len(self.classes)} classes, "
-                 f"{self.images:,} images ({checked})", "", self.table(), ""]
+        sizes = (console.counted(len(self.domains), "domain"), console.counted(len(self.classes), "class", "classes"),
+                 console.counted(self.images, "image"))
+        lines = [f"{_title(self.name, self.root)}: {', '.join(sizes)} ({checked})",
+                 "", self.table(), ""]
         lines += [f"note: {note}" for note in self.notes]
         if self.ok:
             decoded = "; every image decodes" if self.decoded else "; images not decoded (--no-decode)"
             lines.append(f"OK: layout, class folders and counts check out{decoded}")
         else:
-            lines.append(f"FAILED: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}:")
+            lines.append(f"FAILED: {console.counted(len(self.problems), 'problem')}:")
             lines += [f"  {problem}" for problem in self.problems]
         return "\n".join(lines)
 
@@ -228,28 +231,48 @@ def resolve(target: str, data_dir: str | os.PathLike | None = None) -> tuple[Pat
 def info(root: str | os.PathLike, name: str | None = None) -> str:
     """A description of any `<domain>/<class>/<image>` folder: domains, classes and image counts."""
     layout = scan(root)
-    classes = layout.all_classes
-    total = sum(layout.count(d) for d in layout.domains)
-    lines = [f"{_title(name or layout.root.name, layout.root)}: {len(layout.domains)} domains, "
-             f"{len(classes)} classes, {total:,} images", ""]
     if not layout.domains:
-        return "\n".join(lines + ["no domain folders: expected <domain>/<class>/<image>"])
+        return describe(_title(name or layout.root.name, layout.root), {}) + \
+            "\n\nno domain folders: expected <domain>/<class>/<image>"
+    counts = {d: {c: layout.count(d, c) for c in layout.classes[d]} for d in layout.domains}
+    text = describe(_title(name or layout.root.name, layout.root), counts)
+    if any(layout.classes[d] != layout.all_classes for d in layout.domains):
+        text += f"\n\nclass folders differ across domains: `droptune data verify {layout.root}` lists them"
+    return text
+
+
+def builtin_info(dataset: MultiDomainDataset) -> str:
+    """The same description of a dataset droptune makes itself (RotatedDigits)."""
+    counts = {}
+    for index, domain in enumerate(dataset.domains):
+        labels = Counter(int(label) for label in dataset.labels(index))
+        counts[domain] = {dataset.classes[k]: labels[k] for k in sorted(labels)}
+    return describe(f"{dataset.name} (built into droptune: no folder, nothing to download)", counts)
+
+
+def describe(title: str, counts: dict[str, dict[str, int]]) -> str:
+    """`title`: its sizes, then a table of domains and, for few classes, one of images per class and domain."""
+    classes = sorted({c for per_class in counts.values() for c in per_class})
+    total = sum(sum(per_class.values()) for per_class in counts.values())
+    lines = [f"{title}: {console.counted(len(counts), 'domain')}, {console.counted(len(classes), 'class', 'classes')}"
+             f", {console.counted(total, 'image')}", ""]
+    if not counts:
+        return lines[0]
     rows = [("domain", "classes", "images")]
-    rows += [(d, str(len(layout.classes[d])), f"{layout.count(d):,}") for d in layout.domains]
+    rows += [(d, str(len(per_class)), f"{sum(per_class.values()):,}") for d, per_class in counts.items()]
     lines += [_format_table(rows), ""]
     if len(classes) <= PER_CLASS_TABLE_LIMIT:
-        rows = [("class", *layout.domains)]
-        rows += [(c, *(f"{layout.count(d, c):,}" for d in layout.domains)) for c in classes]
+        rows = [("class", *counts)]
+        rows += [(c, *(f"{counts[d].get(c, 0):,}" for d in counts)) for c in classes]
         lines.append(_format_table(rows))
     else:
         lines.append(textwrap.fill("classes: " + ", ".join(classes), width=100, subsequent_indent="  "))
-    if any(layout.classes[d] != classes for d in layout.domains):
-        lines += ["", f"class folders differ across domains: `droptune data verify {layout.root}` lists them"]
     return "\n".join(lines)
 
 
-def expected_counts_table(specs: Iterable[DatasetSpec]) -> str:
-    """The registry's known image counts, for help texts."""
-    rows = [("dataset", "folder", "domains", "images")]
-    rows += [(s.name, s.folder, str(len(s.domains)), f"{s.total:,}") for s in specs if s.counts]
+def datasets_table(specs: Iterable[DatasetSpec]) -> str:
+    """The registry: each dataset's folder, domains, classes, known image count and whether droptune downloads it."""
+    rows = [("dataset", "folder", "domains", "classes", "images", "download")]
+    rows += [(s.name, s.folder or "-", str(len(s.domains)), str(s.num_classes), f"{s.total:,}" if s.counts else "-",
+              "yes" if s.recipe else "no" if s.folder else "built in") for s in specs]
     return _format_table(rows)

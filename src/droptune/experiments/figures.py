@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from droptune.console import counted
 from droptune.experiments.collect import CELL_FIELDS, config_value
 from droptune.experiments.tables import AVERAGE
 from droptune.plotting import save
@@ -61,7 +62,7 @@ def plot_cloud(runs: pd.DataFrame, dataset: str, domains: list[str], methods: li
                      linewidths=1.2, zorder=3, label=label)  # the legend shows the marker readers look for
     shown = max(totals, default=0)
     sampled = f", {max_points:,} sampled of {shown:,}" if shown > max_points else ""
-    combinations = f"{shown:,} combination{'s' if shown != 1 else ''} per method{sampled}"
+    combinations = f"{counted(shown, 'combination')} per method{sampled}"
     note = f"{dataset}: up to {combinations}"
     axes.set(xlabel="i.i.d. accuracy (%)", ylabel="o.o.d. accuracy (%)",
              title=f"{dataset}: one hyper-parameter setting per test domain\n({combinations}; large markers: means)")
@@ -151,7 +152,7 @@ def plot_curves(curves: pd.DataFrame, dataset: str, methods: list[str], stem: Pa
         runs = mine[mine["method"] == method]
         mean = runs.groupby("step")[["iid", "loss"]].mean()
         domains = runs["test_domain"].nunique()  # methods at hand on fewer domains than others are not comparable
-        label = f"{method} ({runs['run'].nunique()} runs, {domains} held-out domain{'s' if domains > 1 else ''})"
+        label = f"{method} ({counted(runs['run'].nunique(), 'run')}, {counted(domains, 'held-out domain')})"
         axes[0].plot(mean.index, 100 * mean["iid"], marker="o", markersize=3, color=f"C{i % 10}", label=label)
         axes[1].plot(mean.index, mean["loss"], marker="o", markersize=3, color=f"C{i % 10}", label=label)
     axes[0].set(xlabel="step", ylabel="i.i.d. accuracy (%)", title=f"{dataset}: training-domain validation")
