@@ -423,7 +423,7 @@ def test_runs_no_sweep_file_asks_for_are_named(tmp_path):
     from droptune.runs.folder import spec_files
 
     fake_sweep(tmp_path)
-    spec = {"name": "s", "grid": {"lr": list(LRS)}, "seeds": [0, 1, 2],
+    spec = {"name": "s", "datasets": ["PACS"], "grid": {"lr": list(LRS)}, "seeds": [0, 1, 2],
             "methods": [{"name": "dropout 0.9", "dropout": 0.9}, {"name": "dropout 0", "dropout": 0.0}]}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
     assert unplanned_runs(collect(tmp_path), spec_files(tmp_path)) == []
@@ -442,6 +442,10 @@ def test_runs_no_sweep_file_asks_for_are_named(tmp_path):
         "averaged into the tables"]
     write_report(tmp_path, tmp_path / "report")
     assert "Runs that no sweep file here asks for:" in (tmp_path / "report" / "report.md").read_text()
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({**spec, "seeds": "0"}))  # read as droptune sweep reads it
+    collection = collect(tmp_path)
+    assert unplanned_runs(collection, spec_files(tmp_path)) == []
+    assert len(collection.problems) == 1 and collection.problems[0].startswith("sweep.yaml: cannot list the runs")
 
 
 def test_a_partial_sweep_counts_its_planned_runs_without_a_folder_and_averages_no_method_missing_a_domain(

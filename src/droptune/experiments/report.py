@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 
 from droptune.errors import DroptuneError
 from droptune.experiments.collect import RUNS_TABLE, SKIPPED_TABLE, Collection, collect
@@ -72,13 +71,18 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
 def unplanned_runs(collection: Collection, specs: list[Path]) -> list[str]:
     """What the tables hold that none of a sweep folder's files asks for: runs left by an earlier version of a file
     (their changed fields taken for hyper-parameter settings, their seeds averaged in) or by a renamed method."""
+    from droptune.experiments.sweep import load_spec
+
     runs = collection.runs
     if not specs or runs.empty:
         return []
-    files = [yaml.safe_load(read_text(spec, "sweep file")) or {} for spec in specs]
-    varied = {name for f in files for name in [*(f.get("grid") or {}), *((f.get("random") or {}).get("space") or {})]}
-    methods = {m.get("name") for f in files for m in f.get("methods") or [] if isinstance(m, dict)}
-    seeds = {seed for f in files for seed in f.get("seeds") or [0]}
+    try:
+        files = [load_spec(spec) for spec in specs]
+    except DroptuneError:  # the collection's problems name the file that cannot be read
+        return []
+    varied = {name for f in files for name in [*f.grid, *(f.random.space if f.random else {})]}
+    methods = {method.name for f in files for method in f.methods}
+    seeds = {seed for f in files for seed in f.seeds}
     where = f"no sweep file in {specs[0].parent.name}"
     lines = []
     for (dataset, method), group in runs[runs["variant"].isna()].groupby(["dataset", "run_method"], sort=True):
