@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -458,6 +459,40 @@ def test_ray_launcher_on_a_local_ray_instance(image_folder, tmp_path, monkeypatc
         assert all("o.o.d." in j.run.log.read_text() for j in jobs), "each task's output in its run's log.txt"
     finally:
         ray.shutdown()
+
+
+def test_a_ray_address_that_does_not_answer_is_one_line_not_minutes_of_ray_s_retries(monkeypatch):
+    """Mutants: a wrong --ray-address left to ray.init (minutes of retries on a GCS address, then a traceback);
+    no cluster at `auto` a ConnectionError traceback."""
+    from types import SimpleNamespace
+
+    from droptune.experiments.launchers import ray_host_port
+
+    assert [ray_host_port(a) for a in (None, "auto", "h:6379", "ray://head.example:10001", "[::1]:6379")] == [
+        (None, None), (None, None), ("h", 6379), ("head.example", 10001), ("::1", 6379)]
+    with pytest.raises(DroptuneError, match=r"^--ray-address head:x: expected auto, HOST:PORT or ray://HOST:PORT$"):
+        RayLauncher(address="head:x")
+    never = SimpleNamespace(init=lambda **_: pytest.fail("ray.init called for an address that does not answer"))
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # closed below: nothing listens there
+    with pytest.raises(DroptuneError, match=rf"cannot reach the Ray cluster at ray://127.0.0.1:{port} "
+                                            r"\(--ray-address\): Connection refused; is its head running"):
+        RayLauncher(address=f"ray://127.0.0.1:{port}").connect(never)
+
+    def silent(address, timeout):
+        assert timeout == 0.5
+        raise TimeoutError("timed out")
+    monkeypatch.setattr(socket, "create_connection", silent)
+    with pytest.raises(DroptuneError, match="at 10.0.0.9:6379 .*: no answer within 0.5 s;"):
+        RayLauncher(address="10.0.0.9:6379", connect_s=0.5).connect(never)
+
+    def no_cluster(address):
+        raise ConnectionError("Could not find any running Ray instance.\nPlease specify the one to connect to.")
+    with pytest.raises(DroptuneError) as error:
+        RayLauncher(address="auto").connect(SimpleNamespace(init=no_cluster))
+    assert str(error.value) == ("cannot connect to a Ray cluster at auto (--ray-address): Could not find any running "
+                                "Ray instance. Please specify the one to connect to.")
 
 
 def test_the_evidence_presets_expand_to_what_their_pages_report(tmp_path):

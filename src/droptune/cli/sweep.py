@@ -224,7 +224,8 @@ def add_sweep_commands(commands) -> None:
     slurm.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"),
                        help="submitit's executor: slurm, or local/debug to try the array without Slurm")
     ray = sweep.add_argument_group("--launcher ray")
-    ray.add_argument("--ray-address", help="existing cluster, e.g. auto or ray://head:10001 (default: start one here)")
+    ray.add_argument("--ray-address", help="existing cluster: auto, HOST:PORT (its GCS) or ray://HOST:10001 (Ray "
+                     "Client); one that does not answer within 10 s is an error (default: start one here)")
     ray.add_argument("--ray-cpus", type=amount(0), help="CPUs per job (default: 1)")
     ray.add_argument("--ray-gpus", type=amount(0), help="GPUs per job (default: 1 when the cluster has GPUs, else 0)")
     sweep.set_defaults(run=_sweep)

@@ -12,6 +12,7 @@ import importlib
 import os
 import queue
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from droptune.errors import DroptuneError
+from droptune.errors import DroptuneError, one_line
 from droptune.experiments.jobs import RECORDED, Job, RequeuedExecute, execute_task
 from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted, StopRequest, signal_name
 
@@ -221,20 +222,40 @@ class RayLauncher(TaskLauncher):
     cpus_per_job: float = 1
     gpus_per_job: float | None = None
     poll_s: float = 1.0
+    connect_s: float = 10.0
 
     def __post_init__(self) -> None:
         require("ray", "ray")
+        ray_host_port(self.address)
 
     def _submit(self, jobs: Sequence[Job]) -> list:
         ray = require("ray", "ray")
         if not ray.is_initialized():
-            ray.init(address=self.address)
+            self.connect(ray)
         gpus = self.gpus_per_job
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
         # Ray's own retries are off: run_sweep retries every launcher's failures the same way.
         task = ray.remote(execute_task).options(num_cpus=self.cpus_per_job, num_gpus=gpus, max_retries=0)
         return [task.remote(job) for job in jobs]
+
+    def connect(self, ray: Any) -> None:
+        """ray.init, in one line when it cannot: an address that does not answer is refused after `connect_s`
+        (Ray itself retries a cluster's GCS address for minutes), one with no cluster in Ray's own words."""
+        host, port = ray_host_port(self.address)
+        if host is not None:
+            try:
+                socket.create_connection((host, port), timeout=self.connect_s).close()
+            except OSError as error:
+                why = f"no answer within {self.connect_s:g} s" if isinstance(error, TimeoutError) else \
+                    error.strerror or str(error)
+                raise DroptuneError(f"cannot reach the Ray cluster at {self.address} (--ray-address): {why}; is its "
+                                    "head running (`ray start --head`) and its port open?") from None
+        try:
+            ray.init(address=self.address)
+        except ConnectionError as error:
+            raise DroptuneError(f"cannot connect to a Ray cluster at {self.address or 'this machine'} "
+                                f"(--ray-address): {one_line(error)}") from None
 
     def _ended(self, tasks: list) -> list:
         return require("ray", "ray").wait(tasks, num_returns=len(tasks), timeout=0)[0]
@@ -246,6 +267,17 @@ class RayLauncher(TaskLauncher):
         ray = require("ray", "ray")
         for task in tasks:
             ray.cancel(task)  # a KeyboardInterrupt in the task's main thread, where training takes it as a stop signal
+
+
+def ray_host_port(address: str | None) -> tuple[str | None, int | None]:
+    """(host, port) of a `host:port` or `ray://host:port` address; (None, None) for none, `auto` or `local`, which
+    Ray resolves on this machine."""
+    if address is None or ":" not in address:
+        return None, None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit() or not host:
+        raise DroptuneError(f"--ray-address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def _crash(result: Any) -> str | None:
