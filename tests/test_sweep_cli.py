@@ -160,7 +160,8 @@ def test_ray_options_reach_the_launcher_through_the_command_line(spec_file, tmp_
     with pytest.raises(Recorded):
         main(["sweep", str(spec_file), "--output", str(tmp_path / "sweep"), "--launcher", "ray", "--ray-address",
               "ray://head:10001", "--ray-cpus", "3", "--ray-gpus", "0.5"])
-    assert asdict(seen[0]) == {"address": "ray://head:10001", "cpus_per_job": 3.0, "gpus_per_job": 0.5, "poll_s": 1.0}
+    assert asdict(seen[0]) == {"address": "ray://head:10001", "cpus_per_job": 3.0, "gpus_per_job": 0.5, "poll_s": 1.0,
+                              "connect_s": 10.0}
 
 
 @pytest.mark.parametrize("launcher, package", [("slurm", "submitit"), ("ray", "ray")])
