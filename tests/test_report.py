@@ -335,6 +335,9 @@ def test_report_page_has_notes_tables_figures_combinations_and_the_sweep_file(tm
     assert "18 finished runs." in text and "2 across-run combinations" in text
     assert "6 run(s) not in the tables:" in text and "RuntimeError: out of memory" in text
     assert text.startswith(f"# {tmp_path.name}: report\n\n**Partial**: 6 run(s) of this folder or its sweep files")
+    assert main(["report", str(tmp_path), "--output", str(tmp_path / "docs" / "result"), "--document", str(page),
+                 "--title", "PACS, 2-core CPU: p = 0.9 against p = 0"]) == 0
+    assert page.read_text().startswith("# PACS, 2-core CPU: p = 0.9 against p = 0\n\n**Partial**")
     assert "- sweep.yaml: cannot list the runs it plans" in text, "a sweep file it cannot expand is said"
     assert "```yaml\ndatasets: [PACS]\n```" in text
     assert main(["report", str(tmp_path), "--notes", str(tmp_path / "missing.md")]) == 2

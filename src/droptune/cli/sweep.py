@@ -168,7 +168,7 @@ def _report(args: argparse.Namespace) -> int:
     default = args.selection if args.hparams == "best" else f"{args.selection}-hparams-{args.hparams}"
     output = args.output or args.sweep_dir / "report" / default
     collection, text, notes = write_report(args.sweep_dir, output, args.selection, args.document, args.notes,
-                                           args.hparams)
+                                           args.hparams, args.title)
     print(text)
     skipped = collection.skipped
     if not skipped.empty:
@@ -247,4 +247,5 @@ def add_sweep_commands(commands) -> None:
     report.add_argument("--document", type=Path, help="the Markdown page of tables, figures, run statistics and "
                                                       "sweep file (default: OUTPUT/report.md)")
     report.add_argument("--notes", type=Path, help="Markdown put at the top of the page: context, discussion")
+    report.add_argument("--title", help="the page's title (default: '<SWEEP_DIR's name>: report')")
     report.set_defaults(run=_report)

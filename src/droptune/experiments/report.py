@@ -16,7 +16,7 @@ from droptune.runs.folder import COMBINED, spec_files
 
 def write_report(root: Path, output: Path, selection: str = "training_domain",
                  document: Path | None = None, notes: Path | None = None,
-                 hparams: str = "best") -> tuple[Collection, str, list[str]]:
+                 hparams: str = "best", title: str | None = None) -> tuple[Collection, str, list[str]]:
     """Collect `root`'s runs; write runs.csv, skipped.csv, the tables, each dataset's figures and report.md
     (or `document`: tables, figures, run statistics, the sweep file, with `notes` on top) into `output`.
 
@@ -63,7 +63,7 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
     unplanned = unplanned_runs(collection, spec_files(root))
     messages += collection.problems + unplanned
     document = document or output / "report.md"
-    write_document(Path(root), document, collection, text, figures, notes, unplanned)
+    write_document(Path(root), document, collection, text, figures, notes, unplanned, title)
     messages.append(f"report: {document}")
     return collection, text, messages
 
@@ -108,12 +108,13 @@ def unplanned_runs(collection: Collection, specs: list[Path]) -> list[str]:
 
 
 def write_document(root: Path, document: Path, collection: Collection, tables: str,
-                   figures: list[tuple[str, Path]], notes: Path | None, unplanned: list[str]) -> None:
-    """One Markdown page: `notes` (the reader's context and discussion), the tables, the figures, what the
-    runs cost, the sweep files, and every run folder left out."""
+                   figures: list[tuple[str, Path]], notes: Path | None, unplanned: list[str],
+                   title: str | None = None) -> None:
+    """One Markdown page under `title` (default: the folder's name): `notes` (the reader's context and discussion),
+    the tables, the figures, what the runs cost, the sweep files, and every run folder left out."""
     runs = collection.runs
     base = runs[runs["variant"].isna()] if not runs.empty else runs
-    lines = [f"# {root.name}: report", ""]
+    lines = [f"# {title or f'{root.name}: report'}", ""]
     skipped = collection.skipped
     if len(skipped):
         lines += [f"**Partial**: {len(skipped)} run(s) of this folder or its sweep files are not in the tables "
