@@ -1,4 +1,4 @@
-"""Combining finished runs of one split: output ensemble, uniform soup, greedy soup.
+"""Combining finished runs of one split every way asked (combining/methods.py lists the ways).
 
 Each combination is scored on the same i.i.d. and o.o.d. splits as single runs and written in
 the same results schema, with its cost: trainings it took, forward passes it needs per image.
@@ -16,26 +16,11 @@ from droptune.combining.methods import COMBINATIONS
 from droptune.combining.runs import Run, Split, read_runs
 from droptune.combining.soups import check_averageable
 from droptune.errors import DroptuneError
-from droptune.models.ensemble import OutputEnsemble
 from droptune.runs.folder import RunDir
 from droptune.runs.results import CombinationResults
 from droptune.training.checkpoint import save_weights
 from droptune.training.config import ENSEMBLE_OUTPUTS
 from droptune.training.device import default_workers, resolve_device
-from droptune.training.evaluate import accuracy_of
-
-
-def output_ensemble(runs: Sequence[Run], split: Split, outputs: str = "probs") -> tuple[dict, None]:
-    """The mean of the runs' softmax outputs (or logits), one model in memory at a time."""
-    ensemble = OutputEnsemble(probabilities=outputs == "probs")
-    for run in runs:
-        model = split.model(run)
-        bench = split.bench(run)
-        evaluation = bench.evaluate(model, keep_logits=True)
-        ensemble.add(evaluation.logits)
-        del model
-    acc = accuracy_of(ensemble.total, evaluation.labels, bench.splits)
-    return {**split.protocol.summarize(acc), "members": [run.name for run in runs], "outputs": outputs}, None
 
 
 def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: str | os.PathLike,

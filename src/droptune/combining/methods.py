@@ -34,7 +34,7 @@ class Combination:
 
 COMBINATIONS: dict[str, Combination] = {c.name: c for c in (
     Combination("ensemble", "ensemble of runs", "mean of the models' outputs",
-                "droptune.combining.combine:output_ensemble", averages_weights=False),
+                "droptune.combining.ensemble:output_ensemble", averages_weights=False),
     Combination("uniform_soup", "uniform soup", "mean of their weights (DiWA)",
                 "droptune.combining.soups:uniform_soup", averages_weights=True),
     Combination("greedy_soup", "greedy soup", "runs by i.i.d. accuracy, each kept only if the soup's i.i.d. "
