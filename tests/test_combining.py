@@ -1,5 +1,6 @@
 """Ensembles, weight averages, SWAD and soups: the math on tiny tensors, and combining tiny runs."""
 
+import dataclasses
 import functools
 import json
 import shutil
@@ -361,6 +362,37 @@ def test_ensemble_of_one_run_is_that_run(trained, tmp_path):
     assert (results["iid"], results["ood"], results["acc"]) == (alone["iid"], alone["ood"], alone["acc"])
     assert results["cost"] == {"trainings": 1, "forward_passes": 1}
     assert json.loads((tmp_path / "out" / "ensemble" / "results.json").read_text()) == results
+
+
+def first_member_alone(runs, split, outputs):
+    """A new output combiner, as a contributor would add one: the first run's scores, and a key of its own."""
+    from droptune.combining.ensemble import output_ensemble
+
+    scores, _ = output_ensemble(runs[:1], split, outputs)
+    return {**scores, "temperature": 2.0}, None
+
+
+def test_a_new_combination_s_own_keys_are_kept_and_its_outputs_recorded(trained, tmp_path, monkeypatch):
+    """Mutants: an extra key of a combination's function a TypeError of CombinationResults; the ensemble's outputs
+    recorded only when the function returned them (the sweep then recombines that group on every invocation)."""
+    from droptune.combining.methods import COMBINATIONS, Combination
+
+    _, run = trained
+    monkeypatch.setitem(COMBINATIONS, "first", Combination("first", "first run", "the first run alone",
+                                                           "test_combining:first_member_alone", averages_weights=False))
+    results = combine([run], ["first"], tmp_path / "out", device="cpu", workers=0, outputs="logits")["first"]
+    assert results["details"] == {"temperature": 2.0} and results["outputs"] == "logits"
+    assert results["members"] == [run.name] and results["label"] == "first run"
+    monkeypatch.setitem(COMBINATIONS, "first", dataclasses.replace(COMBINATIONS["first"], averages_weights=True,
+                                                                  function="test_combining:no_members"))
+    with pytest.raises(DroptuneError, match=r"^combination 'first' \(test_combining:no_members\) returned no "
+                                            r"'members': expected iid, ood, ood_out, acc, members, and any other"):
+        combine([run], ["first"], tmp_path / "again", device="cpu", workers=0)
+
+
+def no_members(runs, split):
+    scores, _ = first_member_alone(runs, split, "probs")
+    return {k: v for k, v in scores.items() if k != "members"}, None
 
 
 def test_uniform_soup_is_the_mean_of_the_weights(trained, tmp_path):

@@ -23,6 +23,9 @@ from droptune.training.config import ENSEMBLE_OUTPUTS
 from droptune.training.device import default_workers, resolve_device
 
 
+SCORED = ("iid", "ood", "ood_out", "acc", "members")  # what every combination's function returns
+
+
 def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: str | os.PathLike,
             device: str = "auto", workers: int | None = None, data_dir: str | None = None,
             outputs: str | None = None) -> dict[str, dict]:
@@ -48,24 +51,28 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
         start = time.perf_counter()
         combination = COMBINATIONS[method]
         scores, weights = combination.run(runs, split, outputs)
+        missing = [key for key in SCORED if key not in scores]
+        if missing:
+            raise DroptuneError(f"combination {method!r} ({combination.function}) returned no {missing[0]!r}: "
+                                f"expected {', '.join(SCORED)}, and any other keys")
         folder = RunDir(Path(output) / method)
-        results = CombinationResults(
+        recorded = dict(
             status="completed",
             run=f"{Path(output).name}/{method}",
             method=method,
             label=combination.label,
             **split.protocol.describe(),
             selection=first.config.selection,
-            iid=scores.pop("iid"),
-            ood=scores.pop("ood"),
-            ood_out=scores.pop("ood_out"),
-            acc=scores.pop("acc"),
-            **scores,
+            outputs=None if combination.averages_weights else outputs,
             runs=[_brief(run) for run in runs],
             cost={"trainings": len(runs), "forward_passes": combination.forward_passes(len(scores["members"]))},
             wall_time_s=time.perf_counter() - start,
             classes=list(split.dataset.classes),
         )
+        fields = {f.name for f in dataclasses.fields(CombinationResults)} - set(recorded) - {"details"}
+        details = {key: value for key, value in scores.items() if key not in fields}
+        results = CombinationResults(**recorded, **{k: v for k, v in scores.items() if k in fields},
+                                     details=details or None)
         if weights is not None:
             save_weights(weights, folder.soup, {"method": method, "members": scores["members"],
                                                 "config": first.config.to_dict()})

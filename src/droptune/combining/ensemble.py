@@ -19,4 +19,4 @@ def output_ensemble(runs: Sequence[Run], split: Split, outputs: str = "probs") -
         ensemble.add(evaluation.logits)
         del model
     acc = accuracy_of(ensemble.total, evaluation.labels, bench.splits)
-    return {**split.protocol.summarize(acc), "members": [run.name for run in runs], "outputs": outputs}, None
+    return {**split.protocol.summarize(acc), "members": [run.name for run in runs]}, None

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Combination:
     """One way to combine runs. A weight average is one model (one forward pass per image) and needs
-    averageable runs; an output ensemble runs every member it keeps and averages what `outputs` names."""
+    averageable runs; an output ensemble runs every member it keeps and averages what `outputs` names.
+
+    Its function returns (scores, weights): scores hold iid, ood, ood_out, acc (the protocol's summary) and
+    members (the runs it kept); any other key is kept in results.json (`greedy` as its own field, the rest under
+    `details`); weights are the averaged state dict (saved as soup.safetensors), None for an output ensemble.
+    """
 
     name: str
     label: str  # its name in report tables

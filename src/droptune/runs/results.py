@@ -91,6 +91,7 @@ class CombinationResults:
     outputs: str | None = None  # an ensemble's: probs or logits
     greedy: list | None = None  # a greedy soup's candidates in order: i.i.d. accuracy, accepted or not
     classes: list[str] | None = None
+    details: dict | None = None  # what else a combination's function returned
     schema: int = RESULTS_SCHEMA
 
 
