@@ -92,6 +92,30 @@ def test_ill_typed_values_from_python_are_one_line_errors(field, value):
         assert "must be bool or None (null in YAML), got 'no'" in str(refused.value), "Python's word, then YAML's"
 
 
+def test_a_list_field_is_checked_element_by_element_against_its_annotation(monkeypatch):
+    """Mutant (contributor audit A10): every list field read as a list of int, and its error saying so, whatever its
+    annotation: a `list[float]` field refused 0.5, its --flag parsed as int."""
+    import argparse
+    from typing import Optional
+
+    from droptune.cli.config_flags import add_config_flags
+    from droptune.training import config as config_module
+
+    types = {**config_module.field_types(), "lr_milestones": Optional[list[float]]}
+    monkeypatch.setattr(config_module, "field_types", lambda: types)
+    assert config_module.coerce_value("lr_milestones", [1, 0.5, "1e-3"], "f.yaml") == [1.0, 0.5, 0.001]
+    with pytest.raises(DroptuneError, match=r"'lr_milestones' in f.yaml must be a list of float or None .*, got "
+                                            r"\[0.5, 'x'\]"):
+        config_module.coerce_value("lr_milestones", [0.5, "x"], "f.yaml")
+    monkeypatch.setattr("droptune.cli.config_flags.field_types", lambda: types)
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    assert parser.parse_args(["--lr-milestones", "0.5", "2"]).lr_milestones == [0.5, 2.0]
+    monkeypatch.undo()
+    with pytest.raises(DroptuneError, match=r"must be a list of int or None \(null in YAML\), got \[1.5\]"):
+        TrainConfig(lr_milestones=[1.5])
+
+
 # config.yaml of run 64dc106f677c of the pacs-long-cpu evidence sweep, written by droptune 1db655b: before the
 # `linearized`, `device_augment` and `tensorboard` fields existed. Its folder name is its identity.
 OLDER_RUN = """dataset: PACS

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from droptune.errors import DroptuneError
-from droptune.training.config import RUNTIME_FIELDS, TrainConfig, base_type, coerce, field_types, read_yaml
+from droptune.training.config import (RUNTIME_FIELDS, TrainConfig, base_type, coerce, element_type, field_types,
+                                      read_yaml)
 from droptune.runs.folder import RunDir
 
 
@@ -37,7 +38,8 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif kind is list:
-            group.add_argument(flag, type=int, nargs="+", default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(flag, type=element_type(types[f.name]), nargs="+", default=argparse.SUPPRESS,
+                               help=help_text)
         else:
             group.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text)
 

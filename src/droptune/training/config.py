@@ -213,7 +213,7 @@ def field_types() -> dict[str, Any]:
 
 
 def base_type(annotation: Any) -> tuple[type, bool]:
-    """(the scalar or list type, whether None is allowed) of a field annotation."""
+    """(the scalar type, or list, of a field annotation; whether None is allowed)."""
     args = typing.get_args(annotation)
     optional = type(None) in args
     core = [a for a in args if a is not type(None)] or [annotation]
@@ -221,8 +221,36 @@ def base_type(annotation: Any) -> tuple[type, bool]:
     return (list if typing.get_origin(kind) is list else kind), optional
 
 
+def element_type(annotation: Any) -> type:
+    """The type of a list field's elements (`list[int] | None`: int)."""
+    lists = [a for a in (annotation, *typing.get_args(annotation)) if typing.get_origin(a) is list]
+    return typing.get_args(lists[0])[0]
+
+
+_REFUSED = object()
+
+
+def _scalar(kind: type, value: Any) -> Any:
+    """`value` as a `kind` (int widened to float, a number or path to str), or _REFUSED."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 1e-3 as a string; only 1.0e-3 is a float there.
+        try:
+            return float(value)
+        except ValueError:
+            return _REFUSED
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if kind is str and isinstance(value, os.PathLike):  # dataset=Path("data/PACS") from Python
+        return os.fspath(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    return _REFUSED
+
+
 def coerce_value(name: str, value: Any, source: str) -> Any:
-    """`value` checked (and int→float widened) against the type of field `name`."""
+    """`value` checked (and int→float widened) against the type of field `name`; a list element by element."""
     types = field_types()
     if name not in types:
         raise DroptuneError(f"unknown config field {name!r} in {source}: expected one of {', '.join(types)}")
@@ -231,24 +259,18 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
         return None
     if name == "device_augment" and isinstance(value, bool):
         return "on" if value else "off"  # YAML 1.1 reads unquoted on/off (and yes/no) as booleans
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str):
-        # YAML 1.1 (PyYAML) reads 1e-3 as a string; only 1.0e-3 is a float there.
-        try:
-            return float(value)
-        except ValueError:
-            pass
     if kind is list:
-        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return list(value)
-    elif kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    elif kind is str and isinstance(value, os.PathLike):  # dataset=Path("data/PACS") from Python
-        return os.fspath(value)
-    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise DroptuneError(f"config field {name!r} in {source} must be {'a list of int' if kind is list else kind.__name__}"
+        element = element_type(types[name])
+        items = [_scalar(element, v) for v in value] if isinstance(value, (list, tuple)) else [_REFUSED]
+        if not any(item is _REFUSED for item in items):
+            return items
+        expected = f"a list of {element.__name__}"
+    else:
+        result = _scalar(kind, value)
+        if result is not _REFUSED:
+            return result
+        expected = kind.__name__
+    raise DroptuneError(f"config field {name!r} in {source} must be {expected}"
                         f"{' or None (null in YAML)' if optional else ''}, got {value!r}")
 
 
