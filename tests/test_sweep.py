@@ -351,6 +351,8 @@ def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pr
     soup = json.loads((group / "uniform_soup" / "results.json").read_text())
     assert sorted(r["run"] for r in soup["runs"]) == sorted(p.name for p in (sweep_dir / "runs").iterdir())
     assert len({r["head_start"] for r in soup["runs"]}) == 1
+    assert sorted(r["hparams"]["seed"] for r in soup["runs"]) == [0, 1] and {len(r["hparams"]) for r in soup["runs"]} \
+        == {1}, "what tells the members apart, whatever field it is; not the fields they share"
     assert main(["sweep", str(spec_file), "--output", str(sweep_dir)]) == 0
     assert "combining" not in capsys.readouterr().out, "combinations of unchanged runs are not redone"
     assert main(["sweep", str(spec_file), "--output", str(sweep_dir), "--seeds", "0", "1", "2"]) == 0

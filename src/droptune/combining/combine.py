@@ -7,6 +7,7 @@ the same results schema, with its cost: trainings it took, forward passes it nee
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from droptune.errors import DroptuneError
 from droptune.runs.folder import RunDir
 from droptune.runs.results import CombinationResults
 from droptune.training.checkpoint import save_weights
-from droptune.training.config import ENSEMBLE_OUTPUTS
+from droptune.training.config import ENSEMBLE_OUTPUTS, RUNTIME_FIELDS
 from droptune.training.device import default_workers, resolve_device
 
 
@@ -64,7 +65,7 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
             **split.protocol.describe(),
             selection=first.config.selection,
             outputs=None if combination.averages_weights else outputs,
-            runs=[_brief(run) for run in runs],
+            runs=members_brief(runs),
             cost={"trainings": len(runs), "forward_passes": combination.forward_passes(len(scores["members"]))},
             wall_time_s=time.perf_counter() - start,
             classes=list(split.dataset.classes),
@@ -81,9 +82,12 @@ def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: 
     return combined
 
 
-def _brief(run: Run) -> dict:
-    """What distinguishes a member run, and how it scored alone."""
-    config = run.config
-    return {"run": run.name, "dropout": config.dropout, "lr": config.lr, "weight_decay": config.weight_decay,
-            "head_lr_mult": config.head_lr_mult, "seed": config.seed, "head_start": run.results.head_start,
-            "step": run.results.step, "iid": run.results.iid, "ood": run.results.ood}
+def members_brief(runs: Sequence[Run]) -> list[dict]:
+    """Each member run: its config's identity, the config fields in which the members differ (whatever they are:
+    the sweep's grid, seeds, a field added later), its head start, and how it scored alone."""
+    configs = [run.config.to_dict() for run in runs]
+    varied = [name for name in configs[0] if name not in RUNTIME_FIELDS
+              and len({json.dumps(c[name], sort_keys=True) for c in configs}) > 1]
+    return [{"run": run.name, "config_id": run.config.identity(), "hparams": {name: c[name] for name in varied},
+             "head_start": run.results.head_start, "step": run.results.step, "iid": run.results.iid,
+             "ood": run.results.ood} for run, c in zip(runs, configs)]
