@@ -6,26 +6,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
 from droptune.data.domains import MultiDomainDataset
+from droptune.data.loaders import DomainImages, make_loader
 from droptune.errors import DroptuneError
 from droptune.inference.loading import LoadedModel
 from droptune.console import bar
 
 ECE_BINS = 15
-
-
-class _DomainImages(Dataset):
-    def __init__(self, dataset: MultiDomainDataset, domain: int, transform, size: int):
-        self.dataset, self.domain, self.transform, self.size = dataset, domain, transform, size
-
-    def __len__(self) -> int:
-        return len(self.dataset.labels(self.domain))
-
-    def __getitem__(self, index: int):
-        image = self.dataset.read(self.domain, index, self.size)
-        return self.transform(image), int(self.dataset.labels(self.domain)[index])
 
 
 def class_map(model_classes: Sequence[str], data_classes: Sequence[str]) -> list[int]:
@@ -74,12 +62,13 @@ def score(loaded: LoadedModel, dataset: MultiDomainDataset, domains: Sequence[st
     """Per-domain accuracy, per-class accuracy, confusion matrix, NLL and ECE of `loaded` on `dataset`."""
     mapping = torch.tensor(class_map(loaded.classes, dataset.classes))
     device = next(loaded.model.parameters()).device
+    images = DomainImages(dataset, loaded.config.image_size)  # read and transformed as the run evaluated
     report = {}
     for name in domains or dataset.domains:
         domain = dataset.domain_index(name)
-        images = _DomainImages(dataset, domain, loaded.transform, loaded.config.image_size)
+        keys = [(domain, index, None) for index in range(len(dataset.labels(domain)))]  # no seed: evaluation's
+        batches = make_loader(images, [keys[i:i + batch_size] for i in range(0, len(keys), batch_size)], workers)
         all_logits, all_labels = [], []
-        batches = DataLoader(images, batch_size=batch_size, num_workers=workers)
         for x, y in bar(progress, iterable=batches, unit="batch", desc=dataset.domains[domain]):
             all_logits.append(loaded.model(x.to(device)).float().cpu())
             all_labels.append(mapping[y])
