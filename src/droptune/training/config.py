@@ -20,7 +20,9 @@ from droptune.training.selection import SELECTIONS
 
 AMP_MODES = ("none", "bf16", "fp16")
 ENSEMBLE_OUTPUTS = ("probs", "logits")  # what an output ensemble averages: softmax probabilities or logits
-PROBE_STEPS, PROBE_LR = 1000, 1e-3  # the linear probe's Adam steps and learning rate on cached features
+# The linear probe's recipe (head_init: probe): Adam steps, learning rate and batch on cached features, its weight
+# decay (the paper's default, whatever the run's) and its seed (shared by every run of a split).
+PROBE_STEPS, PROBE_LR, PROBE_BATCH, PROBE_WEIGHT_DECAY, PROBE_SEED = 1000, 1e-3, 256, 1e-4, 0
 DEVICE_AUGMENT = ("auto", "on", "off")
 
 

@@ -27,19 +27,17 @@ from droptune.errors import DroptuneError
 from droptune.models.loading import load_strict
 from droptune.models.model import DropoutClassifier
 from droptune.training.checkpoint import save_weights
-from droptune.training.config import PROBE_LR, PROBE_STEPS, TrainConfig
+from droptune.training.config import (PROBE_BATCH, PROBE_LR, PROBE_SEED, PROBE_STEPS, PROBE_WEIGHT_DECAY,
+                                      TrainConfig)
 from droptune.training.device import eval_batch_size, place
 from droptune.training.evaluate import autocast
 from droptune.training.protocol import LeaveOneDomainOut
 from droptune.training.run_inputs import initial_model, run_dataset
 
-PROBE_BATCH = 256
 PROBE = "probe"  # head_init value: probe the run's own split before training
 # The run settings a probe depends on. Not lr, weight_decay or the run seed: the runs of a sweep's grid
 # differ in those and must share their start to be averaged.
 PROBE_SETTINGS = ("image_size", "dropout", "freeze_bn")
-PROBE_SEED = 0
-PROBE_WEIGHT_DECAY = 1e-4  # the paper's default, whatever the run's
 
 
 def init_head(model: DropoutClassifier, config: TrainConfig, protocol: LeaveOneDomainOut, device: torch.device,
