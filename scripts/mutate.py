@@ -81,7 +81,7 @@ TARGETS = {
                                                                      "average_over_domains", "plain_baselines",
                                                                      "best_baseline_difference"),
                           (("tests/test_summary.py",),)),
-    "collect": Target("src/droptune/experiments/collect.py", ("read_run", "read_combination", "_selected"),
+    "collect": Target("src/droptune/experiments/collect.py", ("rows_of_run", "read_combination", "_selected"),
                       (("tests/test_report.py",),)),
     "soups": Target("src/droptune/combining/soups.py", ("_recompute_bn", "uniform_soup", "greedy_soup"),
                     (("tests/test_combining.py", "-k", "soup"), ("tests/test_protocol.py", "-k", "soups"))),

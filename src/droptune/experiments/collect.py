@@ -62,7 +62,7 @@ def collect(root: Path) -> Collection:
         config, method = None, None
         try:
             config, method = describe(path)
-            run_rows = read_run(path, config, method)
+            run_rows = rows_of_run(path, config, method)
             curves += read_curve(path, run_rows[0])
             rows += run_rows
         except Unusable as reason:
@@ -161,7 +161,9 @@ def describe(path: Path) -> tuple[dict | None, str | None]:
     return config, f"dropout {config['dropout']:g}"
 
 
-def read_run(path: Path, config: dict | None, method: str | None) -> list[dict[str, Any]]:
+def rows_of_run(path: Path, config: dict | None, method: str | None) -> list[dict[str, Any]]:
+    """A finished run's table rows: its own, and one per along-run baseline it reports; Unusable with the reason
+    otherwise. (combining.runs.read_run reads a run to combine it.)"""
     if config is None:
         raise Unusable("no readable job.json or config.yaml")
     results = _results(path, RunResults)
