@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from droptune.cli.main import main
+from droptune.errors import DroptuneError
 from droptune.experiments.jobs import DIVERGED, FAILED, PENDING, read_error, state
 from droptune.experiments.launchers import LocalLauncher, RayLauncher, SlurmLauncher
 from droptune.experiments.runner import run_sweep
@@ -152,6 +153,21 @@ def test_slurm_options_reach_the_launcher_through_the_command_line(spec_file, tm
         "folder": tmp_path / "sweep" / "slurm", "partition": "gpu", "account": "lab", "time_min": 90,
         "gpus_per_job": 2, "cpus_per_job": 6, "mem_gb": 40, "array_parallelism": 5, "signal_delay_s": 30,
         "cluster": "slurm"}
+
+
+def test_every_launcher_has_its_flags_and_every_flag_a_launcher_field():
+    """A launcher added to the registry without its flags (or a flag naming a field it lacks) is caught here."""
+    import dataclasses
+
+    from droptune.cli.sweep import LAUNCHER_FLAGS
+    from droptune.experiments.launchers import LAUNCHERS, make_launcher
+
+    assert set(LAUNCHER_FLAGS) == set(LAUNCHERS)
+    for name, flags in LAUNCHER_FLAGS.items():
+        launcher = make_launcher(name, "sweep", **({"cluster": "debug"} if name == "slurm" else {}))  # no sbatch
+        assert set(flags.values()) <= {f.name for f in dataclasses.fields(launcher)}, name
+    with pytest.raises(DroptuneError, match="^unknown launcher 'k8s': expected one of local, slurm, ray$"):
+        make_launcher("k8s", "sweep")
 
 
 def test_ray_options_reach_the_launcher_through_the_command_line(spec_file, tmp_path, monkeypatch):

@@ -26,8 +26,6 @@ from droptune.errors import DroptuneError, one_line
 from droptune.experiments.jobs import RECORDED, Job, RequeuedExecute, execute_task
 from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted, StopRequest, signal_name
 
-LAUNCHERS = ("local", "slurm", "ray")
-
 
 class Events(Protocol):
     def started(self, job: Job) -> None: ...
@@ -289,13 +287,16 @@ def _crash(result: Any) -> str | None:
     return None
 
 
+# Each launcher by name, built from its sweep folder and its options (cli/sweep.py's LAUNCHER_FLAGS name its flags).
+LAUNCHERS: dict[str, Callable[..., Launcher]] = {
+    "local": lambda sweep_dir, **options: LocalLauncher(**options),
+    "slurm": lambda sweep_dir, **options: SlurmLauncher(folder=Path(sweep_dir) / "slurm", **options),
+    "ray": lambda sweep_dir, **options: RayLauncher(**options),
+}
+
+
 def make_launcher(name: str, sweep_dir: Path, **options: Any) -> Launcher:
     """A launcher by name; `options` unset (None) keep each launcher's defaults."""
-    options = {k: v for k, v in options.items() if v is not None}
-    if name == "local":
-        return LocalLauncher(**options)
-    if name == "slurm":
-        return SlurmLauncher(folder=Path(sweep_dir) / "slurm", **options)
-    if name == "ray":
-        return RayLauncher(**options)
-    raise DroptuneError(f"unknown launcher {name!r}: expected one of {', '.join(LAUNCHERS)}")
+    if name not in LAUNCHERS:
+        raise DroptuneError(f"unknown launcher {name!r}: expected one of {', '.join(LAUNCHERS)}")
+    return LAUNCHERS[name](sweep_dir, **{k: v for k, v in options.items() if v is not None})
