@@ -48,6 +48,9 @@ def test_flags_override_the_sweep_file(image_folder, spec_file, tmp_path, capsys
                 for domain in ("a", "b") for lr in (0.1, 0.01) for seed in (1, 2)}
     assert listed_ids(out) == expected and "8 jobs" in out
     assert not (tmp_path / "sweep").exists(), "a dry run writes nothing"
+    header, *rows = [line for line in out.splitlines() if line.startswith("job ") or listed_ids(line)]
+    assert {row.index("dropout 0") for row in rows} == {header.index("method")}, \
+        "columns stay aligned after a dataset's long path (mutant: fixed widths)"
     assert main(["sweep", str(spec_file), "--dry-run", "--grid", "lr"]) == 2
     assert "--grid 'lr': expected NAME=VALUE" in capsys.readouterr().err
 

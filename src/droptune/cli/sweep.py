@@ -106,16 +106,18 @@ def _sweep(args: argparse.Namespace) -> int:
     output = args.output or Path("sweeps") / spec.name
     jobs = spec.jobs(output)
     if args.dry_run:
-        print(f"{'job':<12} {'state':<11} {'dataset':<14} {'test domain':<14} {'method':<18} seeds  hparams")
+        rows = [("job", "state", "dataset", "test domain", "method", "seeds", "hparams")]
         for job in jobs:
             c = job.config
-            hparams = _hparams(job) or "default"
             shown = state(job.run)
             # a finished run's lock is a resume that changes nothing, or an old lock file's stale pid
             if shown not in (DONE, DIVERGED) and holder(job.run.path):
                 shown = "running"
-            print(f"{job.id:<12} {shown:<11} {c.dataset:<14} {c.test_domain:<14} {job.method:<18} "
-                  f"{c.trial_seed},{c.seed}    {hparams}")
+            rows.append((job.id, shown, c.dataset, c.test_domain, job.method, f"{c.trial_seed},{c.seed}",
+                         _hparams(job) or "default"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]  # the last column: as long
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), row[-1])
         print(f"\n{len(jobs)} jobs in {output}/runs; nothing was run (--dry-run)")
         return 0
     if args.max_retries < 0:
