@@ -507,9 +507,14 @@ def test_a_results_json_without_a_selected_score_or_with_a_mistyped_one_is_skipp
     fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, 4, 0.9, 0.7)
     path = fake_run(tmp_path, "dropout 0.9 random head 10x", 0.9, "sketch", 1e-3, 5, 0.9, 0.7)
     (path / "job.json").write_text("{")  # its method would be "dropout 0.9", from config.yaml's rate
+    path = fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, 6, 0.9, 0.7)
+    results = json.loads((path / "results.json").read_text())
+    results["selections"]["training_domain"]["iid"] = None
+    (path / "results.json").write_text(json.dumps(results))
     collection = collect(tmp_path)
     reasons = sorted(collection.skipped["reason"])
     assert reasons == ["job.json is unreadable or lacks its config or method",
+                       "results.json has no evaluation selected by training-domain validation",
                        "results.json has no selections.training_domain.ood",
                        "results.json's selections.training_domain is 'x': expected a mapping",
                        "results.json's selections.training_domain.ood is 'abc': expected an accuracy (a fraction "
