@@ -88,6 +88,34 @@ def test_resume_reaches_the_same_numbers(image_folder, tmp_path, workers):
         train(part.replace(dropout=0.1), resume=True)
 
 
+def test_a_resume_takes_its_evaluations_from_the_checkpoint_not_from_a_damaged_metrics_file(image_folder, tmp_path):
+    """Mutant (a chaos audit's finding): metrics.jsonl emptied or cut after the checkpoint (a crash while it was
+    rewritten, an append never flushed): the resumed run chose its step among the later evaluations alone, and
+    results.json named a step that best.safetensors does not hold. The records now live in last.pt too; an older
+    checkpoint without them is checked against metrics.jsonl."""
+    full = toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "full"))
+    part = toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "part"))
+    expected = train(full)
+    assert train(part, until=8) is None
+    run = RunDir(part.run_dir())
+    run.metrics.write_text("")
+    resumed = train(part, resume=True)
+    assert numbers(run.read_metrics()) == numbers(RunDir(full.run_dir()).read_metrics())
+    assert [resumed[k] for k in ("step", "iid", "ood", "selections")] == [
+        expected[k] for k in ("step", "iid", "ood", "selections")]
+
+    older = toy_config(image_folder, tmp_path, output_dir=str(tmp_path / "older"))
+    assert train(older, until=8) is None
+    run = RunDir(older.run_dir())
+    state = torch.load(run.last, weights_only=True)
+    del state["records"]
+    torch.save(state, run.last)
+    run.metrics.write_text(run.metrics.read_text().splitlines(keepends=True)[1])  # step 8's record alone
+    with pytest.raises(DroptuneError, match=r"metrics.jsonl holds the evaluations of steps \[8\], but checkpoint "
+                                            r".*last.pt \(step 8\) followed those of steps \[4, 8\]: .*start the run"):
+        train(older, resume=True)
+
+
 def test_a_run_does_not_resume_on_a_dataset_whose_images_changed(image_folder, tmp_path, capsys):
     """Mutants: resuming with the images of a domain added or removed (its 80/20 split silently redrawn mid-run:
     the first evaluations scored one split, the rest another), or results.json not recording the counts."""

@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from droptune.errors import DroptuneError
+from droptune.runs.files import atomic_write
 from droptune.runs.results import CombinationResults, Results, RunResults, read_results, write_results
 
 LOCK = ".lock"
@@ -231,8 +232,8 @@ class RunDir:
         return [r for r in records if up_to_step is None or r["step"] <= up_to_step]
 
     def rewrite_metrics(self, records: list[dict]) -> None:
-        """Drop records written after the checkpoint a run resumes from."""
-        self.metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+        """metrics.jsonl as the checkpoint a run resumes from has it, in one rename (a crash leaves the old file)."""
+        atomic_write(self.metrics, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
 
     def read_results(self, kind: type[Results] = RunResults) -> Results | None:
         """The run's results (or a combination's, with `kind`), None while it has none."""

@@ -86,6 +86,7 @@ class Trainer:
         self.majority_rate = self.protocol.majority_rate()
 
         self.step = 0
+        self.records: list[dict] = []  # metrics.jsonl's records, kept in last.pt too: the selection reads these
         self.best: dict | None = None
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
@@ -187,6 +188,7 @@ class Trainer:
         }
         if variants:
             record["variants"] = variants
+        self.records.append(record)
         self.metrics.append(record)
         self.last_iid = record["iid"]  # for the progress bar, which shows no evaluation line
         if is_better(record, self.best, self.config.selection):
@@ -202,6 +204,7 @@ class Trainer:
             "config_id": self.config.identity(),
             "images": self.protocol.images,
             "step": self.step,
+            "records": self.records,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -240,10 +243,25 @@ class Trainer:
         self.elapsed = state["elapsed"]
         for baseline in self.baselines:
             baseline.load_state_dict(state["baselines"][baseline.name])
-        self.run.rewrite_metrics(self.run.read_metrics(up_to_step=self.step))
+        self.records = state["records"] if "records" in state else self._recorded_before_records_were_kept()
+        self.run.rewrite_metrics(self.records)
+
+    def _recorded_before_records_were_kept(self) -> list[dict]:
+        """An older checkpoint's records: metrics.jsonl's up to its step, which must hold every evaluation made by
+        then (a file that lost some would make the run's selection without them)."""
+        records = self.run.read_metrics(up_to_step=self.step)
+        every = self.config.eval_every
+        expected = [*range(every, self.step + 1, every)] + ([self.step] if self.step == self.config.steps
+                                                            and self.step % every else [])
+        found = [r["step"] for r in records]
+        if found != expected:
+            raise DroptuneError(f"{self.run.metrics} holds the evaluations of steps {found or 'none'}, but checkpoint "
+                                f"{self.run.last} (step {self.step}) followed those of steps {expected}: the run's "
+                                "selection would be made without the missing ones; start the run again")
+        return records
 
     def _finish(self, status: str) -> dict:
-        records = self.run.read_metrics()
+        records = self.records
         config = self.config
         selected = select(records, config.selection)
         collapsed = selected is not None and is_collapsed(selected["iid"], records[-1]["loss"],
