@@ -524,6 +524,19 @@ def test_a_results_json_without_a_selected_score_or_with_a_mistyped_one_is_skipp
     assert len(collection.runs) == 1
 
 
+def test_a_finished_run_with_a_torn_metrics_line_stays_in_the_tables_without_its_curve(tmp_path):
+    """Mutant (chaos audit 9): a half-written line of metrics.jsonl left a finished run, whose results.json is
+    intact, out of the tables (its cell then chosen among fewer settings), for the sake of its curve."""
+    path = fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, 0, 0.9, 0.7)
+    fake_run(tmp_path, "dropout 0.9", 0.9, "sketch", 1e-3, 1, 0.8, 0.6)
+    (path / "metrics.jsonl").write_text((path / "metrics.jsonl").read_text()[:-20])
+    collection = collect(tmp_path)
+    assert sorted(collection.runs["run"]) == sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert collection.skipped.empty and set(collection.curves["run"]) == {"dropout_0.9-sketch-0.001-1"}
+    assert collection.problems == [f"{path.name}: {path / 'metrics.jsonl'} line 2 is not valid JSON: the run is in "
+                                   "the tables, its curve left out of the convergence figure"]
+
+
 def test_a_results_json_of_another_run_is_skipped_and_a_domain_index_is_read_as_its_name(tmp_path):
     """Mutant: a results.json copied from another run's folder filed under this run's method and cell."""
     for seed, (key, value) in enumerate((("test_domain", "cartoon"), ("seed", 7), ("trial_seed", 7))):

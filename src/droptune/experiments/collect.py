@@ -57,27 +57,32 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def collect(root: Path) -> Collection:
-    rows, skipped, curves = [], [], []
+    rows, skipped, curves, problems = [], [], [], []
     for path in run_folders(root):
         config, method = None, None
         try:
             config, method = describe(path)
             run_rows = rows_of_run(path, config, method)
-            curves += read_curve(path, run_rows[0])
-            rows += run_rows
         except Unusable as reason:
             skipped.append({"path": str(path), "reason": str(reason), "dataset": _dataset_name(config),
                             "method": method, "test_domain": None if config is None else config.get("test_domain")})
+            continue
+        rows += run_rows
+        try:
+            curves += read_curve(path, run_rows[0])
+        except Unusable as reason:  # the run's scores are in results.json: only its convergence curve is lost
+            problems.append(f"{path.name}: {reason}: the run is in the tables, its curve left out of the "
+                            "convergence figure")
     for path in sorted(p for p in Path(root).glob(f"{COMBINED}/*/*") if p.is_dir()):
         try:
             rows.append(read_combination(path))
         except Unusable as reason:
             skipped.append({"path": str(path), "reason": str(reason), "dataset": None, "method": None,
                             "test_domain": None})
-    planned, problems = planned_without_folder(Path(root))
+    planned, unlisted = planned_without_folder(Path(root))
     runs = label_hparams(pd.DataFrame(rows))
     return Collection(runs, pd.DataFrame(skipped + planned, columns=SKIPPED_COLUMNS),
-                      pd.DataFrame(curves, columns=CURVE_COLUMNS), problems)
+                      pd.DataFrame(curves, columns=CURVE_COLUMNS), problems + unlisted)
 
 
 def planned_without_folder(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
