@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from droptune.errors import DroptuneError
-from droptune.runs.files import atomic_write
+from droptune.runs.files import PARTIAL, atomic_write, partial_writes
 from droptune.runs.results import CombinationResults, Results, RunResults, read_results, write_results
 
 LOCK = ".lock"
@@ -186,6 +186,13 @@ class RunDir:
     def hold(self) -> contextlib.AbstractContextManager[None]:
         """The run folder's lock: one writer at a time, for the writer's whole life."""
         return exclusive(self.path, "run folder")
+
+    def remove_partial_writes(self) -> None:
+        """What a writer killed mid-write left (a half-written `.last.pt.<hex>`: up to the checkpoint's size per
+        kill); only the holder of the folder's lock may call it. `droptune analyze` writes here without the lock."""
+        for path in partial_writes(self.path):
+            if PARTIAL.match(path.name)["name"] != self.feature_usage.name:
+                path.unlink(missing_ok=True)
 
     @property
     def interrupted(self) -> Path:

@@ -325,6 +325,7 @@ def train(config: TrainConfig, resume: bool = False, until: int | None = None) -
         done = _finished(run, resume, config)  # again: another process may have finished it before we held the lock
         if done is not None:
             return done
+        run.remove_partial_writes()
         trainer = Trainer(config)
         if resume and run.last.exists():
             trainer.restore()
