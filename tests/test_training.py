@@ -130,6 +130,54 @@ def test_a_run_that_takes_its_folder_removes_what_a_killed_write_left(image_fold
     assert not stale.exists() and theirs.exists()
 
 
+def test_a_full_disk_is_one_line_that_says_so_and_how_to_continue(image_folder, tmp_path, monkeypatch, capsys):
+    """Mutant (chaos audit 2): a checkpoint write on a full disk ended in a 25-line traceback whose last line,
+    torch's `RuntimeError: ... unexpected pos`, never named the disk; other write errors are still theirs."""
+    import shutil
+    from collections import namedtuple
+
+    from droptune.runs import files
+    from droptune.runs.files import NoSpace, atomic_write
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10**12, 10**12, 5 * 2**20))
+
+    def torch_on_a_full_disk(tmp):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 29471872 vs 29471760")
+    target = tmp_path / "a.pt"
+    target.write_text("old")
+    with pytest.raises(NoSpace, match=rf"^cannot write {target}: no space left on its file system \(5 MiB free\); "
+                                      "the file it would replace is unchanged$"):
+        atomic_write(target, torch_on_a_full_disk)
+    assert target.read_text() == "old" and files.partial_writes(tmp_path) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10**12, 0, 10**11))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        atomic_write(target, torch_on_a_full_disk)
+
+    config = toy_config(image_folder, tmp_path, steps=8, eval_every=4, freeze_bn=False)
+    saves, save = [], torch.save
+
+    def second_checkpoint_fails(obj, path):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(28, "No space left on device")
+        save(obj, path)
+    monkeypatch.setattr(torch, "save", second_checkpoint_fails)
+    run = config.run_dir()
+    argv = ["train", "--dataset", str(image_folder), "--test-domain", "c", "--backbone", "resnet10t", "--weights",
+            "none", "--image-size", "16", "--batch-size", "3", "--steps", "8", "--eval-every", "4", "--lr", "0.05",
+            "--dropout", "0.5", "--workers", "0", "--no-progress", "--no-freeze-bn", "--output-dir", str(run)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("droptune: error: ")
+    assert f"cannot write {run / 'last.pt'}: no space left" in err.splitlines()[-1]
+    assert err.strip().endswith(f"once there is room, `droptune train --resume {run}` continues from its last "
+                                "checkpoint")
+    monkeypatch.undo()
+    assert train(config, resume=True)["status"] == "completed"
+
+
 def test_a_run_does_not_resume_on_a_dataset_whose_images_changed(image_folder, tmp_path, capsys):
     """Mutants: resuming with the images of a domain added or removed (its 80/20 split silently redrawn mid-run:
     the first evaluations scored one split, the rest another), or results.json not recording the counts."""

@@ -3,19 +3,27 @@ error that names them."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from droptune.errors import DroptuneError
 
-
 TOKEN_BYTES = 8
 PARTIAL = re.compile(rf"^\.(?P<name>.+)\.[0-9a-f]{{{2 * TOKEN_BYTES}}}$")  # atomic_write's temporary file
+
+
+FULL_BELOW = 64 * 2**20  # free bytes under which a failed write is taken for a full disk
+
+
+class NoSpace(DroptuneError):
+    """A write that failed for want of disk space."""
 
 
 def partial_writes(folder: Path) -> list[Path]:
@@ -36,9 +44,25 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         write(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        free = _free_if_full(path.parent, error)
+        if free is not None:
+            raise NoSpace(f"cannot write {path}: no space left on its file system ({free / 2**20:.0f} MiB free); "
+                          "the file it would replace is unchanged") from None
         raise
+
+
+def _free_if_full(folder: Path, error: BaseException) -> int | None:
+    """The free bytes of `folder`'s file system when `error` came from its being full, else None. torch and
+    safetensors say it in their own words ("unexpected pos ...", an I/O error), so the free space decides."""
+    if not isinstance(error, Exception):
+        return None
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    return free if getattr(error, "errno", None) == errno.ENOSPC or free < FULL_BELOW else None
 
 
 def read_text(path: Path, what: str) -> str:

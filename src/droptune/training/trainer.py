@@ -23,6 +23,7 @@ from droptune.data.images import UnreadableImage
 from droptune.data.loaders import BatchAugmentImages, DomainBalancedBatches, make_loader
 from droptune.errors import DroptuneError, one_line
 from droptune.models.linearized import LinearizedClassifier
+from droptune.runs.files import NoSpace
 from droptune.runs.folder import RunDir
 from droptune.runs.results import RunResults
 from droptune.training.along_run import along_run_baselines, baseline_results
@@ -335,6 +336,11 @@ def train(config: TrainConfig, resume: bool = False, until: int | None = None) -
             run.metrics.unlink(missing_ok=True)
         try:
             return trainer.fit(until)
+        except NoSpace as error:
+            if not run.last.exists():
+                raise
+            raise NoSpace(f"{error}; once there is room, `droptune train --resume {run.path}` continues from its "
+                          "last checkpoint") from None
         except UnreadableImage as error:
             resume = f"; once it reads, --resume {run.path} continues from the last evaluation"
             raise UnreadableImage(f"{one_line(error)} (`droptune data verify` lists every unreadable image of a "
