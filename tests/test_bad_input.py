@@ -220,11 +220,26 @@ def test_resume_without_a_checkpoint_says_so(capsys, finished, tmp_path):
     assert digest(run) == before
 
 
-def test_resume_of_a_truncated_checkpoint(capsys, finished, tmp_path):
+@pytest.mark.parametrize("size", [5000, 0])
+def test_resume_of_a_truncated_checkpoint(capsys, finished, tmp_path, size):
+    """Mutant (chaos audit 5): an empty last.pt said `cannot read checkpoint ...:` with no reason, and neither
+    said what can be done."""
     run = copy_of(finished, tmp_path)
     (run / "results.json").unlink()
-    (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:5000])
-    refused(capsys, ["train", "--resume", run], "cannot read checkpoint", run / "last.pt")
+    (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:size])
+    line = refused(capsys, ["train", "--resume", run], "cannot read checkpoint", run / "last.pt",
+                   f"--config {run / 'config.yaml'} --output-dir {run}")
+    assert ("(an empty file)" in line) == (size == 0)
+
+
+@pytest.mark.parametrize("kept", [0, 200])
+def test_resume_with_a_config_yaml_cut_short(capsys, finished, tmp_path, kept):
+    """Mutant (chaos audit 4): the fields a cut config.yaml lacks taken at their defaults (for an empty file the
+    paper's recipe on RotatedDigits), the dataset and model built, and the checkpoint then blamed."""
+    run = copy_of(finished, tmp_path)
+    (run / "results.json").unlink()
+    (run / "config.yaml").write_text((run / "config.yaml").read_text()[:kept].rsplit("\n", 1)[0])
+    refused(capsys, ["train", "--resume", run], run / "config.yaml", "lacks", "steps", "cut short")
 
 
 def test_resume_with_another_config(capsys, finished, tmp_path):

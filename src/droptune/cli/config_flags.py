@@ -10,7 +10,7 @@ from typing import Any
 
 from droptune.errors import DroptuneError
 from droptune.training.config import (RUNTIME_FIELDS, TrainConfig, base_type, coerce, element_type, field_types,
-                                      read_yaml)
+                                      load_recorded, read_yaml)
 from droptune.runs.folder import RunDir
 
 
@@ -79,10 +79,10 @@ def resumed_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
     if not config_file.exists():
         raise DroptuneError(f"cannot resume {run_dir}: no config.yaml there (is it a droptune run folder?)")
     if not run.last.exists() and run.read_results() is None:
-        raise DroptuneError(f"cannot resume {run_dir}: it holds no checkpoint (last.pt), so the run stopped before "
-                            f"its first evaluation; start it again from step 0 with `droptune train --config "
+        raise DroptuneError(f"cannot resume {run_dir}: it holds no checkpoint (last.pt): the run stopped before its "
+                            f"first one was saved; start it again from step 0 with `droptune train --config "
                             f"{config_file} --output-dir {run_dir}`")
-    config = TrainConfig.load(config_file)
+    config = load_recorded(config_file)
     changed = {k: v for k, v in flag_values(args).items()
                if _as_recorded(k, getattr(config, k)) != _as_recorded(k, v)}
     fixed = sorted(set(changed) - set(RUNTIME_FIELDS))

@@ -185,6 +185,18 @@ RUNTIME_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.meta
 LATER_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.metadata.get("later")}
 
 
+def load_recorded(path: str | os.PathLike) -> TrainConfig:
+    """A run folder's config.yaml, which droptune writes whole: one that lacks fields (cut short, hand-edited) is an
+    error, not the defaults' config. Older versions did not write the later and runtime fields: those may be absent."""
+    data = read_yaml(path)
+    missing = [f.name for f in dataclasses.fields(TrainConfig)
+               if f.name not in data and f.name not in LATER_FIELDS and f.name not in RUNTIME_FIELDS]
+    if missing:
+        raise DroptuneError(f"{path} lacks {', '.join(missing)}: a run folder's config.yaml holds every field of "
+                            "the run (is it cut short, or edited?)")
+    return TrainConfig(**data)
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """The config fields set in a YAML file, checked against TrainConfig's fields and types."""
     data = load_yaml_file(path, "config file")

@@ -223,7 +223,10 @@ class Trainer:
         try:
             state = torch.load(self.run.last, map_location=self.device, weights_only=True)
         except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
-            raise DroptuneError(f"cannot read checkpoint {self.run.last}: {error}") from None
+            why = "an empty file" if self.run.last.stat().st_size == 0 else one_line(error)
+            raise DroptuneError(f"cannot read checkpoint {self.run.last} ({why}): the run cannot continue from it; "
+                                f"remove it and start the run again from step 0 with `droptune train --config "
+                                f"{self.run.config} --output-dir {self.run.path}`") from None
         if state["config_id"] != self.config.identity():
             raise DroptuneError(f"checkpoint {self.run.last} was written by a different config than "
                                 f"{self.run.config}; it cannot be resumed with this one")
