@@ -260,3 +260,24 @@ def test_submitit_requeues_a_task_signalled_before_its_time_limit_and_it_resumes
     train(full)
     assert_same_run(job.run, RunDir(full.run_dir()))
     assert json.loads(job.run.results.read_text())["status"] == "completed"
+
+
+def test_ctrl_c_outside_a_training_loop_gives_the_resume_hint_only_where_there_is_a_checkpoint(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """Mutant (chaos audit 8): every Ctrl-C that reached the command line, in `report` or during a new run's
+    start-up (no run folder yet), advised `droptune train --resume RUN_DIR`."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("droptune.experiments.report.write_report", interrupted)
+    monkeypatch.setattr("droptune.training.trainer.train", interrupted)
+    monkeypatch.setattr("droptune.cli.config_flags.resumed_config", lambda run, args: None)
+    (tmp_path / "runs").mkdir()
+    assert main(["report", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "droptune: interrupted\n"
+    assert main(["train", "--dataset", "RotatedDigits", "--output-dir", str(tmp_path / "new")]) == 130
+    assert capsys.readouterr().err == "droptune: interrupted; nothing was saved\n"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "last.pt").write_bytes(b"")
+    assert main(["train", "--resume", str(tmp_path / "old")]) == 130
+    assert capsys.readouterr().err == (f"droptune: interrupted; `droptune train --resume {tmp_path / 'old'}` "
+                                       "continues from its last checkpoint\n")

@@ -130,6 +130,15 @@ def log_to_stderr() -> None:
         log.addHandler(handler)
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue a `train --resume` stopped before its loop; nothing to say for other commands."""
+    from droptune.runs.folder import RunDir
+
+    if getattr(args, "resume", None) is not None and RunDir(args.resume).last.exists():
+        return f"; `droptune train --resume {args.resume}` continues from its last checkpoint"
+    return "; nothing was saved" if args.command == "train" else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     log_to_stderr()
     # droptune refuses an image beyond PIL's limit in one line naming it (data/images.py); PIL's warning would be
@@ -156,9 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
         print(f"droptune: error: {paths}: {error.strerror or error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("droptune: interrupted; `droptune train --resume RUN_DIR` continues from the last checkpoint",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # outside a training loop, which saves and says how to resume (Interrupted above)
+        print(f"droptune: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
 
 
