@@ -18,7 +18,7 @@ from droptune.experiments.launchers import LocalLauncher, RayLauncher, SlurmLaun
 from droptune.experiments.runner import run_sweep
 from droptune.training.config import TrainConfig
 from droptune.runs.folder import RunDir
-from droptune.training.interrupt import INTERRUPTED_EXIT
+from droptune.training.interrupt import INTERRUPTED_EXIT, Interrupted
 from test_sweep import TINY_BASE, tiny_spec
 
 
@@ -208,6 +208,27 @@ def test_a_local_worker_that_dies_is_recorded_with_its_status(image_folder, tmp_
     summary = run_sweep([job], LocalLauncher(), max_retries=0, progress=False)
     assert summary.states == {FAILED: 1}
     assert read_error(job.run)["message"] == f"worker exited with status -9; see {job.run.path / 'log.txt'}"
+
+
+def test_a_worker_still_starting_when_the_sweep_is_stopped_is_not_a_failure(image_folder, tmp_path, monkeypatch):
+    """Mutant (chaos audit 7): a worker that the forwarded SIGTERM ended before it could take it (status -15, still
+    importing) was recorded as failed, with an error.json and an attempt, and listed as failed by --dry-run."""
+    class StartingWhenStopped:
+        def __init__(self, command, **kwargs):
+            self.pid = 1
+            os.kill(os.getpid(), signal.SIGTERM)  # the sweep's stop signal, while this worker starts
+
+        def send_signal(self, signum):
+            self.signum = signum
+
+        def wait(self):
+            return -self.signum
+
+    monkeypatch.setattr("droptune.experiments.launchers.subprocess.Popen", StartingWhenStopped)
+    job, = tiny_spec(image_folder, methods=[{"name": "m"}]).jobs(tmp_path)
+    with pytest.raises(Interrupted, match="sweep stopped by SIGTERM"):
+        run_sweep([job], LocalLauncher(), max_retries=0, progress=False)
+    assert state(job.run) == PENDING and read_error(job.run) is None
 
 
 def test_a_lost_slurm_task_is_recorded_with_its_error(image_folder, tmp_path, monkeypatch):

@@ -108,7 +108,8 @@ class LocalLauncher:
                 code = process.wait()
                 with lock:
                     del running[process.pid]
-                events.ended(job, None if code in (0, RECORDED, INTERRUPTED_EXIT)
+                # once stopped, a worker still starting ends by the forwarded signal, not by a crash: it resumes
+                events.ended(job, None if code in (0, RECORDED, INTERRUPTED_EXIT) or stop.received is not None
                              else f"worker exited with status {code}; see {log}")
             finally:
                 slots.put(slot)
