@@ -43,8 +43,9 @@ def _info(args: argparse.Namespace) -> int:
     from droptune.data.registry import BuiltinSpec, get_spec
     from droptune.data.verify import builtin_info, info, resolve
 
-    if isinstance(get_spec(args.target), BuiltinSpec):
-        print(builtin_info(get_spec(args.target).open(None)))
+    spec = get_spec(args.target)
+    if isinstance(spec, BuiltinSpec):
+        print(builtin_info(spec.open(None)))
         return 0
     root, spec = resolve(args.target, args.data_dir or default_data_dir())
     require_class_folders(root)

@@ -111,8 +111,7 @@ class Report:
         checked = "counts checked against the registry" if self.spec else "no registered counts to check"
         sizes = (console.counted(len(self.domains), "domain"), console.counted(len(self.classes), "class", "classes"),
                  console.counted(self.images, "image"))
-        lines = [f"{_title(self.name, self.root)}: {', '.join(sizes)} ({checked})",
-                 "", self.table(), ""]
+        lines = [f"{_title(self.name, self.root)}: {', '.join(sizes)} ({checked})", "", self.table(), ""]
         lines += [f"note: {note}" for note in self.notes]
         if self.ok:
             decoded = "; every image decodes" if self.decoded else "; images not decoded (--no-decode)"

@@ -349,10 +349,10 @@ def _rules() -> list[str]:
         "(t > 4.3 at 2 df, 2.8 at 4 df).",
         "- **Best plain baseline.** Of the control and its along-run (checkpoint ensemble, SWA) and across-run "
         "(ensemble of runs, uniform soup, greedy soup) combinations, the one with the best average o.o.d. accuracy, "
-        "named in the cell: a choice made on the test domains on purpose, the strongest of them, so that the "
-        "difference is the least favourable to the method (the method's own figure is chosen as everywhere, by "
-        "training-domain validation). The difference is unpaired: SE = √(SE₁² + SE₂²) of the two table cells, none where a "
-        "cell has a single replicate (an across-run combination of one split).",
+        "named in the cell: chosen on the test domains on purpose, the strongest baseline, so that the difference "
+        "is the least favourable to the method (whose own figure is chosen, as everywhere, by training-domain "
+        "validation). The difference is unpaired: SE = √(SE₁² + SE₂²) of the two table cells, none where a cell "
+        "has a single replicate (an across-run combination of one split).",
         "- **Paper.** The paper's means over its hyper-parameter grid (ResNet-50, 224 px, 10,000 steps; "
         "`../shared/PAPER.md`), read off its figures to about ±0.3 points: a different backbone, resolution and "
         "budget, beside ours for the direction of the effect, not its size. Its best plain baseline is the best of "

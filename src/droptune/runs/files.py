@@ -17,8 +17,6 @@ from droptune.errors import DroptuneError
 
 TOKEN_BYTES = 8
 PARTIAL = re.compile(rf"^\.(?P<name>.+)\.[0-9a-f]{{{2 * TOKEN_BYTES}}}$")  # atomic_write's temporary file
-
-
 FULL_BELOW = 64 * 2**20  # free bytes under which a failed write is taken for a full disk
 
 
