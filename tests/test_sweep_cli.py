@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -215,13 +216,15 @@ def test_a_worker_still_starting_when_the_sweep_is_stopped_is_not_a_failure(imag
     importing) was recorded as failed, with an error.json and an attempt, and listed as failed by --dry-run."""
     class StartingWhenStopped:
         def __init__(self, command, **kwargs):
-            self.pid = 1
+            self.pid, self.forwarded = 1, threading.Event()
             os.kill(os.getpid(), signal.SIGTERM)  # the sweep's stop signal, while this worker starts
 
-        def send_signal(self, signum):
+        def send_signal(self, signum):  # the sweep forwards it once its main thread has taken it
             self.signum = signum
+            self.forwarded.set()
 
         def wait(self):
+            assert self.forwarded.wait(30), "the sweep never forwarded its stop signal"
             return -self.signum
 
     monkeypatch.setattr("droptune.experiments.launchers.subprocess.Popen", StartingWhenStopped)

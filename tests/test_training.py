@@ -272,7 +272,7 @@ def test_a_run_is_collapsed_by_its_selected_iid_and_its_final_loss(image_folder,
     (`selected is not None` -> `is None`), judged on the selected o.o.d. accuracy, or on the last-but-one loss;
     the selected step's i.i.d. and o.o.d. accuracy swapped in results.json, or its cost not one training.
 
-    The trainer's end is fed evaluation records written here: the selected (earliest best) step at the majority rate
+    The trainer's end is fed evaluation records made here: the selected (earliest best) step at the majority rate
     (0.75: 3 of the 4 held-out images are of one class) with a high o.o.d. accuracy and a low loss, the last step with
     about the loss of a uniform guess (ln 2)."""
     def finish(name, iid, ood, losses):
@@ -280,7 +280,7 @@ def test_a_run_is_collapsed_by_its_selected_iid_and_its_final_loss(image_folder,
         assert trainer.majority_rate == 0.75
         trainer.run.path.mkdir(parents=True, exist_ok=True)
         for step, loss in zip((4, 8), losses):
-            trainer.metrics.append({"step": step, "loss": loss, "images_per_s": 1.0, "eval_images_per_s": 1.0,
+            trainer.records.append({"step": step, "loss": loss, "images_per_s": 1.0, "eval_images_per_s": 1.0,
                                     "iid": iid, "ood": ood, "ood_out": ood, "acc": {}})
         return trainer._finish("completed")
 

@@ -115,7 +115,9 @@ def droptune_fields(loaded: LoadedModel) -> dict:
     config = loaded.config
     identity = {k: about[k] for k in ("source", "name", "variant", "method", "members") if about.get(k) is not None}
     members = set(about.get("members") or ())
-    rates = sorted({run["dropout"] for run in loaded.results.get("runs") or () if run["run"] in members})
+    # a member's rate is among its hparams where the members' rates differ (before those, a field of its own)
+    rates = sorted({run.get("hparams", {}).get("dropout", run.get("dropout", config.dropout))
+                    for run in loaded.results.get("runs") or () if run["run"] in members})
     return {"version": __version__, "paper": "arXiv:2403.00946", **identity,
             "backbone": config.backbone, "dropout": config.dropout, "image_size": config.image_size,
             **({"member_dropouts": rates} if len(rates) > 1 else {}),
