@@ -230,11 +230,10 @@ def resolve(target: str, data_dir: str | os.PathLike | None = None) -> tuple[Pat
 def info(root: str | os.PathLike, name: str | None = None) -> str:
     """A description of any `<domain>/<class>/<image>` folder: domains, classes and image counts."""
     layout = scan(root)
+    title = _title(name or layout.root.name, layout.root)
     if not layout.domains:
-        return describe(_title(name or layout.root.name, layout.root), {}) + \
-            "\n\nno domain folders: expected <domain>/<class>/<image>"
-    counts = {d: {c: layout.count(d, c) for c in layout.classes[d]} for d in layout.domains}
-    text = describe(_title(name or layout.root.name, layout.root), counts)
+        return describe(title, {}) + "\n\nno domain folders: expected <domain>/<class>/<image>"
+    text = describe(title, {d: {c: layout.count(d, c) for c in layout.classes[d]} for d in layout.domains})
     if any(layout.classes[d] != layout.all_classes for d in layout.domains):
         text += f"\n\nclass folders differ across domains: `droptune data verify {layout.root}` lists them"
     return text

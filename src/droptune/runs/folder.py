@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from droptune.errors import DroptuneError
-from droptune.runs.files import PARTIAL, atomic_write, partial_writes
+from droptune.runs.files import atomic_write, partial_writes
 from droptune.runs.results import CombinationResults, Results, RunResults, read_results, write_results
 
 LOCK = ".lock"
@@ -191,7 +191,7 @@ class RunDir:
         """What a writer killed mid-write left (a half-written `.last.pt.<hex>`: up to the checkpoint's size per
         kill); only the holder of the folder's lock may call it. `droptune analyze` writes here without the lock."""
         for path in partial_writes(self.path):
-            if PARTIAL.match(path.name)["name"] != self.feature_usage.name:
+            if not path.name.startswith(f".{self.feature_usage.name}."):
                 path.unlink(missing_ok=True)
 
     @property
