@@ -1,5 +1,6 @@
 """docs/architecture.md's layers hold in the code: a package imports only from the packages below it in the
-page's table (not from one of the same row), and the modules beside the packages import none of them."""
+page's table (not from one of the same row), and the modules beside the packages import none of them (but
+droptune/__init__.py, the public names, which imports them from the packages on first use)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def test_packages_import_only_from_below():
     breaks = []
     for path in sorted(PACKAGE_ROOT.rglob("*.py")):
         parts = path.relative_to(PACKAGE_ROOT).parts
+        if parts == ("__init__.py",):
+            continue
         for line, target in droptune_imports(path):
             if len(parts) == 1:
                 if target in rank:
@@ -51,3 +54,10 @@ def test_packages_import_only_from_below():
             elif target in rank and target != parts[0] and rank[target] >= rank[parts[0]]:
                 breaks.append(f"{'/'.join(parts)}:{line} imports {target}/, not below {parts[0]}/")
     assert breaks == []
+
+
+def test_the_public_names_are_the_lazy_ones_and_each_resolves():
+    import droptune
+
+    assert set(droptune.__all__) == {"DroptuneError", *droptune._LAZY}
+    assert all(callable(getattr(droptune, name)) for name in droptune.__all__)

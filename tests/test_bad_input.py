@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 
 from conftest import make_image_folder
 from droptune.cli.main import main
+from droptune.errors import DroptuneError
 from droptune.data import transfer
 from droptune.data.images import read_rgb
 from droptune.training.config import TrainConfig
@@ -658,3 +659,11 @@ def test_download_of_an_unknown_dataset(capsys, tmp_path):
 def test_download_from_a_missing_local_copy(capsys, tmp_path):
     refused(capsys, ["data", "download", "PACS", "--data-dir", tmp_path, "--source", f"PACS={tmp_path / 'x.zip'}"],
             tmp_path / "x.zip")
+
+
+def test_a_cache_dir_that_is_a_file_and_a_config_that_is_not_one_are_one_line(toy, tmp_path, capsys):
+    in_the_way = tmp_path / "cache"
+    in_the_way.write_text("")
+    refused(capsys, train_toy(toy, tmp_path, "--cache-dir", in_the_way), in_the_way, "cache_dir names a folder")
+    with pytest.raises(DroptuneError, match="^train takes a TrainConfig .*, got dict$"):
+        train({"dataset": str(toy), "test_domain": "c"})

@@ -1,5 +1,6 @@
 """Ensembles, weight averages, SWAD and soups: the math on tiny tensors, and combining tiny runs."""
 
+import copy
 import dataclasses
 import functools
 import json
@@ -12,12 +13,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from droptune.cli.main import main
+from droptune.data.loaders import DomainImages
 from droptune.models.averaging import WeightAverage, recompute_bn
 from droptune.combining.combine import combine
 from droptune.models.ensemble import OutputEnsemble
 from droptune.models.model import build_model
 from droptune.training import head_start as probe
 from droptune.training.head_start import linear_probe
+from droptune.training.bench import Bench
+from droptune.training.protocol import LeaveOneDomainOut
+from droptune.training.run_inputs import initial_model, run_dataset
 from droptune.training.swad import LossValley
 from droptune.errors import DroptuneError
 from droptune.runs.folder import RunDir
@@ -207,6 +212,19 @@ def test_swad_drops_trailing_segments_above_tolerance_and_falls_back_to_the_last
     assert (falling.result().start, falling.result().end) == (9, 10)
 
 
+def test_swad_closes_one_step_segments_skips_empty_ones_and_keeps_a_segment_at_the_tolerance():
+    """Mutants: an evaluation with no step since the last one closes an empty segment; a segment of one step is
+    never closed; a loss exactly at the tolerance counts as above it."""
+    valley = LossValley(tolerance_ratio=0.0)
+    valley.close(0, 1.0)
+    # the window (3, 4, 5) opens the valley at step 1 with tolerance mean = 4.0: steps 2 and 4 are at it
+    run_valley([3.0, 4.0, 5.0, 4.0, 6.0], per_segment=1, valley=valley)
+    result = valley.result()
+    assert valley.threshold == 4.0
+    assert (result.start, result.end, result.average.count) == (1, 4, 4)
+    assert result.average.mean["w"].item() == pytest.approx(2.5)
+
+
 def test_swad_state_round_trips():
     losses = [5, 4, 3, 3.1, 3.2, 3.5, 5.0]
     restored = LossValley()
@@ -264,7 +282,26 @@ def test_along_run_baselines_are_recorded_selected_and_saved(image_folder, tmp_p
     for name in ("swa", "ema", "swad"):
         saved = load_file(str(config.run_dir() / f"{name}.safetensors"))
         assert set(saved) == set(load_file(str(RunDir(config.run_dir()).best)))
+        assert results["variants"][name]["cost"] == {"trainings": 1, "forward_passes": 1}, name
     assert results["cost"] == {"trainings": 1, "forward_passes": 1} and results["head_start"] == "run seed 0"
+
+
+def test_an_average_of_one_step_is_scored_and_saved_as_that_steps_model(image_folder, tmp_path):
+    """Mutants: the averaged weights are never loaded into the model that scores and saves them; an EMA alone
+    (no SWA or SWAD) has no model to be scored through."""
+    config = toy_config(image_folder, tmp_path, average_start=4)
+    assert train(config, until=4) is None
+    run = RunDir(config.run_dir())
+    live = torch.load(run.last, weights_only=False)["model"]
+    saved = load_file(str(run.baseline("swa")))
+    assert saved.keys() == live.keys()
+    for key, value in live.items():
+        torch.testing.assert_close(saved[key], value, msg=key)
+    record = run.read_metrics()[0]
+    assert record["variants"]["swa"]["averaged_steps"] == 1 and record["variants"]["swa"]["acc"] == record["acc"]
+    ema = toy_config(image_folder, tmp_path, ema_decay=0.5, output_dir=str(tmp_path / "ema"))
+    assert train(ema, until=4) is None
+    assert list(RunDir(ema.run_dir()).read_metrics()[0]["variants"]) == ["ema"]
 
 
 def test_baselines_leave_the_plain_model_unchanged_and_resume_exactly(image_folder, tmp_path):
@@ -308,6 +345,38 @@ def test_linear_probe_is_saved_once_and_started_from(image_folder, tmp_path):
         Trainer(config.replace(head_init=str(path), test_domain="b"))
     _, metadata = linear_probe(config, torch.device("cpu"), 0, steps=5)
     assert metadata["test_domain"] == "c" and 0 <= metadata["iid"] <= 1
+
+
+def test_a_probes_recorded_iid_is_its_heads_held_out_accuracy_as_a_run_scores_it(image_folder, tmp_path):
+    """Mutants: the probe reads features with the backbone in training mode (BatchNorm's batch statistics, with
+    freeze_bn off); it scores its head with dropout on; its feature batches skip an image."""
+    config = toy_config(image_folder, tmp_path, freeze_bn=False, dropout=0.9)
+    device = torch.device("cpu")
+    state, metadata = linear_probe(config, device, 0, steps=20)
+    protocol = LeaveOneDomainOut.from_config(config, run_dataset(config))
+    model = initial_model(config, len(protocol.dataset.classes))
+    model.head.load_state_dict(state)
+    assert Bench.for_run(config, protocol, device, 0).iid(model.eval()) == pytest.approx(metadata["iid"])
+
+
+def test_a_probe_fits_its_features_and_is_the_same_whatever_the_global_generator(image_folder, tmp_path):
+    """Mutants: the probe's loss never back-propagated (its head stays at its start); its dropout masks drawn from
+    wherever the global generator stands (two probes of one split differ)."""
+    config = toy_config(image_folder, tmp_path)
+    device = torch.device("cpu")
+    model = initial_model(config, 2)
+    heads = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        heads.append(linear_probe(config, device, 0, steps=30, model=copy.deepcopy(model))[0])
+    assert heads[0].keys() == heads[1].keys() and all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    protocol = LeaveOneDomainOut.from_config(config, run_dataset(config))
+    keys = [(d, int(i), None) for d, indices in protocol.train_parts() for i in indices]
+    x, y = probe._features(model.eval(), DomainImages(protocol.dataset, config.image_size), keys, config, device, 0)
+    with torch.inference_mode():
+        before = torch.nn.functional.cross_entropy(model.head(x), y)
+        model.head.load_state_dict(heads[0])
+        assert torch.nn.functional.cross_entropy(model.head(x), y) < before
 
 
 def test_probe_head_start_is_shared_by_seeds_and_kept_for_a_resumed_run(image_folder, pretrained_file, tmp_path):

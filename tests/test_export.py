@@ -102,16 +102,20 @@ def test_timm_loads_the_exported_weights_with_the_same_logits(run, exported, ima
     loaded = droptune.load_model(run)
     expected = loaded.model(images)
     x = loaded.model.normalize(images)
-    # num_classes in the overlay too: else timm takes the file for ImageNet's 1000 classes and drops its head
-    overlay = timm.create_model("tf_efficientnet_lite0", num_classes=10, pretrained=True,
+    # README's overlay form: the export's pretrained_cfg carries num_classes (else timm takes the file for
+    # ImageNet's 1000 classes and drops its head) and droptune's preprocessing (else timm's own)
+    cfg = json.loads((exported / "config.json").read_text())
+    overlay = timm.create_model(cfg["architecture"], pretrained=True, num_classes=cfg["num_classes"],
                                 pretrained_cfg_overlay=dict(file=str(exported / "model.safetensors"),
-                                                            num_classes=10)).eval()
+                                                            **cfg["pretrained_cfg"])).eval()
     assert (overlay(x) - expected).abs().max() < 1e-4
     from_folder = timm.create_model(f"local-dir:{exported}", pretrained=True).eval()
     assert torch.equal(from_folder(x), overlay(x))
-    timm_transform = timm.data.create_transform(**timm.data.resolve_data_config(model=from_folder))
     image = open_dataset("RotatedDigits").read(0, 0)
-    assert torch.allclose(timm_transform(image), loaded.model.normalize(loaded.transform(image)[None])[0], atol=1e-5)
+    for model in (from_folder, overlay):
+        timm_transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+        assert torch.allclose(timm_transform(image), loaded.model.normalize(loaded.transform(image)[None])[0],
+                              atol=1e-5)
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

@@ -33,6 +33,8 @@ def test_dropout_is_the_only_thing_between_features_and_linear():
     x = torch.randn(4, 3, 12, 12)
     model.eval()
     assert torch.allclose(model(x), model.head.fc(model.features(x)))
+    default = DropoutClassifier(tiny_backbone(), 8, 5)
+    assert default.dropout == 0.9 and default.freeze_bn  # the paper's rate and frozen BatchNorm statistics
 
 
 def test_training_drops_the_pooled_features_at_rate_p_and_scoring_keeps_them_all():
@@ -54,16 +56,26 @@ def test_training_drops_the_pooled_features_at_rate_p_and_scoring_keeps_them_all
 
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
 def test_dropout_rate_is_validated(p):
-    with pytest.raises(DroptuneError, match="dropout must satisfy 0 <= p < 1"):
+    """Mutant: p = 0, plain fine-tuning (the baseline of every comparison), is refused."""
+    with pytest.raises(DroptuneError, match="dropout must be a number with 0 <= p < 1"):
         DropoutClassifier(tiny_backbone(), 8, 3, dropout=p)
     with pytest.raises(DroptuneError, match="invalid dropout"):
         TrainConfig(dropout=p)
+    assert DropoutClassifier(tiny_backbone(), 8, 3, dropout=0.0).dropout == TrainConfig(dropout=0.0).dropout == 0.0
+
+
+@pytest.mark.parametrize("p", ["0.9", True, None])
+def test_a_dropout_rate_that_is_not_a_number_is_one_line(p):
+    with pytest.raises(DroptuneError, match=f"dropout must be a number with 0 <= p < 1, got {p!r}"):
+        build_model("resnet10t", 3, dropout=p, weights="none")
 
 
 def test_frozen_batchnorm_stays_frozen_but_its_affine_weights_train():
+    """Mutant: a model fresh from its constructor keeps its BatchNorm in training mode until `.train()`."""
     model = DropoutClassifier(tiny_backbone(), 8, 3, dropout=0.5, freeze_bn=True)
     bn = model.backbone[1]
     mean_before = bn.running_mean.clone()
+    assert model.training and not bn.training and model.head.dropout.training
     model.train()
     assert model.training and not bn.training and model.head.dropout.training
     loss = model(torch.randn(6, 3, 10, 10) * 5 + 3).sum()
@@ -181,6 +193,19 @@ def test_uint8_images_are_normalized_by_the_model_like_float_input():
         channels_last = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(channels_last, expected, atol=1e-4)
     assert not any("input_" in k for k in model.state_dict()), "the normalization is not saved with the weights"
+
+
+def test_a_half_precision_model_takes_uint8_images_and_other_images_are_refused_in_one_line():
+    model = DropoutClassifier(tiny_backbone(), 8, 3).eval()
+    x = torch.randint(0, 256, (2, 3, 12, 12), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model(x)
+        half = model.to(torch.bfloat16)(x)
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), expected, atol=0.05 * expected.abs().max())
+    for bad, says in ((x[:, :1], r"N×3×H×W, got \(2, 1, 12, 12\)"), (x.permute(0, 2, 3, 1), r"got \(2, 12, 12, 3\)"),
+                      (x.long(), "got torch.int64")):
+        with pytest.raises(DroptuneError, match=says):
+            model(bad)
 
 
 def no_name_resolution(*args, **kwargs):

@@ -300,7 +300,7 @@ def test_existing_run_folder_is_not_overwritten(image_folder, tmp_path):
 
 def test_divergence_stops_and_is_recorded(image_folder, tmp_path):
     config = toy_config(image_folder, tmp_path, lr=1e12, dropout=0.0, steps=40, eval_every=20)
-    with pytest.raises(TrainingDiverged, match="diverged by step .*try a lower --lr"):
+    with pytest.raises(TrainingDiverged, match="diverged by step .*try a lower lr"):
         train(config)
     results = RunDir(config.run_dir()).read_results()
     assert results.status == "diverged" and results.steps_done < 40

@@ -382,3 +382,34 @@ def test_every_command_that_runs_a_model_picks_its_device_as_training_does():
                 if any("--device" in a.option_strings for a in parser._actions)}
     assert {"train", "evaluate", "predict", "combine", "analyze features"} <= set(defaults)
     assert set(defaults.values()) == {"auto"}
+
+
+def test_the_commands_functions_take_what_a_notebook_passes_and_refuse_the_rest_in_one_line(trained, tmp_path):
+    """`droptune.score`, `predict`, `export`, `combine` and `collect` from Python: one path or name where a list is
+    expected is taken as that one (a string was iterated letter by letter) or refused; bad sizes are one line."""
+    run, data = trained
+    assert {"score", "predict", "export", "combine", "collect", "load_model"} <= set(dir(droptune))
+    loaded = droptune.load_model(run)
+    dataset = open_dataset(str(data), same_classes=False)
+    assert droptune.score(loaded, dataset, "c") == droptune.score(loaded, dataset, ["c"])
+    assert list(droptune.score(loaded, dataset, "c")) == ["c"]
+    dogs = sorted(str(p) for p in (data / "c" / "dog").glob("*.png"))
+    records, unreadable = droptune.predict(loaded, data / "c" / "dog", top_k=2)
+    assert [r["file"] for r in records] == dogs and not unreadable and len(records[0]["classes"]) == 2
+    assert [r["file"] for r in droptune.predict(loaded, dogs[0])[0]] == dogs[:1]
+    for call in (lambda: droptune.predict(loaded, dogs, batch_size=0), lambda: droptune.score(loaded, dataset,
+                                                                                              batch_size=0)):
+        with pytest.raises(DroptuneError, match="^batch_size must be at least 1, got 0$"):
+            call()
+    with pytest.raises(DroptuneError, match="^unknown domain 'zz' for toy"):
+        droptune.score(loaded, dataset, "zz")
+    with pytest.raises(DroptuneError, match="^combine takes a list of run folders, got one path: "):
+        droptune.combine(str(run), ["uniform_soup"], tmp_path / "combined")
+    combined = droptune.combine([run], "uniform_soup", tmp_path / "combined", device="cpu", workers=0)
+    assert list(combined) == ["uniform_soup"] and combined["uniform_soup"]["members"] == ["run"]
+    assert droptune.load_model(tmp_path / "combined" / "uniform_soup").classes == loaded.classes
+    config = droptune.export(loaded, str(tmp_path / "exported"))
+    assert config["num_classes"] == 2 and (tmp_path / "exported" / "model.safetensors").is_file()
+    with pytest.raises(DroptuneError, match="^folder of runs not found: "):
+        droptune.collect(tmp_path / "nowhere")
+    assert droptune.collect(run.parent).runs["run"].tolist() == ["run"]

@@ -49,18 +49,18 @@ def _note_training_domains(loaded, domains: list[str]) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from droptune.errors import DroptuneError
     from droptune.inference.loading import load_model
-    from droptune.inference.predict import image_files, predict, write_predictions
+    from droptune.inference.predict import predict, write_predictions
 
     if args.output.suffix not in (".csv", ".jsonl"):
         raise DroptuneError(f"--output must end in .csv or .jsonl, got {args.output}")
     loaded = load_model(args.model, args.variant, args.device)
-    files = image_files(args.images)
-    records, unreadable = predict(loaded, files, args.top_k, args.batch_size, args.progress)
+    records, unreadable = predict(loaded, args.images, args.top_k, args.batch_size, args.progress)
     write_predictions(records, args.output)
     for path, why in unreadable:
         print(f"droptune: skipped unreadable image {path}: {why}", file=sys.stderr)
-    print(f"wrote predictions for {len(records)} of {len(files)} images to {args.output.absolute()}")
-    return 0 if records or not files else 1
+    print(f"wrote predictions for {len(records)} of {len(records) + len(unreadable)} images to "
+          f"{args.output.absolute()}")
+    return 0 if records else 1
 
 
 def _export(args: argparse.Namespace) -> int:

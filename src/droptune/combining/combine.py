@@ -27,13 +27,17 @@ from droptune.training.device import default_workers, resolve_device
 SCORED = ("iid", "ood", "ood_out", "acc", "members")  # what every combination's function returns
 
 
-def combine(paths: Sequence[str | os.PathLike], methods: Sequence[str], output: str | os.PathLike,
+def combine(paths: Sequence[str | os.PathLike], methods: str | Sequence[str], output: str | os.PathLike,
             device: str = "auto", workers: int | None = None, data_dir: str | None = None,
             outputs: str | None = None) -> dict[str, dict]:
-    """Combine the runs every way asked; write <output>/<method>/results.json (and soup.safetensors).
+    """Combine the runs (their folders) every way asked; write <output>/<method>/results.json (and a soup's
+    soup.safetensors, which `droptune.load_model` reads). Returns each method's results.json.
 
     `outputs`: what an ensemble averages; by default what the runs' own ensembles do (their ensemble_outputs).
     """
+    if isinstance(paths, (str, os.PathLike)):
+        raise DroptuneError(f"combine takes a list of run folders, got one path: {paths}")
+    methods = [methods] if isinstance(methods, str) else list(methods)
     unknown = [m for m in methods if m not in COMBINATIONS]
     if unknown:
         raise DroptuneError(f"unknown combination method {unknown[0]!r}: expected one of {', '.join(COMBINATIONS)}")

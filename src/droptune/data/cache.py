@@ -82,7 +82,11 @@ class CachedDomains(MultiDomainDataset):
         return np.asarray(image.resize((self.size, self.size), Image.BILINEAR), dtype=np.uint8)
 
     def _build(self, workers: int | None, progress: bool | None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise DroptuneError(f"cannot cache {self.name} in {self.path.parent}: a file is in the way of the "
+                                "folder (cache_dir names a folder)") from None
         partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         try:
             array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=self._shape)

@@ -41,6 +41,9 @@ class Unusable(Exception):
 
 @dataclass
 class Collection:
+    """What `collect` read: the runs' rows (the report's and summary's tables are computed from them), the
+    folders it could not use, and the i.i.d. curves."""
+
     runs: pd.DataFrame  # one row per (run, variant)
     skipped: pd.DataFrame  # path, reason, and the dataset/method/test domain when known
     curves: pd.DataFrame  # one row per evaluation of a finished run: its i.i.d. accuracy and loss by step
@@ -56,7 +59,11 @@ def run_folders(root: Path) -> list[Path]:
                   if p.is_dir() and any(getattr(RunDir(p), name).exists() for name in RUN_FILES))
 
 
-def collect(root: Path) -> Collection:
+def collect(root: str | Path) -> Collection:
+    """Every run folder under `root` (a sweep folder, or a folder of run folders) read into tables; a folder
+    that cannot be used is in `skipped` with the reason."""
+    if not Path(root).is_dir():
+        raise DroptuneError(f"folder of runs not found: {root}")
     rows, skipped, curves, problems = [], [], [], []
     for path in run_folders(root):
         config, method = None, None
@@ -239,6 +246,9 @@ def read_curve(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
 def read_combination(path: Path) -> dict[str, Any]:
     """One row for an across-run combination (experiments/combos.py): its replicate is the trial seed alone."""
     results = _results(path, CombinationResults)
+    if not (path.parent / GROUP_FILE).is_file():
+        raise Unusable(f"no {GROUP_FILE} beside it: only the combinations a sweep makes are collected (a "
+                       "`droptune combine` folder is for `droptune.load_model` and `droptune evaluate`)")
     try:
         group = json.loads((path.parent / GROUP_FILE).read_text())
         method = f"{group['method']} + {results.label or COMBINATIONS[results.method].label}"

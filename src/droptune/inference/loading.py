@@ -34,6 +34,8 @@ ABOUT_FIELDS = ("dataset", "test_domain", "train_domains", "selection", "step", 
 
 @dataclass
 class LoadedModel:
+    """What `load_model` returns: the model and what using it needs (its classes, how it reads images)."""
+
     model: nn.Module
     classes: list[str]
     transform: object  # PIL image → uint8 CHW tensor, as the run evaluated

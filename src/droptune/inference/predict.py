@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from droptune.errors import DroptuneError
 from droptune.inference.loading import LoadedModel
 
 
-def image_files(inputs: Sequence[str | Path]) -> list[Path]:
+def image_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """The files given, and the images under each folder given, listed as training lists a class folder."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -40,11 +43,15 @@ def _read(path: Path, loaded: LoadedModel) -> torch.Tensor | str:
 
 
 @torch.inference_mode()
-def predict(loaded: LoadedModel, files: Sequence[Path], top_k: int = 1, batch_size: int = 32,
-            progress: bool | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """One record per readable file (its top-k classes and probabilities), and the unreadable files with why."""
+def predict(loaded: LoadedModel, images: str | os.PathLike | Sequence[str | os.PathLike], top_k: int = 1,
+            batch_size: int = 32, progress: bool | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """One record per readable image ({"file", "classes", "probabilities"}: its top-k), and the unreadable files
+    with why. `images`: image files and folders (see `image_files`), or one of them."""
     if not 1 <= top_k <= len(loaded.classes):
-        raise DroptuneError(f"--top-k must be between 1 and {len(loaded.classes)} (the model's classes), got {top_k}")
+        raise DroptuneError(f"top_k must be between 1 and {len(loaded.classes)} (the model's classes), got {top_k}")
+    if batch_size < 1:
+        raise DroptuneError(f"batch_size must be at least 1, got {batch_size}")
+    files = image_files(images)
     device = next(loaded.model.parameters()).device
     records, unreadable = [], []
     for start in bar(progress, iterable=range(0, len(files), batch_size), unit="batch", desc="predicting"):

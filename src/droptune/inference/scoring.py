@@ -57,15 +57,20 @@ def domain_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence
 
 
 @torch.inference_mode()
-def score(loaded: LoadedModel, dataset: MultiDomainDataset, domains: Sequence[str] | None = None,
+def score(loaded: LoadedModel, dataset: MultiDomainDataset, domains: str | Sequence[str] | None = None,
           batch_size: int = 64, workers: int = 0, progress: bool | None = None) -> dict:
-    """Per-domain accuracy, per-class accuracy, confusion matrix, NLL and ECE of `loaded` on `dataset`."""
+    """Per-domain accuracy, per-class accuracy, confusion matrix, NLL and ECE of `loaded` on `dataset` (e.g.
+    `droptune.data.registry.open_dataset(name, data_dir, same_classes=False)`), for `domains` (default: all)."""
+    if batch_size < 1:
+        raise DroptuneError(f"batch_size must be at least 1, got {batch_size}")
+    if isinstance(domains, str):
+        domains = [domains]
     mapping = torch.tensor(class_map(loaded.classes, dataset.classes))
     device = next(loaded.model.parameters()).device
     images = DomainImages(dataset, loaded.config.image_size)  # read and transformed as the run evaluated
     report = {}
     for name in domains or dataset.domains:
-        domain = dataset.domain_index(name)
+        domain = dataset.domain_index(name, "domain")
         keys = [(domain, index, None) for index in range(len(dataset.labels(domain)))]  # no seed: evaluation's
         batches = make_loader(images, [keys[i:i + batch_size] for i in range(0, len(keys), batch_size)], workers)
         all_logits, all_labels = [], []

@@ -22,8 +22,8 @@ class DropoutClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, dropout: float = 0.9,
                  freeze_bn: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise DroptuneError(f"dropout must satisfy 0 <= p < 1, got {dropout}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise DroptuneError(f"dropout must be a number with 0 <= p < 1, got {dropout!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise DroptuneError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
         self.backbone = backbone
@@ -54,7 +54,15 @@ class DropoutClassifier(nn.Module):
         return self.backbone(self.normalize(x))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.input_mean) / self.input_std if x.dtype == torch.uint8 else x
+        if x.dtype == torch.uint8:
+            if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != 3):  # a traced shape is constant
+                raise DroptuneError(f"uint8 images must be RGB batches of shape N×3×H×W, got {tuple(x.shape)}")
+            # in the model's dtype (the buffers'), so that a half or bfloat16 model takes uint8 images too
+            return (x.to(self.input_mean.dtype) - self.input_mean) / self.input_std
+        if not x.is_floating_point():
+            raise DroptuneError(f"images must be uint8 (0-255, normalized by the model) or float (normalized), "
+                                f"got {x.dtype}")
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -37,7 +37,8 @@ def option(default: Any, description: str, runtime: bool = False, later: bool = 
 
 @dataclass
 class TrainConfig:
-    """One fine-tuning run under leave-one-domain-out. Defaults are the paper's recipe (Zhang & Bottou, 2024)."""
+    """One fine-tuning run under leave-one-domain-out. The training defaults are the paper's recipe (Zhang &
+    Bottou, 2024); the dataset and backbone default to the offline demo's (the paper fine-tunes ResNet-50)."""
 
     dataset: str = option("RotatedDigits", f"registered dataset name ({', '.join(DATASETS)}) or a folder laid out "
                                            "as <domain>/<class>/<image>")

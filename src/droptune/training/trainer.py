@@ -142,7 +142,7 @@ class Trainer:
             self.run.mark_interrupted(signal_name(stop.received), self.step)
         raise Interrupted(f"run {self.run.path} stopped by {signal_name(stop.received)} at step {self.step} of "
                           f"{config.steps}, its state saved: continue it with `droptune train --resume "
-                          f"{self.run.path}`", stop.received)
+                          f"{self.run.path}` (in Python: train(config, resume=True))", stop.received)
 
     def _train_step(self, x, y: torch.Tensor) -> torch.Tensor:
         if self.augment_on_device:
@@ -168,7 +168,7 @@ class Trainer:
             self._finish("diverged")
             raise TrainingDiverged(
                 f"run {self.run.path} diverged by step {self.step}: the training loss is "
-                f"{self.loss_sum.item()}; try a lower --lr (now {self.config.lr:g}) or --amp none"
+                f"{self.loss_sum.item()}; try a lower lr (now {self.config.lr:g}) or amp none"
             )
 
     def _evaluate(self, images_per_s: float) -> None:
@@ -321,6 +321,9 @@ def train(config: TrainConfig, resume: bool = False, until: int | None = None) -
     `until` stops early with a checkpoint, as an interruption would; returns None then.
     Seeds torch's global generators (CPU and CUDA) from the run's seed, and leaves them where training ends.
     """
+    if not isinstance(config, TrainConfig):
+        raise DroptuneError(f"train takes a TrainConfig (e.g. TrainConfig(**fields) or TrainConfig.load(path)), "
+                            f"got {type(config).__name__}")
     run = RunDir(config.run_dir())
     done = _finished(run, resume, config)
     if done is not None:
