@@ -5,7 +5,8 @@ Two kinds of mutants:
   text) with the tests that must catch it; every one of them must be killed.
 - generated (the default): every small change (comparison, arithmetic, constant, boolean operator, min/max,
   a dropped call) in the functions that compute the protocol's numbers: the splits, model selection, the
-  i.i.d./o.o.d. summary, report aggregation, soups and weight averages.
+  i.i.d./o.o.d. summary, report aggregation, soups and weight averages; and in the model, the along-run
+  baselines (ensemble, SWA, EMA, SWAD), the linear probe and the batch augmentation.
 
 A mutant is written into a private copy of src/ (the working tree is never touched) and runs only the tests
 listed for its module, in stages (fast tests first, the training runs only if those pass), each stage with

@@ -9,10 +9,10 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from droptune.data.batch_augment import (BRIGHTNESS, FLIP, GRAY, HEIGHT, HUE, LEFT, ORDER, TOP, WIDTH,
+from droptune.data.batch_augment import (BRIGHTNESS, FLIP, GRAY, HEIGHT, HUE, LEFT, ORDER, TOP, WIDTH, _crop_box,
                                          augment_batch, resized_crops, sample_params)
 from droptune.data.loaders import seeded
-from droptune.data.transforms import train_transform
+from droptune.data.transforms import CROP_RATIO, CROP_SCALE, train_transform
 from droptune.training.config import TrainConfig
 from droptune.training.trainer import Trainer, train
 
@@ -31,6 +31,11 @@ def params_for(seeds, size: int = SIZE) -> torch.Tensor:
         with seeded(seed):
             rows.append(sample_params(size, size))
     return torch.stack(rows)
+
+
+def _crop_box_of(seed: int, height: int, width: int) -> tuple[int, int, int, int]:
+    with seeded(seed):
+        return _crop_box(height, width)
 
 
 def recorded_params(monkeypatch, image: Image.Image, seed: int) -> dict:
@@ -68,6 +73,23 @@ def test_parameters_are_the_per_image_pipelines(monkeypatch):
         assert factors == row[BRIGHTNESS:HUE + 1].tolist()
 
 
+@pytest.mark.parametrize("height, width", [(10, 100), (100, 10), (30, 31), (7, 5), (1, 1)])
+def test_crop_box_is_torchvisions_on_any_shape_to_the_pixel_and_the_draw(height, width):
+    """Mutants of the crop box's attempts and of its fallback (the centre crop after ten failed draws, which only a
+    very wide or tall image reaches): the box, or the number of random draws it took (which moves every later
+    draw: flip, jitter, grayscale), differs from torchvision's for the same seed."""
+    crop = v2.RandomResizedCrop(SIZE, scale=CROP_SCALE, ratio=CROP_RATIO)
+    sampler = getattr(crop, "make_params", None) or crop._get_params
+    for seed in range(20):
+        with seeded(seed):
+            ours = _crop_box(height, width), torch.rand(1)
+        with seeded(seed):
+            theirs = sampler([torch.zeros(3, height, width)]), torch.rand(1)
+        box = theirs[0]
+        assert ours[0] == (box["top"], box["left"], box["height"], box["width"]), seed
+        assert torch.equal(ours[1], theirs[1]), seed
+
+
 def test_parameter_distribution():
     """Against torchvision's own crop sampler on independent draws, and the configured rates and ranges."""
     rows = params_for(range(3000))
@@ -93,9 +115,13 @@ def test_parameter_distribution():
     assert rows[:, HUE].abs().max() <= 0.3 and abs(rows[:, HUE].mean().item()) < 0.02
 
 
-def test_crop_is_torchvisions_resized_crop():
-    images = smooth_images(64)
-    params = params_for(range(64))
+@pytest.mark.parametrize("height, width", [(SIZE, SIZE), (40, SIZE), (SIZE, 40)])
+def test_crop_is_torchvisions_resized_crop(height, width):
+    """Mutant (on images that are not square): the rows sampled at the columns' coordinates."""
+    images = smooth_images(64)[:, :, :height, :width]
+    params = torch.stack([params_for([seed], height)[0] for seed in range(64)])
+    params[:, [TOP, LEFT, HEIGHT, WIDTH]] = torch.tensor([_crop_box_of(seed, height, width) for seed in range(64)],
+                                                         dtype=params.dtype)
     crops = resized_crops(images, params, SIZE)
     for b in range(64):
         top, left, height, width = (int(v) for v in params[b, [TOP, LEFT, HEIGHT, WIDTH]])
@@ -104,7 +130,11 @@ def test_crop_is_torchvisions_resized_crop():
 
 
 def test_flip_jitter_grayscale_equal_torchvisions_kernels_exactly():
+    """Mutants: brightness clamped to 256, which wraps a saturated pixel to black; the crop's pixels clamped from 1
+    (a third of the images are bright, a third have black pixels)."""
     images = smooth_images(96)
+    images[::3] = images[::3] // 4 + 190
+    images[1::3] = (images[1::3].int() - 100).clamp(min=0).to(torch.uint8)
     params = params_for(range(96))
     params[:, [TOP, LEFT]], params[:, [HEIGHT, WIDTH]] = 0.0, float(SIZE)  # the whole image: no resampling
     out = augment_batch(images, params, SIZE)

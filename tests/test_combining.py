@@ -348,8 +348,7 @@ def test_linear_probe_is_saved_once_and_started_from(image_folder, tmp_path):
 
 
 def test_a_probes_recorded_iid_is_its_heads_held_out_accuracy_as_a_run_scores_it(image_folder, tmp_path):
-    """Mutants: the probe reads features with the backbone in training mode (BatchNorm's batch statistics, with
-    freeze_bn off); it scores its head with dropout on; its feature batches skip an image."""
+    """Mutant: its feature batches skip an image."""
     config = toy_config(image_folder, tmp_path, freeze_bn=False, dropout=0.9)
     device = torch.device("cpu")
     state, metadata = linear_probe(config, device, 0, steps=20)
@@ -359,16 +358,37 @@ def test_a_probes_recorded_iid_is_its_heads_held_out_accuracy_as_a_run_scores_it
     assert Bench.for_run(config, protocol, device, 0).iid(model.eval()) == pytest.approx(metadata["iid"])
 
 
+def test_a_probe_reads_its_features_in_eval_mode_and_scores_its_head_in_eval_mode(image_folder, tmp_path,
+                                                                                   monkeypatch):
+    """Mutants: the probe reads features with the model in training mode (BatchNorm's batch statistics, with
+    freeze_bn off); it scores its head with dropout on (the head is left in training mode)."""
+    modes = []
+    features = probe._features
+
+    def spy(model, *args):
+        modes.append(any(module.training for module in model.modules()))
+        return features(model, *args)
+
+    monkeypatch.setattr(probe, "_features", spy)
+    config = toy_config(image_folder, tmp_path, freeze_bn=False)
+    model = initial_model(config, 2)
+    assert model.training, "built in training mode: the probe must switch it"
+    linear_probe(config, torch.device("cpu"), 0, steps=5, model=model)
+    assert modes and not any(modes) and not model.head.training
+
+
 def test_a_probe_fits_its_features_and_is_the_same_whatever_the_global_generator(image_folder, tmp_path):
     """Mutants: the probe's loss never back-propagated (its head stays at its start); its dropout masks drawn from
-    wherever the global generator stands (two probes of one split differ)."""
+    wherever the global generator stands (two probes of one split differ); its recorded training accuracy."""
     config = toy_config(image_folder, tmp_path)
     device = torch.device("cpu")
     model = initial_model(config, 2)
-    heads = []
+    heads, metadata = [], []
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)
-        heads.append(linear_probe(config, device, 0, steps=30, model=copy.deepcopy(model))[0])
+        head, about = linear_probe(config, device, 0, steps=30, model=copy.deepcopy(model))
+        heads.append(head)
+        metadata.append(about)
     assert heads[0].keys() == heads[1].keys() and all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
     protocol = LeaveOneDomainOut.from_config(config, run_dataset(config))
     keys = [(d, int(i), None) for d, indices in protocol.train_parts() for i in indices]
@@ -377,6 +397,7 @@ def test_a_probe_fits_its_features_and_is_the_same_whatever_the_global_generator
         before = torch.nn.functional.cross_entropy(model.head(x), y)
         model.head.load_state_dict(heads[0])
         assert torch.nn.functional.cross_entropy(model.head(x), y) < before
+        assert metadata[0]["train_acc"] == pytest.approx((model.head(x).argmax(1) == y).float().mean().item())
 
 
 def test_probe_head_start_is_shared_by_seeds_and_kept_for_a_resumed_run(image_folder, pretrained_file, tmp_path):
