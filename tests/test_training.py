@@ -296,6 +296,9 @@ def test_existing_run_folder_is_not_overwritten(image_folder, tmp_path):
     train(config)
     with pytest.raises(DroptuneError, match="already holds a run: resume it with --resume"):
         train(config)
+    with pytest.raises(DroptuneError, match=r"already holds a run of a different config \(its config.yaml differs "
+                                            r"in lr: 0.05 → 0.01\): choose another output folder"):
+        train(config.replace(lr=0.01))
 
 
 def test_divergence_stops_and_is_recorded(image_folder, tmp_path):

@@ -387,6 +387,18 @@ def _finished(run: RunDir, resume: bool, config: TrainConfig) -> dict | None:
                                 "output folder (--output-dir; compare's --output; output_dir in Python)")
         return dataclasses.asdict(done)
     if run.results.exists() or run.last.exists():
+        if _recorded_identity(run) not in (None, config.identity()):
+            raise DroptuneError(f"run folder {run.path} already holds a run of a different config "
+                                f"({_changes(run, config)}): choose another output folder (--output-dir; "
+                                "output_dir in Python)")
         raise DroptuneError(f"run folder {run.path} already holds a run: resume it with --resume {run.path} "
                             "(in Python: train(config, resume=True)) or choose another --output-dir")
     return None
+
+
+def _recorded_identity(run: RunDir) -> str | None:
+    """The identity of the config the folder's run was made with, None where it cannot be read."""
+    try:
+        return TrainConfig.load(run.config).identity()
+    except DroptuneError:
+        return None
