@@ -260,6 +260,11 @@ NAMED = (
     Named("a run resumes on a dataset whose images changed", "src/droptune/training/trainer.py",
           'changes = self.protocol.changes_since(state["images"]) if "images" in state else None', "changes = None",
           ("tests/test_training.py::test_a_run_does_not_resume_on_a_dataset_whose_images_changed",)),
+    Named("DomainBed's colour jitter weakened to 0.2", "src/droptune/data/transforms.py", "JITTER = 0.3",
+          "JITTER = 0.2", ("tests/test_batch_augment.py::test_the_augmentation_is_domainbeds",)),
+    Named("DomainBed's crop widened to 50-100% of the area", "src/droptune/data/transforms.py",
+          "CROP_SCALE = (0.7, 1.0)", "CROP_SCALE = (0.5, 1.0)",
+          ("tests/test_batch_augment.py::test_the_augmentation_is_domainbeds",)),
 )
 
 

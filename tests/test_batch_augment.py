@@ -115,6 +115,17 @@ def test_parameter_distribution():
     assert rows[:, HUE].abs().max() <= 0.3 and abs(rows[:, HUE].mean().item()) < 0.02
 
 
+def test_the_augmentation_is_domainbeds():
+    """Mutants: the colour jitter weakened to 0.2 (every other test here still passed), the crop's area widened to
+    0.5-1. DomainBed's: RandomResizedCrop(scale=(0.7, 1.0)), RandomHorizontalFlip(), ColorJitter(0.3, 0.3, 0.3,
+    0.3), RandomGrayscale() (p = 0.1)."""
+    crop, flip, jitter, gray, _ = train_transform(SIZE).transforms
+    assert (tuple(crop.size), crop.scale, crop.ratio) == ((SIZE, SIZE), (0.7, 1.0), (3 / 4, 4 / 3))
+    assert flip.p == 0.5 and gray.p == 0.1
+    assert (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == ((0.7, 1.3), (0.7, 1.3),
+                                                                                  (0.7, 1.3), (-0.3, 0.3))
+
+
 @pytest.mark.parametrize("height, width", [(SIZE, SIZE), (40, SIZE), (SIZE, 40)])
 def test_crop_is_torchvisions_resized_crop(height, width):
     """Mutant (on images that are not square): the rows sampled at the columns' coordinates."""
