@@ -8,7 +8,7 @@ from droptune.models.model import DropoutClassifier
 from droptune.training.config import TrainConfig
 
 
-def param_groups(model: DropoutClassifier, lr: float, head_lr_mult: float = 1.0) -> list[dict]:
+def param_groups(model: DropoutClassifier, lr: float, head_lr_mult: float) -> list[dict]:
     """Backbone at `lr`, head at `lr × head_lr_mult` (the paper's variant uses 10×)."""
     return [
         {"name": "backbone", "params": list(model.backbone.parameters()), "lr": lr},
