@@ -25,17 +25,13 @@ def smooth_images(count: int, size: int = SIZE, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(noise.float(), 5, 1, 2).round().to(torch.uint8)
 
 
-def params_for(seeds, size: int = SIZE) -> torch.Tensor:
+def params_for(seeds, size: int = SIZE, width: int | None = None) -> torch.Tensor:
+    """Each seed's parameter row for a size×size image (size×width with `width`)."""
     rows = []
     for seed in seeds:
         with seeded(seed):
-            rows.append(sample_params(size, size))
+            rows.append(sample_params(size, width or size))
     return torch.stack(rows)
-
-
-def _crop_box_of(seed: int, height: int, width: int) -> tuple[int, int, int, int]:
-    with seeded(seed):
-        return _crop_box(height, width)
 
 
 def recorded_params(monkeypatch, image: Image.Image, seed: int) -> dict:
@@ -130,13 +126,11 @@ def test_the_augmentation_is_domainbeds():
 def test_crop_is_torchvisions_resized_crop(height, width):
     """Mutant (on images that are not square): the rows sampled at the columns' coordinates."""
     images = smooth_images(64)[:, :, :height, :width]
-    params = torch.stack([params_for([seed], height)[0] for seed in range(64)])
-    params[:, [TOP, LEFT, HEIGHT, WIDTH]] = torch.tensor([_crop_box_of(seed, height, width) for seed in range(64)],
-                                                         dtype=params.dtype)
+    params = params_for(range(64), height, width)
     crops = resized_crops(images, params, SIZE)
     for b in range(64):
-        top, left, height, width = (int(v) for v in params[b, [TOP, LEFT, HEIGHT, WIDTH]])
-        expected = TF.resized_crop(images[b].float(), top, left, height, width, [SIZE, SIZE], antialias=True)
+        top, left, h, w = (int(v) for v in params[b, [TOP, LEFT, HEIGHT, WIDTH]])
+        expected = TF.resized_crop(images[b].float(), top, left, h, w, [SIZE, SIZE], antialias=True)
         torch.testing.assert_close(crops[b], expected, atol=2e-3, rtol=0)
 
 
