@@ -37,6 +37,9 @@ def linearity(subject: Subject) -> dict:
     if not subject.config.freeze_bn:
         raise DroptuneError(f"cannot analyze the linearity of run {subject.run.name}: it trained with --no-freeze-bn, "
                             "and its first-order model needs frozen BatchNorm statistics")
+    if subject.config.linear_blocks is not None:
+        raise DroptuneError(f"cannot analyze the linearity of run {subject.run.name}: it trained the linear "
+                            "fine-tuning model (linear_blocks), whose backbone stays at its pre-trained weights")
     pretrained = subject.pretrained()
     start = {f"backbone.{n}": p.detach().cpu().clone() for n, p in pretrained.backbone.named_parameters()}
     linear = LinearizedClassifier(subject.pretrained())

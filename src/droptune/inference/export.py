@@ -134,6 +134,9 @@ def export(loaded: LoadedModel, output: Path, fmt: str = "safetensors", images: 
     if loaded.about.get("source") == "run" and loaded.about.get("iid") is None:  # (an exported run keeps its scores)
         raise DroptuneError(f"run {loaded.about.get('name')} has not finished (no results.json): its model card "
                             "would have no selection or scores; finish it with `droptune train --resume`")
+    if loaded.config.linear_blocks is not None:
+        raise DroptuneError(f"run {loaded.about.get('name')} is a linear fine-tuning model (linear_blocks), which "
+                            "no timm architecture holds; use it with droptune.load_model")
     output = Path(output).resolve()  # `.` has no name to stage its export beside
     if output.is_file():
         raise DroptuneError(f"output folder {output} is a file: choose a new folder")

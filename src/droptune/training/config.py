@@ -54,6 +54,9 @@ class TrainConfig:
     freeze_bn: bool = option(True, "keep BatchNorm running statistics at their pre-trained values")
     linearized: bool = option(False, "fine-tune the first-order Taylor model of the network around its pre-trained "
                                      "weights (about twice the cost of a step; needs frozen BatchNorm)", later=True)
+    linear_blocks: int | None = option(None, "train the paper's linear fine-tuning model instead: the backbone frozen, "
+                                             "the pooled outputs of its last N residual blocks weighted by trained "
+                                             "vectors and summed, then the head (paper: 3)", later=True)
     lr: float = option(1e-3, "SGD learning rate of the backbone (the head's is --head-lr-mult times it)")
     head_lr_mult: float = option(1.0, "learning-rate multiplier for the linear head")
     weight_decay: float = option(1e-4, "SGD weight decay, on every weight")
@@ -144,6 +147,9 @@ class TrainConfig:
             ("bn_steps", self.bn_steps > 0, "a positive integer"),
             ("linearized", not self.linearized or self.freeze_bn, "false when freeze_bn is false (the first-order "
              "model needs frozen BatchNorm statistics)"),
+            ("linear_blocks", self.linear_blocks is None or self.linear_blocks > 0, "a positive integer"),
+            ("linear_blocks", self.linear_blocks is None or not self.linearized, "unset when linearized is true (the "
+             "linear fine-tuning model trains no backbone weight to expand)"),
         ]
         for name, ok, expected in checks:
             if not ok:

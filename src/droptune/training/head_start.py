@@ -83,6 +83,8 @@ def probe_metadata(config: TrainConfig, dataset: MultiDomainDataset) -> dict:
         "weights": config.weights,
         "trial_seed": config.trial_seed,
         "holdout_fraction": config.holdout_fraction,
+        # only where set, so that probes made before the field keep their metadata and their key
+        **({"linear_blocks": config.linear_blocks} if config.linear_blocks is not None else {}),
     }
 
 
@@ -97,6 +99,9 @@ def read_head(path: str | os.PathLike, expected: dict) -> dict[str, torch.Tensor
         state = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - any decoding failure is the file's fault
         raise DroptuneError(f"cannot read head file {path}: {error}") from None
+    if metadata.get("linear_blocks") != expected.get("linear_blocks"):  # unset (None) where either lacks it
+        raise DroptuneError(f"head file {path} was probed with linear_blocks {metadata.get('linear_blocks')}, this "
+                            f"run has {expected.get('linear_blocks')}; probe again with the run's settings")
     for key in expected:
         if key not in metadata:
             raise DroptuneError(f"head file {path} lacks droptune's probe metadata ({key}): "

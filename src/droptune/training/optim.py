@@ -9,10 +9,13 @@ from droptune.training.config import TrainConfig
 
 
 def param_groups(model: DropoutClassifier, lr: float, head_lr_mult: float) -> list[dict]:
-    """Backbone at `lr`, head at `lr × head_lr_mult` (the paper's variant uses 10×)."""
+    """What trains below the head at `lr` (the backbone, or a linear fine-tuning model's block weights), the head
+    at `lr × head_lr_mult` (the paper's variant uses 10×)."""
+    head = list(model.head.parameters())
+    below = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in head)]
     return [
-        {"name": "backbone", "params": list(model.backbone.parameters()), "lr": lr},
-        {"name": "head", "params": list(model.head.parameters()), "lr": lr * head_lr_mult},
+        {"name": "backbone", "params": below, "lr": lr},
+        {"name": "head", "params": head, "lr": lr * head_lr_mult},
     ]
 
 

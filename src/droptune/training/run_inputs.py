@@ -16,6 +16,7 @@ from droptune.data.domains import ImageFolderDomains, MultiDomainDataset, single
 from droptune.data.registry import get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
+from droptune.models.block_features import BlockFeaturesClassifier
 from droptune.models.linearized import LinearizedClassifier
 from droptune.models.loading import load_strict
 from droptune.models.model import DropoutClassifier, build_model
@@ -41,8 +42,14 @@ def initial_model(config: TrainConfig, num_classes: int) -> DropoutClassifier:
     weights 'none') drawn from the run's seed. Seeds torch's global generator, as training does before it goes
     on to draw from it."""
     torch.manual_seed(stable_seed("init", config.seed))
-    return build_model(config.backbone, num_classes, config.dropout, config.weights, config.freeze_bn,
-                       image_size=config.image_size)
+    return _model(config, num_classes, config.weights)
+
+
+def _model(config: TrainConfig, num_classes: int, weights: str) -> DropoutClassifier:
+    model = build_model(config.backbone, num_classes, config.dropout, weights, config.freeze_bn,
+                        image_size=config.image_size)
+    return model if config.linear_blocks is None else BlockFeaturesClassifier(model, config.linear_blocks,
+                                                                             config.image_size)
 
 
 def trained_model(config: TrainConfig, num_classes: int, state: dict[str, torch.Tensor], source: str
@@ -52,7 +59,6 @@ def trained_model(config: TrainConfig, num_classes: int, state: dict[str, torch.
     if config.linearized:
         model = LinearizedClassifier(initial_model(config, num_classes))
     else:
-        model = build_model(config.backbone, num_classes, config.dropout, "none", config.freeze_bn,
-                            image_size=config.image_size)
+        model = _model(config, num_classes, "none")
     load_strict(model, state, source)
     return model

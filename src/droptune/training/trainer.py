@@ -59,8 +59,8 @@ class Trainer:
         self.dataset = run_dataset(config, progress=config.progress)
         self.protocol = LeaveOneDomainOut.from_config(config, self.dataset)
         self.model = initial_model(config, len(self.dataset.classes))
-        if config.weights == "none" and config.freeze_bn and any(isinstance(m, _BatchNorm)
-                                                                 for m in self.model.modules()):
+        if (config.weights == "none" and config.freeze_bn and config.linear_blocks is None
+                and any(isinstance(m, _BatchNorm) for m in self.model.modules())):
             log.warning("%s: weights none with freeze_bn: BatchNorm keeps its initial statistics (mean 0, variance 1) "
                         "all through training; --no-freeze-bn (freeze_bn=False) lets them adapt, as the scratch preset "
                         "does", self.run.path)
