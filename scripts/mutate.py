@@ -268,6 +268,21 @@ NAMED = (
     Named("DomainBed's crop widened to 50-100% of the area", "src/droptune/data/transforms.py",
           "CROP_SCALE = (0.7, 1.0)", "CROP_SCALE = (0.5, 1.0)",
           ("tests/test_batch_augment.py::test_the_augmentation_is_domainbeds",)),
+    Named("linear fine-tuning starts from the first block's features", "src/droptune/models/block_features.py",
+          "start[-1] = 1.0", "start[0] = 1.0",
+          ("tests/test_block_features.py::test_it_starts_at_the_networks_features",)),
+    Named("the linear fine-tuning model trains its backbone", "src/droptune/models/block_features.py",
+          "        self.backbone.requires_grad_(False)\n", "",
+          ("tests/test_block_features.py::test_the_backbone_is_frozen_and_copies_carry_no_hooks",)),
+    Named("the linear fine-tuning model counts blocks without a shortcut", "src/droptune/models/block_features.py",
+          ' or getattr(module, "has_skip", False) is True', ' or hasattr(module, "has_skip")',
+          ("tests/test_block_features.py::test_residual_blocks_are_those_with_a_shortcut",)),
+    Named("a probe of the linear fine-tuning model starts a network run", "src/droptune/training/head_start.py",
+          'if metadata.get("linear_blocks") != expected.get("linear_blocks"):', "if False:",
+          ("tests/test_block_features.py::test_a_probe_of_one_model_does_not_start_the_other",)),
+    Named("a local sweep starts on data this host cannot read", "src/droptune/cli/sweep.py",
+          "for problem in unreadable_data(jobs):", "for problem in []:",
+          ("tests/test_sweep_cli.py::test_unreadable_data_stops_a_local_sweep_and_warns_a_cluster_one",)),
 )
 
 

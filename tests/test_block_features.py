@@ -30,7 +30,7 @@ def test_residual_blocks_are_those_with_a_shortcut():
     assert [name for name, _ in residual_blocks(resnet.backbone)][-3:] == ["layer3.1", "layer4.0", "layer4.1"]
 
 
-def test_it_starts_at_the_networks_own_features_and_mixes_what_the_vectors_weight():
+def test_it_starts_at_the_networks_features():
     torch.manual_seed(0)
     network = build_model("resnet18", 3, weights="none").eval()
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)

@@ -374,3 +374,29 @@ def test_output_cut_short_by_its_reader_is_not_a_traceback(spec_file, tmp_path):
                              env={**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")})
     os.close(write_end)
     assert process.stderr == "" and process.returncode == 128 + signal.SIGPIPE
+
+
+def test_unreadable_data_stops_a_local_sweep_and_warns_a_cluster_one(tmp_path, monkeypatch, capsys):
+    """A local sweep whose data folder is wrong would start and fail every job; a cluster's nodes may see other
+    folders than the login node, so there it is a warning and the jobs go."""
+    spec = tmp_path / "pacs.yaml"
+    spec.write_text(yaml.safe_dump({"datasets": ["PACS"], "data_dir": str(tmp_path / "nowhere"), "base": TINY_BASE,
+                                    "seeds": [0], "methods": [{"name": "dropout 0", "dropout": 0.0}]}))
+    argv = ["sweep", str(spec), "--output", str(tmp_path / "sweep")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("droptune: error: sweep 'pacs': ") and err.endswith("; nothing was run")
+    assert str(tmp_path / "nowhere") in err and "\n" not in err
+    assert not (tmp_path / "sweep").exists()
+    seen = capture(monkeypatch, SlurmLauncher)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(Recorded):
+        main(argv + ["--launcher", "slurm"])
+    assert len(seen) == 1
+    warning = capsys.readouterr().err
+    assert "on this host; the jobs fail on the slurm nodes unless it is there" in warning
+    assert str(tmp_path / "nowhere") in warning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ from droptune.console import add_progress_flag
 from droptune.experiments import preset_names
 from droptune.training.interrupt import Interrupted
 from droptune.training.selection import SELECTIONS
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from droptune.experiments.jobs import Job
@@ -98,7 +101,7 @@ def _hparams(job: Job) -> str:
 def _sweep(args: argparse.Namespace) -> int:
     from droptune.experiments.jobs import DIVERGED, DONE, state
     from droptune.experiments.launchers import make_launcher
-    from droptune.experiments.sweep import load_spec
+    from droptune.experiments.sweep import load_spec, unreadable_data
     from droptune.runs.folder import exclusive, holder
 
     options = launcher_options(args)
@@ -123,6 +126,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.max_retries < 0:
         raise DroptuneError(f"invalid --max-retries {args.max_retries}: expected 0 or more")
     launcher = make_launcher(args.launcher, output, **options)  # no sbatch, no ray: an error that leaves no folder
+    for problem in unreadable_data(jobs):
+        if args.launcher == "local":
+            raise DroptuneError(f"sweep {spec.name!r}: {problem}; nothing was run")
+        # the cluster's nodes may see data this host does not
+        log.warning("%s on this host; the jobs fail on the %s nodes unless it is there", problem, args.launcher)
     try:
         with exclusive(output, "sweep folder"):
             return _run(args, spec, output, jobs, launcher)

@@ -142,6 +142,17 @@ class SweepSpec:
         return data
 
 
+def unreadable_data(jobs: list[Job]) -> list[str]:
+    """Why each dataset the jobs train on cannot be opened here (one message per dataset and data folder)."""
+    problems = []
+    for dataset, data_dir in dict.fromkeys((job.config.dataset, job.config.data_dir) for job in jobs):
+        try:
+            open_dataset(dataset, data_dir)
+        except DroptuneError as error:
+            problems.append(str(error))
+    return problems
+
+
 def dataset_domains(dataset: str, data_dir: str | None) -> list[str]:
     """A registered dataset's domains without touching the disk; a folder's from its subfolders."""
     spec = get_spec(dataset)

@@ -38,7 +38,9 @@ def option(default: Any, description: str, runtime: bool = False, later: bool = 
 @dataclass
 class TrainConfig:
     """One fine-tuning run under leave-one-domain-out. The training defaults are the paper's recipe (Zhang &
-    Bottou, 2024); the dataset and backbone default to the offline demo's (the paper fine-tunes ResNet-50)."""
+    Bottou, 2024) but for clean validation images (`clean_holdout`) and, on CUDA, the crop of the image resized
+    first (`device_augment`); the dataset and backbone default to the offline demo's (the paper fine-tunes
+    ResNet-50)."""
 
     dataset: str = option("RotatedDigits", f"registered dataset name ({', '.join(DATASETS)}) or a folder laid out "
                                            "as <domain>/<class>/<image>")
