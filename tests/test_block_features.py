@@ -47,6 +47,16 @@ def test_it_starts_at_the_networks_features():
     torch.testing.assert_close(model.features(images), 2 * first)
 
 
+def test_a_fixed_size_backbone_is_rebuilt_identically():
+    """timm_input_size builds a probe model once per process; its draws must not shift the run's initial weights."""
+    from droptune.models.backbones import timm_input_size
+
+    timm_input_size.cache_clear()
+    config = TrainConfig(backbone="vit_tiny_patch16_224", weights="none", image_size=32, linear_blocks=1)
+    first, second = initial_model(config, 2).state_dict(), initial_model(config, 2).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_blocks_of_different_widths_are_refused_by_name():
     network = build_model("resnet18", 3, weights="none")
     with pytest.raises(DroptuneError, match=r"layer3\.1 \(256\), layer4\.0 \(512\), layer4\.1 \(512\).*fewer blocks"):
@@ -55,14 +65,17 @@ def test_blocks_of_different_widths_are_refused_by_name():
         BlockFeaturesClassifier(network, 9, 32)
 
 
-def test_a_vit_pools_each_block_by_its_class_token():
-    network = build_model("vit_tiny_patch16_224", 3, weights="none", image_size=32).eval()
-    model = BlockFeaturesClassifier(network, 3, 32).eval()
-    assert model.block_names == ["blocks.9", "blocks.10", "blocks.11"] and model.num_features == 192
+@pytest.mark.parametrize("backbone", ["vit_tiny_patch16_224", "vit_base_patch16_gap_224", "convnext_atto"])
+def test_a_vit_or_convnext_block_goes_through_the_backbones_final_norm_and_pooling(backbone):
+    """Class token or token mean, LayerNorm before or after pooling: v = (0, ..., 1) is the network's features."""
+    torch.manual_seed(0)
+    network = build_model(backbone, 3, weights="none", image_size=32).eval()
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    tokens = model.backbone.blocks(model.backbone.norm_pre(model.backbone._pos_embed(
-        model.backbone.patch_embed(model.normalize(images)))))
-    torch.testing.assert_close(model.features(images), tokens[:, 0], rtol=1e-4, atol=1e-5)
+    expected = network.features(images)
+    model = BlockFeaturesClassifier(copy.deepcopy(network), 1, 32).eval()
+    torch.testing.assert_close(model.features(images), expected)
+    if backbone.startswith("vit_tiny"):
+        assert BlockFeaturesClassifier(network, 3, 32).block_names == ["blocks.9", "blocks.10", "blocks.11"]
 
 
 def test_the_backbone_is_frozen_and_copies_carry_no_hooks():
@@ -83,6 +96,9 @@ def test_config_checks_the_field():
         TrainConfig(linear_blocks=0)
     with pytest.raises(DroptuneError, match="linear_blocks.*unset when linearized"):
         TrainConfig(linear_blocks=3, linearized=True)
+    # the backbone's statistics never move, so averages and soups must not re-estimate them either
+    with pytest.raises(DroptuneError, match="linear_blocks.*unset when freeze_bn is false"):
+        TrainConfig(linear_blocks=3, freeze_bn=False)
     assert TrainConfig().identity() == TrainConfig(linear_blocks=None).identity()
     assert TrainConfig(linear_blocks=3).identity() != TrainConfig().identity()
 

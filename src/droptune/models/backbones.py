@@ -141,7 +141,8 @@ def timm_input_size(name: str, image_size: int | None) -> dict[str, int]:
     size = _fixed_size(_timm_cfg(name))
     if image_size is None or size in (None, (image_size, image_size)):
         return {}
-    own_size = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
+    with torch.random.fork_rng(devices=[]):  # cached: the caller's random draws must not depend on a first call
+        own_size = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=0.0)
     return {} if _failure_at(own_size, image_size) is None else {"img_size": image_size}
 
 

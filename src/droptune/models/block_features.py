@@ -34,15 +34,18 @@ def residual_blocks(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _pool(output: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
-    """A block's output pooled as the backbone pools its last one: convolution maps averaged over space,
-    transformer tokens by the class token or the mean of the patch tokens."""
+    """A block's output pooled as the backbone pools its last one: a ViT's tokens and a ConvNeXt's maps through
+    the backbone's own final norm and pooling (timm's `forward_head`), other maps averaged over space."""
+    from timm.models import convnext
+
+    if output.dim() == 3 and hasattr(backbone, "forward_head") and hasattr(backbone, "norm"):
+        return backbone.forward_head(backbone.norm(output), pre_logits=True)
+    if output.dim() == 4 and isinstance(backbone, convnext.ConvNeXt):
+        return backbone.forward_head(backbone.norm_pre(output), pre_logits=True)
     if output.dim() == 4:
         return output.mean(dim=(2, 3))
-    if output.dim() == 3:
-        prefix = getattr(backbone, "num_prefix_tokens", 0)
-        return output[:, 0] if getattr(backbone, "global_pool", "avg") == "token" else output[:, prefix:].mean(1)
     raise DroptuneError(f"cannot pool a residual block's output of shape {tuple(output.shape)}: expected "
-                        "N×C×H×W maps or N×tokens×C tokens")
+                        "N×C×H×W maps or the tokens of a timm ViT")
 
 
 def block_outputs(backbone: nn.Module, blocks: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
@@ -64,7 +67,7 @@ class BlockFeaturesClassifier(DropoutClassifier):
     residual blocks; the backbone is frozen and always in eval mode.
 
     v starts as 1 for the last block and 0 for the others: before training, the head sees the last block's
-    pooled features (for a ResNet, the network's own penultimate features).
+    pooled features (for a ResNet, a ViT or a ConvNeXt, the network's own penultimate features).
     """
 
     def __init__(self, model: DropoutClassifier, blocks: int, image_size: int):

@@ -150,6 +150,8 @@ class TrainConfig:
             ("linearized", not self.linearized or self.freeze_bn, "false when freeze_bn is false (the first-order "
              "model needs frozen BatchNorm statistics)"),
             ("linear_blocks", self.linear_blocks is None or self.linear_blocks > 0, "a positive integer"),
+            ("linear_blocks", self.linear_blocks is None or self.freeze_bn, "unset when freeze_bn is false (the "
+             "linear fine-tuning model's backbone, BatchNorm statistics included, stays as pre-trained)"),
             ("linear_blocks", self.linear_blocks is None or not self.linearized, "unset when linearized is true (the "
              "linear fine-tuning model trains no backbone weight to expand)"),
         ]
