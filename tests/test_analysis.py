@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from droptune.analysis import interpolation
 from droptune.analysis.features import effective_numbers, k_grid
 from droptune.analysis.interpolation import between
 from droptune.analysis.subject import Subject
@@ -173,7 +174,7 @@ def test_interpolation_endpoints_are_the_two_models(runs, tmp_path):
 
 
 @pytest.mark.integration
-def test_analyze_refuses_bad_input_in_one_line(runs, tmp_path, capsys):
+def test_analyze_refuses_bad_input_in_one_line(runs, tmp_path, capsys, monkeypatch):
     assert main(["analyze", "features", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
     assert "is not a droptune run folder" in capsys.readouterr().err
     assert main(["analyze", "linearity", str(runs["p0"]), "--max-images", "0", "--output", str(tmp_path)]) == 2
@@ -191,6 +192,19 @@ def test_analyze_refuses_bad_input_in_one_line(runs, tmp_path, capsys):
     assert main(["analyze", "linearity", str(unfrozen), "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == ("droptune: error: cannot analyze the linearity of run unfrozen: it trained with "
                                        "--no-freeze-bn, and its first-order model needs frozen BatchNorm statistics\n")
+    assert main(["analyze", "linearity", str(runs["p0"]), str(unfrozen), "--output", str(tmp_path / "out")]) == 2
+    refused = capsys.readouterr()
+    assert refused.out == "" and "run unfrozen: it trained with --no-freeze-bn" in refused.err, \
+        "every run is checked before the first one is analyzed"
+    bigger = tmp_path / "bigger"
+    shutil.copytree(runs["p0.9"], bigger)
+    TrainConfig.load(bigger / "config.yaml").replace(image_size=64).save(bigger / "config.yaml")
+    scored = []
+    monkeypatch.setattr(interpolation, "line", lambda *args: scored.append(args))
+    assert main(["analyze", "interpolate", str(runs["p0"]), str(bigger), "--points", "2",
+                 "--output", str(tmp_path / "out")]) == 2
+    assert "image size differs" in capsys.readouterr().err
+    assert scored == [], "two runs' compatibility is checked before any line is scored"
 
 
 @pytest.mark.integration

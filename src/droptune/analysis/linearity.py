@@ -32,14 +32,19 @@ def weight_changes(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor])
     return change
 
 
-@torch.no_grad()
-def linearity(subject: Subject) -> dict:
+def check(subject: Subject) -> None:
+    """Refuse a run whose first-order model would not mean what it says; `analyze` checks every run before any work."""
     if not subject.config.freeze_bn:
         raise DroptuneError(f"cannot analyze the linearity of run {subject.run.name}: it trained with --no-freeze-bn, "
                             "and its first-order model needs frozen BatchNorm statistics")
     if subject.config.linear_blocks is not None:
         raise DroptuneError(f"cannot analyze the linearity of run {subject.run.name}: it trained the linear "
                             "fine-tuning model (linear_blocks), whose backbone stays at its pre-trained weights")
+
+
+@torch.no_grad()
+def linearity(subject: Subject) -> dict:
+    check(subject)
     pretrained = subject.pretrained()
     start = {f"backbone.{n}": p.detach().cpu().clone() for n, p in pretrained.backbone.named_parameters()}
     linear = LinearizedClassifier(subject.pretrained())

@@ -50,6 +50,8 @@ def _linearity(args: argparse.Namespace) -> int:
 
     results = []
     subjects = _subjects(args, args.runs)
+    for subject in subjects:
+        linearity.check(subject)
     print(f"{'run':<40} {'model':<11} {'i.i.d.':>7} {'o.o.d.':>7}  agreement i.i.d./o.o.d.  ‖Δθ‖/‖θ₀‖")
     for subject in subjects:
         result = linearity.linearity(subject)
@@ -72,6 +74,12 @@ def _interpolate(args: argparse.Namespace) -> int:
 
     subjects = _subjects(args, args.runs)
     alphas = interpolation.alpha_grid(args.points)
+    if len(subjects) == 2:
+        require_same([s.run for s in subjects], {
+            "backbone": lambda run: run.config.backbone, "pre-trained weights": lambda run: run.config.weights,
+            "image size": lambda run: run.config.image_size, "linearized": lambda run: run.config.linearized,
+            "linear blocks": lambda run: run.config.linear_blocks},
+            "interpolate between these runs")
     first = subjects[0]
     lines = []
     for subject in subjects:
@@ -80,10 +88,6 @@ def _interpolate(args: argparse.Namespace) -> int:
                       "start": "pretrained", "end": subject.run.name,
                       "points": interpolation.line(subject, start, subject.weights(), alphas)})
     if len(subjects) == 2:
-        require_same([s.run for s in subjects], {
-            "backbone": lambda run: run.config.backbone, "pre-trained weights": lambda run: run.config.weights,
-            "image size": lambda run: run.config.image_size, "linearized": lambda run: run.config.linearized},
-            "interpolate between these runs")
         second = subjects[1]
         lines.append({"label": f"p={first.config.dropout:g} → p={second.config.dropout:g}",
                       "start": first.run.name, "end": second.run.name,
