@@ -584,6 +584,11 @@ def test_incompatible_runs_are_refused_with_the_reason(trained, tmp_path):
     other_backbone = derive(run, tmp_path / "backbone", 0.5, backbone="resnet14t")
     with pytest.raises(DroptuneError, match="cannot average the weights of these runs; backbone differs"):
         combine([run, other_backbone], ["greedy_soup"], tmp_path / "out", device="cpu", workers=0)
+    for name, setting, reason in (("linearized", {"linearized": True}, "linearized differs: a has False"),
+                                  ("blocks", {"linear_blocks": 1}, "linear blocks differs: a has None")):
+        other_model = derive(run, tmp_path / name, 0.5, **setting)  # a linearized run's tensors have the same names
+        with pytest.raises(DroptuneError, match=f"cannot average the weights of these runs; {reason}"):
+            combine([run, other_model], ["uniform_soup"], tmp_path / "out", device="cpu", workers=0)
     other_split = derive(run, tmp_path / "split", 0.5, trial_seed=3)
     with pytest.raises(DroptuneError, match="not trained and evaluated on the same split; trial seed differs"):
         combine([run, other_split], ["ensemble"], tmp_path / "out", device="cpu", workers=0)

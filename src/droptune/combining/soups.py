@@ -50,6 +50,8 @@ def check_averageable(runs: Sequence[Run]) -> None:
         "classes": lambda run: shapes[run.name].get("head.fc.weight", (None,))[0],
         "head initialization (train them from one --head-seed or --head-init)": lambda run: run.results.head_start,
         "image size": lambda run: run.config.image_size,
+        "linearized": lambda run: run.config.linearized,
+        "linear blocks": lambda run: run.config.linear_blocks,
     }, PURPOSE)
     first = runs[0]
     for run in runs[1:]:
