@@ -376,6 +376,24 @@ def test_a_dataset_folder_is_recorded_by_its_absolute_path_however_it_was_typed(
         "resuming with the dataset as the run recorded it is no change"
 
 
+def test_a_weights_file_and_data_dir_are_recorded_by_their_absolute_paths(image_folder, tmp_path, monkeypatch):
+    """Mutant: recorded as typed: two runs from one weights file, typed relative and absolute, could not be averaged
+    (their pre-trained starts differed by the string), and a relative path broke them from any other folder."""
+    monkeypatch.chdir(tmp_path)
+    flags = ["--dataset", str(image_folder), "--test-domain", "b", "--backbone", "resnet10t", "--image-size", "16",
+             "--batch-size", "2", "--steps", "2", "--eval-every", "2", "--workers", "0", "--no-progress"]
+    assert main(["train", *flags, "--weights", "none", "--output-dir", "start"]) == 0
+    start = tmp_path.resolve() / "start" / "best.safetensors"
+    for typed, folder in (("start/best.safetensors", "relative"), (str(start), "absolute")):
+        assert main(["train", *flags, "--weights", typed, "--data-dir", ".", "--output-dir", folder]) == 0
+    configs = [TrainConfig.load(tmp_path / folder / "config.yaml") for folder in ("relative", "absolute")]
+    assert {(config.weights, config.data_dir) for config in configs} == {(str(start), str(tmp_path.resolve()))}
+    assert configs[0].identity() == configs[1].identity()
+    (tmp_path / "none").write_text("")
+    assert main(["train", *flags, "--weights", "none", "--output-dir", "named"]) == 0
+    assert TrainConfig.load(tmp_path / "named" / "config.yaml").weights == "none", "a name stays a name"
+
+
 def test_cli_train_prints_results(image_folder, tmp_path, capsys):
     argv = ["train", "--dataset", str(image_folder), "--test-domain", "b", "--backbone", "resnet10t",
             "--weights", "none", "--image-size", "16", "--batch-size", "2", "--steps", "4", "--eval-every", "2",
