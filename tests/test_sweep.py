@@ -148,6 +148,16 @@ def test_test_domains_are_taken_by_index_as_train_takes_them(image_folder, tmp_p
     assert list(dict.fromkeys(j.config.test_domain for j in by_index)) == ["c", "a"]
 
 
+def test_a_relative_data_dir_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    """Mutant: recorded as typed: every run folder of a sweep given `--data-dir data` named a folder relative to
+    wherever a later `evaluate`, `combine` or `--resume` happens to run (the job ids do not depend on it)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    jobs = load_spec("cpu", {"data_dir": "data"}).jobs(tmp_path)
+    assert {j.config.data_dir for j in jobs} == {str(tmp_path.resolve() / "data")}
+    assert [j.id for j in jobs] == [j.id for j in load_spec("cpu", {"data_dir": "/elsewhere"}).jobs(tmp_path)]
+
+
 def test_presets_expand(tmp_path, monkeypatch):
     monkeypatch.delenv("DROPTUNE_DATA_DIR", raising=False)
     with pytest.raises(DroptuneError, match="PACS needs a data directory: set data_dir in the sweep file, pass"):

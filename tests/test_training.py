@@ -377,8 +377,9 @@ def test_a_dataset_folder_is_recorded_by_its_absolute_path_however_it_was_typed(
 
 
 def test_a_weights_file_and_data_dir_are_recorded_by_their_absolute_paths(image_folder, tmp_path, monkeypatch):
-    """Mutant: recorded as typed: two runs from one weights file, typed relative and absolute, could not be averaged
-    (their pre-trained starts differed by the string), and a relative path broke them from any other folder."""
+    """Mutants: recorded as typed: two runs from one weights file, typed relative and absolute, could not be averaged
+    (their pre-trained starts differed by the string), and a relative path broke them from any other folder; a
+    reserved name resolved as the file of that name in the current folder."""
     monkeypatch.chdir(tmp_path)
     flags = ["--dataset", str(image_folder), "--test-domain", "b", "--backbone", "resnet10t", "--image-size", "16",
              "--batch-size", "2", "--steps", "2", "--eval-every", "2", "--workers", "0", "--no-progress"]

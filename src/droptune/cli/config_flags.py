@@ -54,16 +54,17 @@ def _as_recorded(name: str, value: Any) -> Any:
     """A field's value as a new run records it: a dataset folder, a data directory and a weights file by their
     absolute paths, so that the run folder can be evaluated, combined and resumed from any working directory, and
     two runs started from one file by different relative paths share a pre-trained start."""
-    from droptune.data.registry import dataset_reference
+    from droptune.data.registry import data_dir_reference, dataset_reference
     from droptune.models.backbones import NO_WEIGHTS
 
     if not isinstance(value, str):
         return value
     if name == "dataset":
         return dataset_reference(value)
+    if name == "data_dir":
+        return data_dir_reference(value)
     path = Path(value).expanduser()
-    if (name == "data_dir" and path.is_dir()) or (name == "weights" and value not in (*NO_WEIGHTS, "default")
-                                                   and path.is_file()):
+    if name == "weights" and value not in (*NO_WEIGHTS, "default") and path.is_file():
         return str(path.resolve())
     return value
 

@@ -209,6 +209,13 @@ def dataset_reference(name: str) -> str:
     return str(path.resolve()) if get_spec(name) is None and path.is_dir() else name
 
 
+def data_dir_reference(data_dir: str) -> str:
+    """How a new run records its data directory: an existing folder by its absolute path, so that the run folder can
+    be evaluated, combined and resumed from any working directory (it is not part of a job's identity)."""
+    path = Path(data_dir).expanduser()
+    return str(path.resolve()) if path.is_dir() else data_dir
+
+
 def open_dataset(name: str, data_dir: str | os.PathLike | None = None, same_classes: bool = True
                  ) -> MultiDomainDataset:
     """A dataset by registered name (under `data_dir` where it is kept in a folder), or by folder path; a folder's

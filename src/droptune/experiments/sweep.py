@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from droptune.data.domains import domain_position
-from droptune.data.registry import dataset_reference, get_spec, open_dataset
+from droptune.data.registry import data_dir_reference, dataset_reference, get_spec, open_dataset
 from droptune.data.splits import stable_seed
 from droptune.errors import DroptuneError
 from droptune.experiments import PRESETS, preset_names
@@ -206,7 +206,7 @@ def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
     methods = _methods(data.get("methods"), source, varied)
     spec = SweepSpec(
         name=str(data.get("name", "sweep")), datasets=datasets, methods=methods,
-        data_dir=None if data.get("data_dir") is None else str(data["data_dir"]),
+        data_dir=None if data.get("data_dir") is None else data_dir_reference(str(data["data_dir"])),
         test_domains=_test_domains(data.get("test_domains", "all"), source),
         base=base, grid=grid, random=random,
         seeds=_list_of(data, "seeds", int, source, default=[0]),
