@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import sys
 import tarfile
 import threading
 import types
+import urllib.error
 import zipfile
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -205,7 +207,7 @@ def test_a_rerun_resumes_a_download_that_kept_failing(server, pacs_zip, monkeypa
         dl.download("PACS", tmp_path)
 
     assert "PACS.zip" in str(failure.value) and "--source PACS=URL_OR_PATH" in str(failure.value)
-    part = tmp_path / dl.DOWNLOADS / "PACS" / "PACS.zip.part"
+    part = transfer.part_file(f"{server['base']}/PACS.zip", tmp_path / dl.DOWNLOADS / "PACS" / "PACS.zip")
     assert part.read_bytes() == pacs_zip[: transfer.ATTEMPTS * 1000]
     assert not (tmp_path / "PACS").exists()
 
@@ -213,6 +215,44 @@ def test_a_rerun_resumes_a_download_that_kept_failing(server, pacs_zip, monkeypa
     dl.download("PACS", tmp_path)
     assert server["requests"] == [("/PACS.zip", f"bytes={transfer.ATTEMPTS * 1000}-")]
     assert (tmp_path / "PACS" / dl.MARKER).is_file()
+
+
+def test_the_next_mirror_keeps_what_an_earlier_one_gave_for_a_rerun(server, pacs_zip, monkeypatch, tmp_path):
+    """Mutant: one `.part` for every mirror: trying the next one deleted what the first had given, while the error
+    said those bytes were kept for a rerun to resume."""
+    server["files"]["/PACS.zip"] = pacs_zip
+    server["cuts"]["/PACS.zip"] = transfer.ATTEMPTS
+    use_sources(monkeypatch, "PACS", PACS=((f"{server['base']}/PACS.zip", f"{server['base']}/gone.zip"),
+                                           md5(pacs_zip)))
+
+    with pytest.raises(DroptuneError, match=f"with {transfer.ATTEMPTS * 1000:,} bytes kept: run the command again"):
+        dl.download("PACS", tmp_path)
+
+    server["requests"].clear()
+    dl.download("PACS", tmp_path)
+    assert server["requests"] == [("/PACS.zip", f"bytes={transfer.ATTEMPTS * 1000}-")]
+    assert (tmp_path / "PACS" / dl.MARKER).is_file()
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_in_one_line(monkeypatch, tmp_path, capsys):
+    """Mutant: a failed name lookup retried as a cut transfer, four times a mirror, each "interrupted at 0 bytes
+    ...; resuming", before the error (about 25 s offline)."""
+    tried = []
+
+    def offline(self, part):
+        tried.append(self.url)
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+    monkeypatch.setattr(transfer._Transfer, "into", offline)
+    monkeypatch.setattr(transfer, "RETRY_WAIT_S", 0.0)
+    use_sources(monkeypatch, "PACS", PACS=(("https://one.invalid/PACS.zip", "https://two.invalid/PACS.zip"), None))
+
+    assert main(["data", "download", "PACS", "--data-dir", str(tmp_path)]) == 2
+
+    assert tried == ["https://one.invalid/PACS.zip", "https://two.invalid/PACS.zip"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot resolve one.invalid (" in err and "cannot resolve two.invalid (" in err
+    assert "no network?" in err and not list((tmp_path / dl.DOWNLOADS).rglob("*.part*"))
 
 
 def test_a_server_that_ignores_ranges_restarts_the_file(server, pacs_zip, monkeypatch, tmp_path):

@@ -6,9 +6,11 @@ that cannot give the file raises `SourceFailed`, so that the caller can try the 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import logging
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -148,7 +150,7 @@ class _Transfer:
             total = start + int(length) if length is not None else None
             with part.open("ab" if start else "wb") as out, \
                     tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                         desc=part.name.removesuffix(".part")) as bar:
+                         desc=part.name.rsplit(".", 2)[0]) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -157,28 +159,37 @@ class _Transfer:
             raise ConnectionError(f"connection closed at {size:,} of {total:,} bytes")
 
 
+def part_file(url: str, destination: Path) -> Path:
+    """Where a transfer of `url` to `destination` grows: one file per URL, so that trying the next mirror keeps what
+    an earlier one gave for a later run to resume."""
+    return destination.with_name(f"{destination.name}.{hashlib.sha256(url.encode()).hexdigest()[:8]}.part")
+
+
 def _fetch_http(url: str, destination: Path) -> None:
     """Download `url` to `destination`, retrying and resuming a cut transfer from its `.part` file."""
-    part = destination.with_name(destination.name + ".part")
-    origin = destination.with_name(destination.name + ".part-url")
-    if part.exists() and (not origin.exists() or origin.read_text() != url):
-        part.unlink()
-    origin.write_text(url)
-    transfer = _Transfer(_drive_download_url(url) if urllib.parse.urlsplit(url).hostname in DRIVE_HOSTS else url)
+    part = part_file(url, destination)
+    host = urllib.parse.urlsplit(url).hostname
+    transfer = _Transfer(_drive_download_url(url) if host in DRIVE_HOSTS else url)
     for attempt in range(1, ATTEMPTS + 1):
         try:
             transfer.into(part)
             break
         except (OSError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", None) or error
+            if isinstance(reason, socket.gaierror):
+                raise SourceFailed(f"cannot resolve {host} ({reason.strerror or reason}; no network?)") from None
             done = part.stat().st_size if part.exists() else 0
             if attempt == ATTEMPTS:
                 progress = f", with {done:,} bytes kept: run the command again to resume from {part}" if done else ""
                 raise SourceFailed(f"failed {ATTEMPTS} times ({reason}){progress}") from None
-            log.warning("download of %s interrupted at %s bytes (%s); resuming", url, f"{done:,}", reason)
+            if done:
+                log.warning("download of %s interrupted at %s bytes (%s); resuming", url, f"{done:,}", reason)
+            else:
+                log.warning("download of %s failed (%s); trying again", url, reason)
             time.sleep(RETRY_WAIT_S * attempt)
     part.replace(destination)
-    origin.unlink()
+    for other in destination.parent.glob(f"{glob.escape(destination.name)}.*.part"):
+        other.unlink()
 
 
 def _fetch_drive_with_gdown(gdown, url: str, destination: Path) -> None:
