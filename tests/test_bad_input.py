@@ -649,7 +649,8 @@ def test_download_without_network(capsys, tmp_path, monkeypatch):
     assert main(["data", "download", "PACS", "--data-dir", str(tmp_path), "--source", f"PACS={url}"]) != 0
     *retries, error = capsys.readouterr().err.strip().splitlines()
     assert error.startswith("droptune: error: could not download PACS.zip") and url in error
-    assert len(retries) == 3 and all(line.startswith(f"droptune: download of {url} interrupted") for line in retries)
+    assert len(retries) == 3 and all(line.startswith(f"droptune: download of {url} failed (") and
+                                     line.endswith("); trying again") for line in retries), "nothing to resume"
 
 
 def test_download_of_an_unknown_dataset(capsys, tmp_path):

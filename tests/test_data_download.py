@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import socket
 import sys
 import tarfile
@@ -23,6 +24,7 @@ from PIL import Image
 from droptune.cli.main import main
 from droptune.data import download as dl
 from droptune.data import transfer
+from droptune.data.archives import extract
 from droptune.data.registry import DATASETS
 from droptune.errors import DroptuneError
 
@@ -185,6 +187,31 @@ def test_pacs_through_drive_confirmation_page(server, pacs_zip, monkeypatch, tmp
     server["requests"].clear()
     assert dl.download("PACS", tmp_path) == tmp_path / "PACS"
     assert server["requests"] == []  # complete: nothing fetched again
+
+
+def test_a_complete_folder_is_checked_not_trusted(server, pacs_zip, monkeypatch, tmp_path, capsys):
+    """Mutants: a rerun on a complete folder said the marker was "written"; a marker trusted on a folder whose images
+    were deleted since; a marker of the wrong shape a KeyError or TypeError traceback."""
+    server["files"]["/PACS.zip"] = pacs_zip
+    use_sources(monkeypatch, "PACS", PACS=((f"{server['base']}/PACS.zip",), md5(pacs_zip)))
+    assert main(["data", "download", "PACS", "--data-dir", str(tmp_path)]) == 0
+    assert "24 images, complete (.droptune-complete written)" in capsys.readouterr().out
+    assert main(["data", "download", "PACS", "--data-dir", str(tmp_path)]) == 0
+    assert "24 images, already complete (.droptune-complete of 20" in capsys.readouterr().out
+
+    marker = tmp_path / "PACS" / dl.MARKER
+    written = marker.read_text()
+    for wrong in ('{"dataset": "PACS"}', "[1]", '{"images": {"cartoon": "six"}}', "{"):
+        marker.write_text(wrong)
+        assert main(["data", "download", "PACS", "--data-dir", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == (f"droptune: error: {marker} is not a completion marker (expected JSON with "
+                                           "each domain's image count): delete it, then check the dataset with "
+                                           f"`droptune data verify {tmp_path / 'PACS'}`\n"), wrong
+    marker.write_text(written)
+    shutil.rmtree(tmp_path / "PACS" / "sketch")
+    with pytest.raises(DroptuneError, match=r"PACS has a \.droptune-complete \(prepared 20.*\) but no longer holds "
+                                            r"what was prepared: .*missing \['sketch'\].*; delete it to download"):
+        dl.download("PACS", tmp_path)
 
 
 def test_resumes_after_a_cut_connection(server, pacs_zip, monkeypatch, tmp_path):
@@ -444,6 +471,22 @@ def test_a_damaged_archive_is_named_and_a_downloaded_one_deleted(server, pacs_zi
         dl.download("PACS", tmp_path / "data", [f"PACS={server['base']}/PACS.zip"])
     assert not (tmp_path / "data" / dl.DOWNLOADS / "PACS" / "PACS.zip").exists()
     assert not (tmp_path / "data" / "PACS").exists()
+
+
+def test_a_python_without_tar_filters_is_one_line_and_zip_errors_still_named(pacs_zip, monkeypatch, tmp_path):
+    """Mutant: `except tarfile.FilterError`, evaluated for any error, on a Python before 3.10.12 or 3.11.4 (which
+    lack it) turned every damaged zip into an AttributeError, and a tar archive failed on `filter=`."""
+    monkeypatch.delattr(tarfile, "FilterError")
+    monkeypatch.delattr(tarfile, "data_filter")
+    local = tmp_path / "PACS.zip"
+    local.write_bytes(pacs_zip[: len(pacs_zip) // 2])
+    with pytest.raises(DroptuneError, match=rf"archive {local} is damaged or incomplete"):
+        dl.download("PACS", tmp_path / "data", [str(local)])
+    archive = tmp_path / "flat.tar.gz"
+    archive.write_bytes(tar_gz_bytes({"a/b/c.png": b""}))
+    with pytest.raises(DroptuneError, match=r"extracting flat.tar.gz safely needs tarfile's extraction filters, in "
+                                            r"Python 3.10.12, 3.11.4 or later; this is Python 3\."):
+        extract(archive, tmp_path / "out", owned=False)
 
 
 def test_a_users_copy_with_another_checksum_is_used_with_a_warning(pacs_zip, monkeypatch, tmp_path, caplog):

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from droptune.cli.main import main
+from droptune.data.domains import ImageFolderDomains
 from droptune.data.registry import DATASETS
 from droptune.data.verify import info, resolve, verify
 from droptune.errors import DroptuneError
@@ -168,7 +169,39 @@ def test_a_dataset_one_level_too_deep_gets_a_hint(tmp_path):
 
     report = verify(*resolve(str(tmp_path / "PACS")), decode=False)
 
-    assert f"PACS's domains are one level down, in {tmp_path / 'PACS' / 'kfold'}" in "\n".join(report.problems)
+    assert f"PACS's domains are one level down, in {tmp_path / 'PACS' / 'kfold'}: verify that folder, or move its " \
+           f"domain folders up into {tmp_path / 'PACS'}" in report.problems, "not: move it to the folder it is in"
+    make_dataset(tmp_path / "copy" / "kfold", {d: {"dog": 1} for d in DATASETS["PACS"].domains})
+    report = verify(tmp_path / "copy", DATASETS["PACS"], decode=False)
+    assert f"or move it to {tmp_path / 'PACS'}" in "\n".join(report.problems)
+
+
+def test_a_file_where_a_dataset_folder_belongs_is_named_as_a_file(tmp_path, capsys):
+    """Mutant: a file reported as "not found", and a registered dataset's told to download, which then failed."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "PACS").write_text("")
+    for argv, expected in (
+            (["data", "verify", str(tmp_path / "afile")], f"dataset folder {tmp_path / 'afile'} is a file, not a folder"),
+            (["data", "info", str(tmp_path / "afile")], f"dataset folder {tmp_path / 'afile'} is a file, not a folder"),
+            (["data", "verify", "PACS", "--data-dir", str(tmp_path)],
+             f"PACS's folder {tmp_path / 'PACS'} is a file, not a folder: move it away"),
+            (["data", "download", "PACS", "--data-dir", str(tmp_path)],
+             f"{tmp_path / 'PACS'} is a file, not a folder: move it away to download PACS there")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, argv
+    with pytest.raises(DroptuneError, match="dataset directory .*afile is a file, not a folder"):
+        ImageFolderDomains(tmp_path / "afile")
+
+
+def test_archive_metadata_is_not_a_domain_and_an_empty_domain_is_refused(tmp_path):
+    """Mutants: macOS's `__MACOSX` folder taken for a domain; a domain without images accepted where domains may
+    lack classes (scoring), which then failed in torch.cat."""
+    make_dataset(tmp_path / "mine", {"x": {"a": 1, "b": 1}, "y": {"a": 1, "b": 1}, "__MACOSX": {"a": 1}})
+    assert ImageFolderDomains(tmp_path / "mine").domains == ["x", "y"]
+    (tmp_path / "mine" / "z").mkdir()
+    with pytest.raises(DroptuneError, match=f"empty domain folder: {tmp_path / 'mine' / 'z'} holds no class folder"):
+        ImageFolderDomains(tmp_path / "mine", same_classes=False)
 
 
 def test_cli_exit_codes_and_one_line_errors(tmp_path, capsys):

@@ -19,12 +19,16 @@ def default_data_dir() -> Path:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from droptune.data.download import MARKER, download, read_marker
+    from droptune.data.download import MARKER, download, downloadable, read_marker
 
-    target = download(args.name, args.data_dir or default_data_dir(), args.source, args.keep_archives)
-    counts = read_marker(target)["images"]
-    print(f"{target}: {counted(len(counts), 'domain')}, {counted(sum(counts.values()), 'image')}, complete "
-          f"({MARKER} written)")
+    data_dir = Path(args.data_dir or default_data_dir()).expanduser()
+    earlier = read_marker(data_dir / downloadable(args.name).folder) is not None
+    target = download(args.name, data_dir, args.source, args.keep_archives)
+    marker = read_marker(target)
+    counts = marker["images"]
+    done = (f"already complete ({MARKER} of {marker.get('prepared', 'an earlier download')}, its image counts checked)"
+            if earlier else f"complete ({MARKER} written)")
+    print(f"{target}: {counted(len(counts), 'domain')}, {counted(sum(counts.values()), 'image')}, {done}")
     print(f"check that every image decodes with `droptune data verify {target}`")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import platform
 import tarfile
 import zipfile
 import zlib
@@ -37,11 +38,16 @@ def extract(archive: Path, into: Path, owned: bool) -> None:
                 for name in tqdm(names, desc=f"extracting {archive.name}", unit="file"):
                     bundle.extract(name, into)
         else:
+            if not hasattr(tarfile, "data_filter"):
+                raise DroptuneError(f"extracting {archive.name} safely needs tarfile's extraction filters, in Python "
+                                    f"3.10.12, 3.11.4 or later; this is Python {platform.python_version()}: upgrade "
+                                    "it, or extract the archive yourself and check the result with `droptune data "
+                                    "verify`")
             with tarfile.open(archive, "r:*") as bundle:
                 for member in tqdm(bundle, desc=f"extracting {archive.name}", unit="file"):
                     _refuse_unsafe(archive, member.name)
                     bundle.extract(member, into, filter="data")
-    except tarfile.FilterError as error:
+    except getattr(tarfile, "FilterError", ()) as error:  # absent before Python 3.10.12 and 3.11.4
         raise DroptuneError(f"archive {archive} holds an unsafe entry ({error}): refusing to extract it") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError,
             zlib.error) as error:

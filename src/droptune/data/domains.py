@@ -69,9 +69,18 @@ def domain_position(domains: Sequence[str], domain: str | int) -> int | None:
     return None
 
 
+ARCHIVE_METADATA = ("__MACOSX",)  # what macOS's archiver adds beside the archived folders
+
+
 def subfolders(path: Path) -> list[str]:
-    """The names of the folders in `path` that are not hidden, sorted."""
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The names of the folders in `path` that are neither hidden nor archive metadata, sorted."""
+    return sorted(p.name for p in path.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name not in ARCHIVE_METADATA)
+
+
+def missing_folder(path: Path) -> str:
+    """Why a folder cannot be read from `path`, for an error message: `not found: PATH`, or that it is a file."""
+    return f"{path} is a file, not a folder" if path.exists() else f"not found: {path}"
 
 
 def _is_image(path: Path) -> bool:
@@ -158,7 +167,7 @@ def scan(root: str | os.PathLike) -> Layout:
     """What `root` holds as `<domain>/<class>/<image>` (hidden files and folders skipped at every level)."""
     root = Path(root)
     if not root.is_dir():
-        raise DroptuneError(f"dataset folder not found: {root} (expected {root}/<domain>/<class>/<image>)")
+        raise DroptuneError(f"dataset folder {missing_folder(root)} (expected {root}/<domain>/<class>/<image>)")
     domains = subfolders(root)
     classes: dict[str, list[str]] = {}
     images: dict[str, dict[str, list[Path]]] = {}
@@ -223,10 +232,8 @@ class ImageFolderDomains(MultiDomainDataset):
         self.root = Path(root)
         self.name = name or self.root.name
         if not self.root.is_dir():
-            raise DroptuneError(
-                f"dataset directory not found: {self.root} "
-                f"(expected {self.root}/<domain>/<class>/<image>; check --data-dir)"
-            )
+            raise DroptuneError(f"dataset directory {missing_folder(self.root)} "
+                                f"(expected {self.root}/<domain>/<class>/<image>; check --data-dir)")
         require_class_folders(self.root)
         layout = scan(self.root)
         self.domains = layout.domains
@@ -255,6 +262,8 @@ class ImageFolderDomains(MultiDomainDataset):
                     raise DroptuneError(f"empty class folder: {self.root / domain / cls} has no images")
                 paths += images
                 labels += [label] * len(images)
+            if not paths:  # only without same_classes: a domain without class folders lacks every class
+                raise DroptuneError(f"empty domain folder: {self.root / domain} holds no class folder of images")
             self._paths.append(paths)
             self._labels.append(np.asarray(labels, dtype=np.int64))
         for note in layout.notes():

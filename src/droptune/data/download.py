@@ -128,14 +128,19 @@ def _write_marker(target: Path, spec: DatasetSpec, counts: dict[str, int], sourc
 
 
 def read_marker(target: Path) -> dict | None:
+    """The completion marker of a dataset folder (its image count per domain, sources, date), or None."""
     marker = target / MARKER
     if not marker.is_file():
         return None
     try:
-        return json.loads(marker.read_text())
+        payload = json.loads(marker.read_text())
     except ValueError:
-        raise DroptuneError(f"{marker} is not valid JSON: delete it, then check the dataset with "
-                            f"`droptune data verify {target}`") from None
+        payload = None
+    counts = payload.get("images") if isinstance(payload, dict) else None
+    if not isinstance(counts, dict) or not all(isinstance(n, int) for n in counts.values()):
+        raise DroptuneError(f"{marker} is not a completion marker (expected JSON with each domain's image count): "
+                            f"delete it, then check the dataset with `droptune data verify {target}`")
+    return payload
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -147,14 +152,22 @@ def download(name: str, data_dir: str | os.PathLike, sources: Sequence[str] = ()
              keep_archives: bool = False) -> Path:
     """Download, check and lay out a registered dataset under `data_dir`; returns its folder.
 
-    Does nothing if the folder already holds a completion marker. Downloads persist in
+    Does nothing if the folder already holds a completion marker and the image counts it was checked against. Downloads persist in
     `<data_dir>/.droptune-downloads/` until the dataset is complete, so a rerun resumes them.
     """
     spec = downloadable(name)
     recipe = spec.recipe
     data_dir = Path(data_dir).expanduser()
     target = data_dir / spec.folder
-    if read_marker(target) is not None:
+    if target.exists() and not target.is_dir():
+        raise DroptuneError(f"{target} is a file, not a folder: move it away to download {spec.name} there")
+    marker = read_marker(target)
+    if marker is not None:
+        report = verify(target, spec, decode=False)
+        if not report.ok:
+            raise DroptuneError(f"{target} has a {MARKER} (prepared {marker.get('prepared', 'at an unknown time')}) "
+                                f"but no longer holds what was prepared: {'; '.join(report.problems)}; delete it to "
+                                "download again")
         return target
     if target.is_dir() and any(target.iterdir()):
         raise DroptuneError(f"{target} exists but has no {MARKER}: it is an incomplete or hand-made copy; delete it "

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from droptune.data.digits import ANGLES, RotatedDigits
-from droptune.data.domains import ImageFolderDomains, MultiDomainDataset
+from droptune.data.domains import ImageFolderDomains, MultiDomainDataset, missing_folder
 from droptune.data.recipes import (
     TERRA_CLASSES,
     TERRA_IMAGES_FOLDER,
@@ -197,8 +197,8 @@ def unregistered_folder(name: str, data_dir: str | os.PathLike | None = None) ->
     for candidate in [path] + ([Path(data_dir) / name] if data_dir is not None else []):
         if candidate.is_dir():
             return candidate
-    if "/" in name or os.sep in name:
-        raise DroptuneError(f"dataset folder not found: {path} (expected {path}/<domain>/<class>/<image>)")
+    if "/" in name or os.sep in name or path.exists():
+        raise DroptuneError(f"dataset folder {missing_folder(path)} (expected {path}/<domain>/<class>/<image>)")
     raise unknown_dataset(name)
 
 

@@ -150,8 +150,10 @@ def _spec_problems(layout: Layout, spec: DatasetSpec) -> list[str]:
     problems = [f"{layout.root} does not hold {spec.name}'s domains: missing {missing}, unexpected {extra}"]
     for child in layout.domains:
         if set(spec.domains) <= set(subfolders(layout.root / child)):
+            move = (f"move its domain folders up into {layout.root}" if layout.root.name == spec.folder else
+                    f"move it to {layout.root.parent / spec.folder}")
             problems.append(f"{spec.name}'s domains are one level down, in {layout.root / child}: "
-                            f"verify that folder, or move it to {layout.root.parent / spec.folder}")
+                            f"verify that folder, or {move}")
     return problems
 
 
@@ -221,6 +223,9 @@ def resolve(target: str, data_dir: str | os.PathLike | None = None) -> tuple[Pat
         root = unregistered_folder(target, data_dir)
         return root, spec_of_folder(root)
     root = spec.root(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DroptuneError(f"{spec.name}'s folder {root} is a file, not a folder: move it away, or pass the "
+                            f"--data-dir that holds {spec.name}")
     if not root.is_dir():
         raise DroptuneError(f"{spec.name} not found at {root}: download it with `droptune data download "
                             f"{spec.name} --data-dir {root.parent}`, or pass the --data-dir that holds it")
