@@ -129,6 +129,8 @@ def test_split_depends_only_on_trial_seed():
     assert len(a.holdout) == 20 and len(a.train) == 80
     assert set(a.train).isdisjoint(a.holdout) and set(a.train) | set(a.holdout) == set(range(100))
     assert not np.array_equal(a.holdout, split_domain(100, "sketch", trial_seed=0).holdout)
+    from_numpy = split_domain(100, np.str_("photo"), trial_seed=np.int64(0))  # e.g. values read from a table
+    assert np.array_equal(a.holdout, from_numpy.holdout), "a NumPy scalar splits as the Python value it holds"
 
 
 def test_batches_draw_each_training_domain_and_are_a_function_of_step():

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +101,26 @@ def test_an_interrupted_build_leaves_no_cache(dataset, tmp_path, monkeypatch):
 
     monkeypatch.setattr(dataset, "read", read)
     assert CachedDomains(dataset, 8, tmp_path / "cache").path.exists()
+
+
+def test_a_build_killed_on_this_machine_leaves_no_partial_file_behind(dataset, tmp_path):
+    """Mutant: the partial file of a build killed before its cleanup (SIGKILL, a preempted job) stayed forever (1.5 GB
+    for PACS at 224 px); one still being written, or written by another machine sharing the folder, is left alone."""
+    first = CachedDomains(dataset, 8, tmp_path / "cache")
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = socket.gethostname()
+    killed, building, elsewhere = (first.path.with_name(f"{first.path.name}.{where}.partial") for where in
+                                   (f"{host}.{finished.stdout.strip()}", f"{host}.{running.pid}", "other-host.1"))
+    try:
+        for path in (killed, building, elsewhere):
+            path.write_bytes(b"")
+        first.path.unlink()
+        CachedDomains(dataset, 8, tmp_path / "cache")
+    finally:
+        running.kill()
+        running.wait()
+    assert not killed.exists() and building.exists() and elsewhere.exists()
 
 
 def test_pickles_without_its_pixels_for_loader_workers(dataset, tmp_path):

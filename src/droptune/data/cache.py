@@ -9,10 +9,12 @@ the new one is built.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
 import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,18 @@ from droptune.errors import DroptuneError
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: JPEGs decoded at a reduced scale no smaller than the cache size
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` of this machine still runs (a build of another machine sharing the folder is named by
+    its host, and left alone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class CachedDomains(MultiDomainDataset):
@@ -87,7 +101,7 @@ class CachedDomains(MultiDomainDataset):
         except (FileExistsError, NotADirectoryError):
             raise DroptuneError(f"cannot cache {self.name} in {self.path.parent}: a file is in the way of the "
                                 "folder (cache_dir names a folder)") from None
-        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+        partial = self.path.with_name(f"{self.path.name}.{socket.gethostname()}.{os.getpid()}.partial")
         try:
             array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=self._shape)
             images = threaded_map(self._resized, self._keys, workers, f"caching {self.name} at {self.size}px",
@@ -104,6 +118,9 @@ class CachedDomains(MultiDomainDataset):
         for stale in self.path.parent.glob(f"{self._prefix}*.npy"):
             if stale != self.path:
                 stale.unlink(missing_ok=True)
+        for killed in self.path.parent.glob(f"{self._prefix}*.{glob.escape(socket.gethostname())}.*.partial"):
+            if not _running(int(killed.name.rsplit(".", 2)[-2])):  # a build killed before its cleanup ran
+                killed.unlink(missing_ok=True)
         log.info("cached %d images of %s in %s", len(self._keys), self.name, self.path)
 
     def __getstate__(self) -> dict:

@@ -13,8 +13,10 @@ import numpy as np
 
 
 def stable_seed(*parts: object) -> int:
-    """A 63-bit seed from any values, identical across processes and Python versions."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
+    """A 63-bit seed from any values, identical across processes and Python versions; a NumPy scalar counts as the
+    Python value it holds (its repr differs, and changed in NumPy 2)."""
+    plain = tuple(part.item() if isinstance(part, np.generic) else part for part in parts)
+    digest = hashlib.sha256(repr(plain).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
