@@ -171,6 +171,11 @@ def test_the_report_says_when_a_datasets_runs_were_trained_on_different_images(t
                                                         "images": {"photo": [6, 6]}}))
     assert main(["report", str(tmp_path)]) == 0
     assert warning not in capsys.readouterr().out
+    for path, digest in zip(paths, ("1f", "1f", "2e")):  # the same counts from other files
+        results = json.loads((path / "results.json").read_text())
+        (path / "results.json").write_text(json.dumps({**results, "files": {"photo": digest}}))
+    assert main(["report", str(tmp_path)]) == 0
+    assert warning in capsys.readouterr().out
 
 
 def test_average_column_combines_the_domains_standard_errors_as_independent():

@@ -179,8 +179,8 @@ def test_a_full_disk_is_one_line_that_says_so_and_how_to_continue(image_folder, 
 
 
 def test_a_run_does_not_resume_on_a_dataset_whose_images_changed(image_folder, tmp_path, capsys):
-    """Mutants: resuming with the images of a domain added or removed (its 80/20 split silently redrawn mid-run:
-    the first evaluations scored one split, the rest another), or results.json not recording the counts."""
+    """Mutants: resuming with the images of a domain added, removed or renamed (its 80/20 split silently redrawn
+    mid-run: the first evaluations scored one split, the rest another), or results.json not recording them."""
     config = toy_config(image_folder, tmp_path, freeze_bn=False)  # no frozen-BatchNorm warning beside the error
     assert train(config, until=6) is None
     removed = sorted((image_folder / "b" / "dog").iterdir())[0]
@@ -193,9 +193,15 @@ def test_a_run_does_not_resume_on_a_dataset_whose_images_changed(image_folder, t
     assert main(["train", "--resume", str(config.run_dir())]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("droptune: error: ")
-    removed.write_bytes(kept)
+    renamed = removed.with_name("z" + removed.name)  # the same counts, but the split indexes other files
+    renamed.write_bytes(kept)
+    with pytest.raises(DroptuneError, match=r"\(b: the same image counts from other files \(an image renamed or "
+                                            r"replaced\)\): its 80/20 splits would change mid-run"):
+        train(config, resume=True)
+    renamed.rename(removed)
     results = train(config, resume=True)
     assert results["images"] == {"a": [6, 6], "b": [6, 6], "c": [6, 6]}
+    assert set(results["files"]) == {"a", "b", "c"} and len(set(results["files"].values())) == 3
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(image_folder, tmp_path):

@@ -132,6 +132,9 @@ class CachedDomains(MultiDomainDataset):
     def describe(self, domain: int, index: int) -> str:
         return self.dataset.describe(domain, index)
 
+    def image_names(self, domain: int) -> list[str] | None:
+        return self.dataset.image_names(domain)
+
     def read(self, domain: int, index: int, shrink_to: int | None = None) -> Image.Image:
         if not 0 <= index < len(self.dataset.labels(domain)):
             raise IndexError(f"image {index} of {self.name}/{self.domains[domain]} does not exist")

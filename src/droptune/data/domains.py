@@ -46,6 +46,10 @@ class MultiDomainDataset(ABC):
     def describe(self, domain: int, index: int) -> str:
         return f"{self.name}/{self.domains[domain]}[{index}]"
 
+    def image_names(self, domain: int) -> list[str] | None:
+        """Each image's name within the dataset, in `labels`' order; None where images are not files."""
+        return None
+
     def __len__(self) -> int:
         return sum(len(self.labels(d)) for d in range(len(self.domains)))
 
@@ -277,6 +281,9 @@ class ImageFolderDomains(MultiDomainDataset):
 
     def describe(self, domain: int, index: int) -> str:
         return str(self.path(domain, index))
+
+    def image_names(self, domain: int) -> list[str] | None:
+        return [path.relative_to(self.root).as_posix() for path in self._paths[domain]]
 
     def read(self, domain: int, index: int, shrink_to: int | None = None) -> Image.Image:
         return read_rgb(self.path(domain, index), shrink_to)

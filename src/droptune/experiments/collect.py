@@ -189,6 +189,7 @@ def rows_of_run(path: Path, config: dict | None, method: str | None) -> list[dic
                 "dropout": float(config["dropout"]), "collapsed": results.collapsed,
                 "wall_time_s": results.wall_time_s, "train_images_per_s": results.train_images_per_s,
                 "images": json.dumps(results.images, sort_keys=True) if results.images else None,
+                "files": json.dumps(results.files, sort_keys=True) if results.files else None,
                 **{f"config.{k}": _scalar(v) for k, v in {**config_defaults(), **config}.items()}}
         rows = [{**base, "method": method, "variant": None, **_selected(results.selections),
                  "effective_features": _effective_features(path)}]

@@ -39,10 +39,12 @@ def write_report(root: Path, output: Path, selection: str = "training_domain",
                         f"runs.csv): {', '.join(sorted(set(collapsed['method'])))}")
     for dataset in domains:
         mine = runs[runs["dataset"] == dataset] if not runs.empty else runs
-        contents = mine["images"].dropna().nunique() if "images" in mine else 0
+        contents = max((mine[column].dropna().nunique() for column in ("images", "files") if column in mine),
+                       default=0)
         if contents > 1:
-            messages.append(f"{dataset}: its runs were trained on {contents} different sets of images (column images "
-                            "in runs.csv: image counts per domain and class), so the tables mix their 80/20 splits")
+            messages.append(f"{dataset}: its runs were trained on {contents} different sets of images (columns images "
+                            "and files of runs.csv: image counts per domain and class, a digest of the file names), "
+                            "so the tables mix their 80/20 splits")
         if mine.empty:
             messages.append(f"{dataset}: no finished run, no figures")
             continue

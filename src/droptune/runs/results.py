@@ -59,6 +59,7 @@ class RunResults:
     variants: dict = field(default_factory=dict)  # {along-run baseline: its selected evaluation, selections, cost}
     classes: list[str] | None = None  # class names in the model's output order (schema 2)
     images: dict | None = None  # {domain: image count per class} the run's splits were drawn from
+    files: dict | None = None  # {domain: digest of its image names in split order} (protocol.files)
     schema: int = RESULTS_SCHEMA
 
 

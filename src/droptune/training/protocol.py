@@ -7,6 +7,7 @@ is always scored the way the runs it is compared with were scored.
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 
 import numpy as np
@@ -105,14 +106,28 @@ class LeaveOneDomainOut:
         return {name: np.bincount(self.dataset.labels(d), minlength=classes).tolist()
                 for d, name in enumerate(self.dataset.domains)}
 
-    def changes_since(self, images: dict[str, list[int]]) -> str | None:
-        """What differs from an earlier run's `images` ("sketch: 8 images then, 7 now"), or None."""
+    @cached_property
+    def files(self) -> dict[str, str] | None:
+        """A digest of each domain's image names in the order the splits index them: the same counts from other
+        files (an image renamed or replaced by another name) would put other images in the held-out 20%. None for a
+        dataset whose images are not files."""
+        names = [self.dataset.image_names(d) for d in range(len(self.dataset.domains))]
+        if any(found is None for found in names):
+            return None
+        return {name: hashlib.sha256("\n".join(found).encode()).hexdigest()[:16]
+                for name, found in zip(self.dataset.domains, names)}
+
+    def changes_since(self, images: dict[str, list[int]], files: dict[str, str] | None = None) -> str | None:
+        """What differs from an earlier run's `images` and `files` ("sketch: 8 images then, 7 now"), or None;
+        `files` is not compared where either run lacks it (an older run, a dataset of generated images)."""
         changed = []
         for name in sorted(set(images) | set(self.images)):
             then, now = sum(images.get(name, [])), sum(self.images.get(name, []))
             if images.get(name) != self.images.get(name):
                 changed.append(f"{name}: {then} images then, {now} now" if then != now else
                                f"{name}: {now} images, in other classes")
+            elif files is not None and self.files is not None and files.get(name) != self.files.get(name):
+                changed.append(f"{name}: the same image counts from other files (an image renamed or replaced)")
         return "; ".join(changed) or None
 
     def describe(self) -> dict:

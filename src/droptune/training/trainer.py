@@ -204,6 +204,7 @@ class Trainer:
         save_torch({
             "config_id": self.config.identity(),
             "images": self.protocol.images,
+            "files": self.protocol.files,
             "step": self.step,
             "records": self.records,
             "model": self.model.state_dict(),
@@ -230,7 +231,7 @@ class Trainer:
         if state["config_id"] != self.config.identity():
             raise DroptuneError(f"checkpoint {self.run.last} was written by a different config than "
                                 f"{self.run.config}; it cannot be resumed with this one")
-        changes = self.protocol.changes_since(state["images"]) if "images" in state else None
+        changes = self.protocol.changes_since(state["images"], state.get("files")) if "images" in state else None
         if changes:
             raise DroptuneError(f"{self.dataset.name} changed since checkpoint {self.run.last} was written "
                                 f"({changes}): its 80/20 splits would change mid-run; put the images back, or start "
@@ -298,6 +299,7 @@ class Trainer:
             variants=baseline_results(records, [b.name for b in self.baselines], config.selection),
             classes=list(self.dataset.classes),
             images=self.protocol.images,
+            files=self.protocol.files,
         )
         self.run.write_results(results)
         return dataclasses.asdict(results)
