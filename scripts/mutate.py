@@ -261,7 +261,8 @@ NAMED = (
           "combine(paths, [method], folder, device, workers)",
           ("tests/test_sweep.py::test_an_ensemble_of_runs_averages_what_the_runs_ensembles_average",)),
     Named("a run resumes on a dataset whose images changed", "src/droptune/training/trainer.py",
-          'changes = self.protocol.changes_since(state["images"]) if "images" in state else None', "changes = None",
+          'changes = self.protocol.changes_since(state["images"], state.get("files")) if "images" in state else None',
+          "changes = None",
           ("tests/test_training.py::test_a_run_does_not_resume_on_a_dataset_whose_images_changed",)),
     Named("DomainBed's colour jitter weakened to 0.2", "src/droptune/data/transforms.py", "JITTER = 0.3",
           "JITTER = 0.2", ("tests/test_batch_augment.py::test_the_augmentation_is_domainbeds",)),
@@ -283,6 +284,16 @@ NAMED = (
     Named("a local sweep starts on data this host cannot read", "src/droptune/cli/sweep.py",
           "for problem in unreadable_data(jobs):", "for problem in []:",
           ("tests/test_sweep_cli.py::test_unreadable_data_stops_a_local_sweep_and_warns_a_cluster_one",)),
+    Named("a run resumes on a dataset where an image was renamed", "src/droptune/training/protocol.py",
+          "            elif files is not None and self.files is not None and files.get(name) != self.files.get(name):",
+          "            elif False:",
+          ("tests/test_training.py::test_a_run_does_not_resume_on_a_dataset_whose_images_changed",)),
+    Named("a linearized run's weights are averaged with an ordinary run's", "src/droptune/combining/soups.py",
+          '        "linearized": lambda run: run.config.linearized,\n', "",
+          ("tests/test_combining.py::test_incompatible_runs_are_refused_with_the_reason",)),
+    Named("an empty domain is accepted where domains may lack classes", "src/droptune/data/domains.py",
+          "            if not paths:", "            if False:",
+          ("tests/test_data_verify.py::test_archive_metadata_is_not_a_domain_and_an_empty_domain_is_refused",)),
 )
 
 
