@@ -180,9 +180,10 @@ def test_a_file_where_a_dataset_folder_belongs_is_named_as_a_file(tmp_path, caps
     """Mutant: a file reported as "not found", and a registered dataset's told to download, which then failed."""
     (tmp_path / "afile").write_text("")
     (tmp_path / "PACS").write_text("")
+    a_file = f"dataset folder {tmp_path / 'afile'} is a file, not a folder"
     for argv, expected in (
-            (["data", "verify", str(tmp_path / "afile")], f"dataset folder {tmp_path / 'afile'} is a file, not a folder"),
-            (["data", "info", str(tmp_path / "afile")], f"dataset folder {tmp_path / 'afile'} is a file, not a folder"),
+            (["data", "verify", str(tmp_path / "afile")], a_file),
+            (["data", "info", str(tmp_path / "afile")], a_file),
             (["data", "verify", "PACS", "--data-dir", str(tmp_path)],
              f"PACS's folder {tmp_path / 'PACS'} is a file, not a folder: move it away"),
             (["data", "download", "PACS", "--data-dir", str(tmp_path)],

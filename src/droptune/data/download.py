@@ -152,8 +152,8 @@ def download(name: str, data_dir: str | os.PathLike, sources: Sequence[str] = ()
              keep_archives: bool = False) -> Path:
     """Download, check and lay out a registered dataset under `data_dir`; returns its folder.
 
-    Does nothing if the folder already holds a completion marker and the image counts it was checked against. Downloads persist in
-    `<data_dir>/.droptune-downloads/` until the dataset is complete, so a rerun resumes them.
+    Does nothing if the folder already holds a completion marker and the image counts it was checked against.
+    Downloads persist in `<data_dir>/.droptune-downloads/` until the dataset is complete, so a rerun resumes them.
     """
     spec = downloadable(name)
     recipe = spec.recipe
