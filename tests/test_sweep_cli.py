@@ -376,6 +376,20 @@ def test_output_cut_short_by_its_reader_is_not_a_traceback(spec_file, tmp_path):
     assert process.stderr == "" and process.returncode == 128 + signal.SIGPIPE
 
 
+def test_a_linear_model_that_cannot_be_built_stops_the_sweep_before_any_job(image_folder, tmp_path, capsys):
+    """Mutant: every job of a linear fine-tuning model whose last blocks differ in width started, failed with the
+    width message and was retried (resnet10t has one block a stage)."""
+    spec = tmp_path / "linear.yaml"
+    spec.write_text(yaml.safe_dump({"datasets": [str(image_folder)], "test_domains": ["c"], "seeds": [0],
+                                    "base": {**TINY_BASE, "linear_blocks": 2},
+                                    "methods": [{"name": "dropout 0", "dropout": 0.0}]}))
+    assert main(["sweep", str(spec), "--output", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("droptune: error: sweep 'linear': resnet10t at 16 px: invalid linear_blocks = 2: the "
+                          "backbone's last 2 residual blocks have different widths") and err.count("\n") == 1
+    assert err.endswith("; nothing was run\n") and not (tmp_path / "sweep").exists()
+
+
 def test_unreadable_data_stops_a_local_sweep_and_warns_a_cluster_one(tmp_path, monkeypatch, capsys):
     """A local sweep whose data folder is wrong would start and fail every job; a cluster's nodes may see other
     folders than the login node, so there it is a warning and the jobs go."""

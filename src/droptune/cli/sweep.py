@@ -101,7 +101,7 @@ def _hparams(job: Job) -> str:
 def _sweep(args: argparse.Namespace) -> int:
     from droptune.experiments.jobs import DIVERGED, DONE, state
     from droptune.experiments.launchers import make_launcher
-    from droptune.experiments.sweep import load_spec, unreadable_data
+    from droptune.experiments.sweep import load_spec, unbuildable_models, unreadable_data
     from droptune.runs.folder import exclusive, holder
 
     options = launcher_options(args)
@@ -126,6 +126,8 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.max_retries < 0:
         raise DroptuneError(f"invalid --max-retries {args.max_retries}: expected 0 or more")
     launcher = make_launcher(args.launcher, output, **options)  # no sbatch, no ray: an error that leaves no folder
+    for problem in unbuildable_models(jobs):
+        raise DroptuneError(f"sweep {spec.name!r}: {problem}; nothing was run")
     for problem in unreadable_data(jobs):
         if args.launcher == "local":
             raise DroptuneError(f"sweep {spec.name!r}: {problem}; nothing was run")

@@ -153,6 +153,26 @@ def unreadable_data(jobs: list[Job]) -> list[str]:
     return problems
 
 
+def unbuildable_models(jobs: list[Job]) -> list[str]:
+    """Why a linear fine-tuning model the jobs train cannot be built (its blocks' widths differ, or it has too few),
+    checked once per backbone, number of blocks and image size: every job of it would fail the same way, anywhere,
+    after its start-up, and be retried."""
+    shapes = dict.fromkeys((c.backbone, c.linear_blocks, c.image_size) for c in (job.config for job in jobs)
+                           if c.linear_blocks is not None)
+    if not shapes:
+        return []
+    from droptune.models.block_features import BlockFeaturesClassifier
+    from droptune.models.model import build_model
+
+    problems = []
+    for backbone, blocks, size in shapes:
+        try:
+            BlockFeaturesClassifier(build_model(backbone, 2, weights="none", image_size=size), blocks, size)
+        except DroptuneError as error:
+            problems.append(f"{backbone} at {size} px: {error}")
+    return problems
+
+
 def dataset_domains(dataset: str, data_dir: str | None) -> list[str]:
     """A registered dataset's domains without touching the disk; a folder's from its subfolders."""
     spec = get_spec(dataset)
