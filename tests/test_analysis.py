@@ -196,6 +196,13 @@ def test_analyze_refuses_bad_input_in_one_line(runs, tmp_path, capsys, monkeypat
     refused = capsys.readouterr()
     assert refused.out == "" and "run unfrozen: it trained with --no-freeze-bn" in refused.err, \
         "every run is checked before the first one is analyzed"
+    other_files = tmp_path / "other-files"  # trained before an image of the dataset was renamed
+    shutil.copytree(runs["p0"], other_files)
+    recorded = json.loads((other_files / "results.json").read_text())
+    recorded["files"] = dict.fromkeys(recorded["files"], "0")
+    (other_files / "results.json").write_text(json.dumps(recorded))
+    assert main(["analyze", "features", str(other_files), "--output", str(tmp_path / "out")]) == 2
+    assert "cannot analyze other-files: " in capsys.readouterr().err
     bigger = tmp_path / "bigger"
     shutil.copytree(runs["p0.9"], bigger)
     TrainConfig.load(bigger / "config.yaml").replace(image_size=64).save(bigger / "config.yaml")

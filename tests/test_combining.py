@@ -589,6 +589,16 @@ def test_incompatible_runs_are_refused_with_the_reason(trained, tmp_path):
         other_model = derive(run, tmp_path / name, 0.5, **setting)  # a linearized run's tensors have the same names
         with pytest.raises(DroptuneError, match=f"cannot average the weights of these runs; {reason}"):
             combine([run, other_model], ["uniform_soup"], tmp_path / "out", device="cpu", workers=0)
+    for name, recorded, reason in (("counts", {"images": {"a": [6, 6], "b": [6, 5], "c": [6, 6]}},
+                                    "b: 11 images then, 12 now"),
+                                   ("files", {"files": {"a": "0", "b": "0", "c": "0"}},
+                                    "a: the same image counts from other files")):
+        other_images = derive(run, tmp_path / name, 0.5)
+        results = json.loads((other_images / "results.json").read_text())
+        (other_images / "results.json").write_text(json.dumps({**results, **recorded}))
+        with pytest.raises(DroptuneError, match=f"cannot combine {name}: toy changed since it was trained "
+                                                f"\\({reason}.*\\), so its 80/20 splits are not the run's"):
+            combine([run, other_images], ["ensemble"], tmp_path / "out", device="cpu", workers=0)
     other_split = derive(run, tmp_path / "split", 0.5, trial_seed=3)
     with pytest.raises(DroptuneError, match="not trained and evaluated on the same split; trial seed differs"):
         combine([run, other_split], ["ensemble"], tmp_path / "out", device="cpu", workers=0)

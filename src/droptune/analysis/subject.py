@@ -41,6 +41,7 @@ class Subject:
         self.run = run
         self.config = run.config
         self.split = Split(run.config, device, workers, data_dir)
+        self.split.require_unchanged([run], "analyze")
         splits = None if max_images is None else [subset(s, max_images) for s in self.split.protocol.eval_splits]
         self.bench: Bench = self.split.bench(run, splits)
         self.device = device

@@ -51,6 +51,7 @@ def combine(paths: Sequence[str | os.PathLike], methods: str | Sequence[str], ou
     torch_device = resolve_device(device)
     split = Split(first.config, torch_device, workers if workers is not None else default_workers(torch_device),
                   data_dir)
+    split.require_unchanged(runs, "combine")
     combined = {}
     for method in methods:
         start = time.perf_counter()

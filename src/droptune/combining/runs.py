@@ -99,6 +99,15 @@ class Split:
         self.device = device
         self.workers = workers
 
+    def require_unchanged(self, runs: Sequence[Run], action: str) -> None:
+        """Refuse runs trained on other images than the dataset now holds: its 80/20 splits are not theirs, and
+        the held-out 20% may hold images they trained on (what a resume refuses too)."""
+        for run in runs:
+            changes = self.protocol.changes_since(run.results.images, run.results.files) if run.results.images else None
+            if changes:
+                raise DroptuneError(f"cannot {action} {run.name}: {self.dataset.name} changed since it was trained "
+                                    f"({changes}), so its 80/20 splits are not the run's; put the images back")
+
     def model(self, run: Run, weights: dict[str, torch.Tensor] | None = None) -> DropoutClassifier:
         """The run's trained model holding its selected weights (or `weights`)."""
         model = trained_model(run.config, len(self.dataset.classes),
