@@ -70,16 +70,13 @@ def _linearity(args: argparse.Namespace) -> int:
 def _interpolate(args: argparse.Namespace) -> int:
     from droptune.analysis import interpolation
     from droptune.analysis.subject import write_json
-    from droptune.combining.runs import require_same
+    from droptune.combining.runs import SAME_MODEL, require_same
 
     subjects = _subjects(args, args.runs)
     alphas = interpolation.alpha_grid(args.points)
     if len(subjects) == 2:
-        require_same([s.run for s in subjects], {
-            "backbone": lambda run: run.config.backbone, "pre-trained weights": lambda run: run.config.weights,
-            "image size": lambda run: run.config.image_size, "linearized": lambda run: run.config.linearized,
-            "linear blocks": lambda run: run.config.linear_blocks},
-            "interpolate between these runs")
+        require_same([s.run for s in subjects], {**SAME_MODEL, "pre-trained weights": lambda run: run.config.weights},
+                     "interpolate between these runs")
     first = subjects[0]
     lines = []
     for subject in subjects:

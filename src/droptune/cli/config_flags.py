@@ -63,9 +63,8 @@ def _as_recorded(name: str, value: Any) -> Any:
         return dataset_reference(value)
     if name == "data_dir":
         return data_dir_reference(value)
-    path = Path(value).expanduser()
-    if name == "weights" and value not in (*NO_WEIGHTS, "default") and path.is_file():
-        return str(path.resolve())
+    if name == "weights" and value not in (*NO_WEIGHTS, "default") and Path(value).expanduser().is_file():
+        return str(Path(value).expanduser().resolve())
     return value
 
 

@@ -48,6 +48,14 @@ PROTOCOL: dict[str, Callable[[Run], object]] = {
     **{label: _protocol_value(name) for name, label in PROTOCOL_FIELDS.items()},
 }
 
+# What runs must share for their weights to be points of one space, each scored as the same function of them.
+SAME_MODEL: dict[str, Callable[[Run], object]] = {
+    "backbone": lambda run: run.config.backbone,
+    "image size": lambda run: run.config.image_size,
+    "linearized": lambda run: run.config.linearized,
+    "linear blocks": lambda run: run.config.linear_blocks,
+}
+
 
 def read_run(path: str | os.PathLike, action: str = "combine") -> Run:
     """A completed run folder, for `action` (combine, analyze: the verb its errors use)."""

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from droptune.models.averaging import WeightAverage
-from droptune.combining.runs import Run, Split, require_same
+from droptune.combining.runs import SAME_MODEL, Run, Split, require_same
 from droptune.errors import DroptuneError
 from droptune.models.backbones import NO_WEIGHTS
 from droptune.training.bench import Bench
@@ -45,13 +45,10 @@ def check_averageable(runs: Sequence[Run]) -> None:
                                 "(trained by an older droptune): retrain it")
     shapes = {run.name: tensor_shapes(run) for run in runs}
     require_same(runs, {
-        "backbone": lambda run: run.config.backbone,
+        **SAME_MODEL,
         "pre-trained start": pretrained_start,
         "classes": lambda run: shapes[run.name].get("head.fc.weight", (None,))[0],
         "head initialization (train them from one --head-seed or --head-init)": lambda run: run.results.head_start,
-        "image size": lambda run: run.config.image_size,
-        "linearized": lambda run: run.config.linearized,
-        "linear blocks": lambda run: run.config.linear_blocks,
     }, PURPOSE)
     first = runs[0]
     for run in runs[1:]:
