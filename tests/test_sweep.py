@@ -345,6 +345,25 @@ def test_cli_sweep_local_launcher_then_report(image_folder, tmp_path, capsys):
     assert page.index("## Sweep files") < page.index("`sweep/sweep.yaml`") < page.index("`sweep/sweep-more.yaml`")
 
 
+def test_sweep_records_a_weights_file_by_its_absolute_path(image_folder, tmp_path, monkeypatch):
+    """A job runs where its launcher puts it (a Slurm node's or a Ray worker's directory): a weights file named
+    relative to where the sweep was started is recorded by its absolute path, in base, grid and methods alike,
+    and one file named from two directories gives one job."""
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    absolute = str((tmp_path / "w.safetensors").resolve())
+    for changes in ({"base": {**TINY_BASE, "weights": "w.safetensors"}},
+                    {"grid": {"weights": ["w.safetensors", "none"]}},
+                    {"methods": [{"name": "dropout 0.5", "dropout": 0.5, "weights": "w.safetensors"}]}):
+        weights = {job.config.weights for job in tiny_spec(image_folder, **changes).jobs(tmp_path / "sweep")}
+        assert absolute in weights and "w.safetensors" not in weights, changes
+    here = [job.id for job in tiny_spec(image_folder, base={**TINY_BASE, "weights": "w.safetensors"}).jobs("sweep")]
+    monkeypatch.chdir(tmp_path / "sub")
+    there = [job.id for job in tiny_spec(image_folder, base={**TINY_BASE, "weights": "../w.safetensors"}).jobs("s")]
+    assert here == there
+
+
 def test_sweep_combines_runs_across_seeds_once_and_reports_them(image_folder, pretrained_file, tmp_path, capsys):
     """Mutants: a combination recomputed although its runs are unchanged, or kept though its group gained a run."""
     spec_file = tmp_path / "tiny.yaml"

@@ -55,7 +55,7 @@ def _as_recorded(name: str, value: Any) -> Any:
     absolute paths, so that the run folder can be evaluated, combined and resumed from any working directory, and
     two runs started from one file by different relative paths share a pre-trained start."""
     from droptune.data.registry import data_dir_reference, dataset_reference
-    from droptune.models.backbones import NO_WEIGHTS
+    from droptune.models.backbones import weights_reference
 
     if not isinstance(value, str):
         return value
@@ -63,8 +63,8 @@ def _as_recorded(name: str, value: Any) -> Any:
         return dataset_reference(value)
     if name == "data_dir":
         return data_dir_reference(value)
-    if name == "weights" and value not in (*NO_WEIGHTS, "default") and Path(value).expanduser().is_file():
-        return str(Path(value).expanduser().resolve())
+    if name == "weights":
+        return weights_reference(value)
     return value
 
 

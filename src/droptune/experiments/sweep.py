@@ -217,7 +217,8 @@ def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
     grid = data.get("grid") or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise DroptuneError(f"{source}: 'grid' must map config fields to non-empty lists of values, got {grid!r}")
-    grid = {name: [coerce_value(name, v, f"{source} grid") for v in values] for name, values in grid.items()}
+    grid = {name: [_recorded(name, coerce_value(name, v, f"{source} grid")) for v in values]
+            for name, values in grid.items()}
     random = _random(data["random"], source) if data.get("random") else None
     if grid and random:
         raise DroptuneError(f"{source}: set either 'grid' or 'random', not both")
@@ -261,7 +262,14 @@ def config_overrides(values: Any, source: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise DroptuneError(f"{source} must be a mapping of config fields, got {values!r}")
     check_not_job_fields(values, source)
-    return coerce(values, source)
+    return {name: _recorded(name, value) for name, value in coerce(values, source).items()}
+
+
+def _recorded(name: str, value: Any) -> Any:
+    """A weights file by its absolute path, as a run started by `droptune train` records it: jobs run elsewhere."""
+    from droptune.models.backbones import weights_reference
+
+    return weights_reference(value) if name == "weights" else value
 
 
 def check_not_job_fields(names, source: str) -> None:

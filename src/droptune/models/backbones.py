@@ -43,6 +43,14 @@ def _is_file(weights: str | None) -> bool:
                                           or Path(weights).exists())
 
 
+def weights_reference(weights: str | None) -> str | None:
+    """How a new run records its weights: a file by its absolute path, so that a job started from any directory
+    (a Slurm node, a Ray worker) finds it and two runs of one file share a pre-trained start; names as given."""
+    if not isinstance(weights, str) or weights in (*NO_WEIGHTS, "default") or not Path(weights).expanduser().is_file():
+        return weights
+    return str(Path(weights).expanduser().resolve())
+
+
 def _backbone_state(path: str, classifier: str) -> dict[str, torch.Tensor]:
     """A weights file's backbone tensors: less `classifier`, or the `backbone.*` ones of a droptune model file.
 
