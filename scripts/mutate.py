@@ -300,6 +300,10 @@ NAMED = (
     Named("an empty domain is accepted where domains may lack classes", "src/droptune/data/domains.py",
           "            if not paths:", "            if False:",
           ("tests/test_data_verify.py::test_archive_metadata_is_not_a_domain_and_an_empty_domain_is_refused",)),
+    Named("a sweep's weights file is recorded as named, relative to where it started",
+          "src/droptune/experiments/sweep.py",
+          '    return weights_reference(value) if name == "weights" else value', "    return value",
+          ("tests/test_sweep.py::test_sweep_records_a_weights_file_by_its_absolute_path",)),
 )
 
 
