@@ -521,6 +521,15 @@ def test_symlink_loop_is_named(capsys, toy, tmp_path):
     assert f"cannot decode {loop}" in capsys.readouterr().out
 
 
+def test_a_class_folder_that_is_a_broken_link_is_named(capsys, toy, tmp_path):
+    """Skipped, the class would only be reported as missing from that domain, with nothing naming the link."""
+    cls = sorted(p for p in (toy / "a").iterdir())[0]
+    shutil.rmtree(cls)
+    cls.symlink_to(tmp_path / "moved-away")
+    refused(capsys, train_toy(toy, tmp_path), cls, "broken or looping symbolic link")
+    refused(capsys, ["data", "verify", toy], cls, "broken or looping symbolic link")
+
+
 def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
     """Row 6: mode I;16 reads as its 8-bit equivalent, not as a white image."""
     values = np.array([[0, 257, 1000, 32768, 65535]], np.uint16)

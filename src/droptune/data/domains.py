@@ -77,9 +77,14 @@ ARCHIVE_METADATA = ("__MACOSX",)  # what macOS's archiver adds beside the archiv
 
 
 def subfolders(path: Path) -> list[str]:
-    """The names of the folders in `path` that are neither hidden nor archive metadata, sorted."""
-    return sorted(p.name for p in path.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and p.name not in ARCHIVE_METADATA)
+    """The names of the folders in `path` that are neither hidden nor archive metadata, sorted. A broken symbolic
+    link is refused: it may stand for a domain or a class folder, and skipping it would report that folder as
+    missing."""
+    entries = [p for p in path.iterdir() if not p.name.startswith(".") and p.name not in ARCHIVE_METADATA]
+    broken = sorted(p for p in entries if p.is_symlink() and not p.exists())
+    if broken:
+        raise DroptuneError(f"{broken[0]} is a broken or looping symbolic link: expected a folder of images")
+    return sorted(p.name for p in entries if p.is_dir())
 
 
 def missing_folder(path: Path) -> str:
