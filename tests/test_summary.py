@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -319,6 +320,10 @@ def test_the_summary_page_never_replaces_its_inputs_and_unreadable_notes_are_one
     ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, domains: [sketchy]}]",
      "rows[0].domains: 'sketchy' is not a domain of PACS"),
     ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: x}]", "method and control are both 'x'"),
+    ("rows: [{name: a, sweep: [s, s], dataset: PACS, method: x, control: y}]", "rows[0].sweep lists a folder twice"),
+    ("rows: [{name: a, sweep: [s, t], report: r, dataset: PACS, method: x, control: y}]",
+     "rows[0].report: expected a list of 2 report folders, one per sweep of rows[0].sweep, got 'r'"),
+    ("rows: [{name: a, sweep: [], dataset: PACS, method: x, control: y}]", "rows[0].sweep: expected a sweep folder"),
     ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: [y]}]", "rows[0].control: expected text"),
     ("rows: [{name: a, sweep: s, dataset: PACS, method: x, control: y, paper: {control: 86.5}}]",
      "rows[0].paper: no method"),
@@ -366,6 +371,26 @@ def test_a_presets_method_whose_sweep_has_not_started_is_a_problem_line_not_an_e
     assert any(line.startswith(expected) for line in lines)
 
 
+def test_a_row_pairs_a_method_with_a_control_swept_later_into_another_folder(tmp_path):
+    """A control swept after the method, into its own folder (one of them known only by its report's tables),
+    pairs as within one sweep. Mutants: only the first folder read; the sources of one folder said."""
+    sweeps = tmp_path / "sweeps"
+    paired_sweep(sweeps / "first")
+    (sweeps / "later" / "runs").mkdir(parents=True)
+    for run in (sweeps / "first" / "runs").glob("dropout_0-*"):
+        run.rename(sweeps / "later" / "runs" / run.name)
+    assert main(["report", str(sweeps / "later"), "--output", str(tmp_path / "later-report")]) == 0
+    shutil.rmtree(sweeps / "later")
+    spec = summary_file(tmp_path / "summary.yaml", [row("PACS", ["first", "later"], domains=DOMAINS,
+                                                        report=["first-report", "later-report"])])
+    assert main(["summary", str(spec), "--sweeps", str(sweeps), "--output", str(tmp_path / "o.md")]) == 0
+    lines = (tmp_path / "o.md").read_text().splitlines()
+    expected = "| PACS: dropout 0.9 − dropout 0 | +2.00 ± 0.65 | 3 | not established"
+    assert any(line.startswith(expected) for line in lines), "the figures of the same runs in one folder"
+    assert f"- PACS: dropout 0.9 − dropout 0: the run folders of {sweeps / 'first'}; the tables of its report, " \
+           f"{tmp_path / 'later-report' / 'runs.csv'} (no sweep folder {sweeps / 'later'})" in lines
+
+
 def test_a_run_in_progress_is_counted_as_running(tmp_path):
     """Mutant: a run whose folder a live process holds counted as not started (the summary of a running sweep)."""
     sweep = tmp_path / "sweeps" / "full"
@@ -384,7 +409,7 @@ def test_the_projects_summary_file_names_methods_of_the_presets():
     """Mutant: docs/results/summary.yaml names a method no preset runs (the page would fail on the real sweeps)."""
     spec = load_summary_spec(REPO / "docs" / "results" / "summary.yaml")
     names = preset_methods()
-    assert len(spec.rows) == 11
+    assert len(spec.rows) == 13
     for entry in spec.rows:
         assert {entry.method, entry.control} <= names, entry.name
 

@@ -528,7 +528,7 @@ def test_a_ray_address_that_does_not_answer_is_one_line_not_minutes_of_ray_s_ret
 
 def test_the_evidence_presets_expand_to_what_their_pages_report(tmp_path):
     sizes = {"officecaltech10-cpu": 4 * 4 * 2, "office31-cpu": 3 * 4 * 2, "pacs-long-cpu": 2 * 2 * 3,
-             "pacs-head-cpu": 2 * 5 * 2}
+             "pacs-head-cpu": 2 * 5 * 2, "pacs-cpu-head": 4 * 2}
     jobs = {name: load_spec(name, {"data_dir": "/data"}).jobs(tmp_path) for name in sizes}
     assert {name: len(found) for name, found in jobs.items()} == sizes
     assert {j.config.dataset for j in jobs["officecaltech10-cpu"] + jobs["office31-cpu"]} == {
@@ -539,3 +539,9 @@ def test_the_evidence_presets_expand_to_what_their_pages_report(tmp_path):
     random_head = [j for j in jobs["pacs-head-cpu"] if "random head" in j.method]
     assert len(random_head) == 12 and {j.config.head_init for j in random_head} == {None}
     assert {j.config.head_lr_mult for j in random_head} == {1.0, 10.0}
+    plain = {(j.config.test_domain, j.config.seed): j.config
+             for j in load_spec("cpu", {"data_dir": "/data"}).jobs(tmp_path) if j.config.dropout == 0}
+    for job in jobs["pacs-cpu-head"]:  # the `cpu` study's plain runs but for their head start
+        control = plain[(job.config.test_domain, job.config.seed)]
+        assert job.config.head_init is None and job.config.replace(head_init="probe", output_dir=control.output_dir) \
+            == control

@@ -8,6 +8,8 @@ The summary file (docs/results/summary.yaml is the project's):
         sweep: cpu                        # sweep folder, relative to --sweeps
         report: pacs-cpu                  # optional: its `droptune report` folder, relative to this file, read
                                           # (runs.csv, skipped.csv) when the sweep folder is not under --sweeps
+                                          # (both may be lists, one entry per sweep, when a control was swept
+                                          # later into its own folder: runs pair across them as within one)
         dataset: PACS
         method: dropout 0.9               # the method under test ...
         control: dropout 0                # ... and its control, as `droptune report` names them
@@ -57,15 +59,21 @@ class PaperFigures:
 @dataclass(frozen=True)
 class SummaryRow:
     name: str
-    sweep: str
+    sweep: str | list[str]
     dataset: str
     method: str
     control: str
-    report: str | None = None
+    report: str | list[str] | None = None
     domains: list[str] | None = None
     page: str | None = None
     paper: PaperFigures = field(default_factory=PaperFigures)
     note: str | None = None
+
+    def folders(self) -> list[tuple[str, str | None]]:
+        """(sweep folder, report folder or None) of each sweep whose runs the row reads."""
+        if isinstance(self.sweep, str):
+            return [(self.sweep, self.report)]
+        return list(zip(self.sweep, self.report or [None] * len(self.sweep)))
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,9 @@ def _row(path: Path, where: str, entry: Any) -> SummaryRow:
     for key in ("name", "sweep", "dataset", "method", "control"):
         if key not in entry:
             raise DroptuneError(f"{path}: {where}: missing field {key!r}")
-    texts = ("name", "sweep", "dataset", "method", "control", "report", "page", "note")
+    texts = ("name", "dataset", "method", "control", "page", "note")
     values = {key: _text(path, f"{where}.{key}", entry[key]) for key in texts if key in entry}
+    values.update(_folders(path, where, entry))
     if values["method"] == values["control"]:
         raise DroptuneError(f"{path}: {where}: method and control are both {values['method']!r}")
     domains = entry.get("domains")
@@ -124,6 +133,27 @@ def _row(path: Path, where: str, entry: Any) -> SummaryRow:
                 raise DroptuneError(f"{path}: {where}.domains: {domain!r} is not a domain of {spec.name}: expected "
                                     f"one of {', '.join(spec.domains)}")
     return SummaryRow(**values, domains=domains, paper=_paper(path, f"{where}.paper", entry.get("paper", {})))
+
+
+def _folders(path: Path, where: str, entry: dict) -> dict[str, str | list[str]]:
+    """`sweep` and `report`: a folder each, or lists of as many different folders."""
+    sweep, report = entry["sweep"], entry.get("report")
+    if not isinstance(sweep, list):
+        folders = {"sweep": _text(path, f"{where}.sweep", sweep)}
+        if report is not None:
+            folders["report"] = _text(path, f"{where}.report", report)
+        return folders
+    if not sweep:
+        raise DroptuneError(f"{path}: {where}.sweep: expected a sweep folder or a non-empty list of them")
+    sweeps = [_text(path, f"{where}.sweep[{i}]", value) for i, value in enumerate(sweep)]
+    if len(set(sweeps)) < len(sweeps):
+        raise DroptuneError(f"{path}: {where}.sweep lists a folder twice: {sweeps}")
+    if report is None:
+        return {"sweep": sweeps}
+    if not isinstance(report, list) or len(report) != len(sweeps):
+        raise DroptuneError(f"{path}: {where}.report: expected a list of {len(sweeps)} report folders, one per "
+                            f"sweep of {where}.sweep, got {report!r}")
+    return {"sweep": sweeps, "report": [_text(path, f"{where}.report[{i}]", v) for i, v in enumerate(report)]}
 
 
 def _paper(path: Path, where: str, entry: Any) -> PaperFigures:
@@ -155,20 +185,39 @@ def summarize(spec: SummarySpec, sweeps: Path, spec_path: Path) -> list[RowResul
     collections: dict[Path, Collection] = {}
     results = []
     for i, row in enumerate(spec.rows):
-        root, report = sweeps / row.sweep, spec_path.parent / row.report if row.report else None
-        source = root if root.is_dir() else report if report and report.is_dir() else None
-        if source is not None and source not in collections:
-            collections[source] = collect(source) if source == root else read_report_tables(source)
-        result = summarize_row(row, source or root, collections.get(source), f"{spec_path}: rows[{i}] ({row.name})")
-        if source is None:
-            result.problems.append(f"sweep folder not found: {root}" + (f", nor its report folder {report}"
-                                                                         if report else ""))
-        elif source != root:
-            result.source = f"the tables of its report, {source / RUNS_TABLE} (no sweep folder {root})"
-        else:
-            result.source = f"the run folders of {root}"
+        used, described, missing = [], [], []
+        for sweep, report_name in row.folders():
+            root, report = sweeps / sweep, spec_path.parent / report_name if report_name else None
+            source = root if root.is_dir() else report if report and report.is_dir() else None
+            if source is None:
+                missing.append(f"sweep folder not found: {root}" + (f", nor its report folder {report}"
+                                                                     if report else ""))
+                continue
+            if source not in collections:
+                collections[source] = collect(source) if source == root else read_report_tables(source)
+            used.append(source)
+            described.append(f"the run folders of {root}" if source == root else
+                             f"the tables of its report, {source / RUNS_TABLE} (no sweep folder {root})")
+        shown = " and ".join(map(str, used or [sweeps / sweep for sweep, _ in row.folders()]))
+        result = summarize_row(row, shown, _merged([collections[source] for source in used]),
+                               f"{spec_path}: rows[{i}] ({row.name})")
+        result.problems += missing
+        result.source = "; ".join(described) or None
         results.append(result)
     return results
+
+
+def _merged(parts: list[Collection]) -> Collection | None:
+    """One collection of the runs of several sweeps (a row whose control was swept into its own folder)."""
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+
+    def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        filled = [frame for frame in frames if not frame.empty]
+        return pd.concat(filled, ignore_index=True) if filled else frames[0]
+
+    return Collection(concat([p.runs for p in parts]), concat([p.skipped for p in parts]),
+                      concat([p.curves for p in parts]), [problem for p in parts for problem in p.problems])
 
 
 def unlink_unwritten_pages(results: list[RowResult], folder: Path) -> None:
@@ -179,7 +228,7 @@ def unlink_unwritten_pages(results: list[RowResult], folder: Path) -> None:
             result.row = replace(result.row, page=None)
 
 
-def summarize_row(row: SummaryRow, root: Path, collection: Collection | None, where: str) -> RowResult:
+def summarize_row(row: SummaryRow, root: Path | str, collection: Collection | None, where: str) -> RowResult:
     registered = get_spec(row.dataset)
     domains = row.domains or (list(registered.domains) if registered else [])
     result = RowResult(row, domains)
