@@ -307,6 +307,9 @@ NAMED = (
     Named("a class folder that is a broken link is skipped", "src/droptune/data/domains.py",
           "    broken = sorted(p for p in entries if p.is_symlink() and not p.exists())",
           "    broken = []", ("tests/test_bad_input.py::test_a_class_folder_that_is_a_broken_link_is_named",)),
+    Named("a summary row of two sweeps reads only the first", "src/droptune/experiments/summary.py",
+          "    if len(parts) <= 1:", "    if True:",
+          ("tests/test_summary.py::test_a_row_pairs_a_method_with_a_control_swept_later_into_another_folder",)),
 )
 
 
