@@ -10,7 +10,7 @@ from typing import Any
 
 from droptune.errors import DroptuneError
 from droptune.training.config import (RUNTIME_FIELDS, TrainConfig, base_type, coerce, element_type, field_types,
-                                      load_recorded, read_yaml)
+                                      load_recorded, read_yaml, recorded_value)
 from droptune.runs.folder import RunDir
 
 
@@ -50,31 +50,13 @@ def flag_values(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def _as_recorded(name: str, value: Any) -> Any:
-    """A field's value as a new run records it: a dataset folder, a data directory and a weights file by their
-    absolute paths, so that the run folder can be evaluated, combined and resumed from any working directory, and
-    two runs started from one file by different relative paths share a pre-trained start."""
-    from droptune.data.registry import data_dir_reference, dataset_reference
-    from droptune.models.backbones import weights_reference
-
-    if not isinstance(value, str):
-        return value
-    if name == "dataset":
-        return dataset_reference(value)
-    if name == "data_dir":
-        return data_dir_reference(value)
-    if name == "weights":
-        return weights_reference(value)
-    return value
-
-
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
     """base (e.g. a preset) → --config file → flags."""
     layers = dict(base or {})
     if args.config is not None:
         layers.update(read_yaml(args.config))
     layers.update(flag_values(args))
-    layers = {k: _as_recorded(k, v) for k, v in layers.items()}
+    layers = {k: recorded_value(k, v) for k, v in layers.items()}
     try:
         return TrainConfig(**coerce(layers, "command line"))
     except DroptuneError as error:
@@ -95,7 +77,7 @@ def resumed_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
                             f"{config_file} --output-dir {run_dir}`")
     config = load_recorded(config_file)
     changed = {k: v for k, v in flag_values(args).items()
-               if _as_recorded(k, getattr(config, k)) != _as_recorded(k, v)}
+               if recorded_value(k, getattr(config, k)) != recorded_value(k, v)}
     fixed = sorted(set(changed) - set(RUNTIME_FIELDS))
     if fixed:
         name = fixed[0]

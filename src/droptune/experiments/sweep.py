@@ -22,7 +22,7 @@ from droptune.errors import DroptuneError
 from droptune.experiments import PRESETS, preset_names
 from droptune.experiments.combos import check_methods, groups
 from droptune.experiments.jobs import Job
-from droptune.training.config import TrainConfig, coerce, coerce_value, load_yaml_file
+from droptune.training.config import TrainConfig, coerce, coerce_value, load_yaml_file, recorded_value
 
 # Set by the sweep for each job; a base or a method may not set them.
 JOB_FIELDS = ("dataset", "data_dir", "test_domain", "seed", "trial_seed", "output_dir")
@@ -217,7 +217,7 @@ def parse_spec(data: dict[str, Any], source: str) -> SweepSpec:
     grid = data.get("grid") or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise DroptuneError(f"{source}: 'grid' must map config fields to non-empty lists of values, got {grid!r}")
-    grid = {name: [_recorded(name, coerce_value(name, v, f"{source} grid")) for v in values]
+    grid = {name: [recorded_value(name, coerce_value(name, v, f"{source} grid")) for v in values]
             for name, values in grid.items()}
     random = _random(data["random"], source) if data.get("random") else None
     if grid and random:
@@ -262,14 +262,7 @@ def config_overrides(values: Any, source: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise DroptuneError(f"{source} must be a mapping of config fields, got {values!r}")
     check_not_job_fields(values, source)
-    return {name: _recorded(name, value) for name, value in coerce(values, source).items()}
-
-
-def _recorded(name: str, value: Any) -> Any:
-    """A weights file by its absolute path, as a run started by `droptune train` records it: jobs run elsewhere."""
-    from droptune.models.backbones import weights_reference
-
-    return weights_reference(value) if name == "weights" else value
+    return {name: recorded_value(name, value) for name, value in coerce(values, source).items()}
 
 
 def check_not_job_fields(names, source: str) -> None:

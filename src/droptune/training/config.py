@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from droptune.data.registry import DATASETS
+from droptune.data.registry import DATASETS, data_dir_reference, dataset_reference
 from droptune.errors import DroptuneError
 from droptune.training.selection import SELECTIONS
 
@@ -301,3 +301,21 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
 
 def coerce(changes: dict[str, Any], source: str) -> dict[str, Any]:
     return {k: coerce_value(k, v, source) for k, v in changes.items()}
+
+
+def recorded_value(name: str, value: Any) -> Any:
+    """A field's value as a new run records it: a dataset folder, a data directory and a weights file by their
+    absolute paths, so that the run folder can be evaluated, combined and resumed from any working directory (a
+    sweep's job from a Slurm node's or a Ray worker's), and two runs started from one file by different relative
+    paths share a pre-trained start."""
+    if not isinstance(value, str):
+        return value
+    if name == "dataset":
+        return dataset_reference(value)
+    if name == "data_dir":
+        return data_dir_reference(value)
+    if name == "weights" and Path(value).expanduser().is_file():
+        from droptune.models.backbones import weights_reference  # torch and timm: only for a weights file
+
+        return weights_reference(value)
+    return value
